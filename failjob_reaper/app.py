@@ -1,0 +1,124 @@
+"""Wiring: settings -> client, policy, publisher, reaper, sweeper. Built once per process."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+
+import httpx
+
+from failjob_reaper.errors import ConfigError
+from failjob_reaper.events import EventTypes
+from failjob_reaper.outcomes import Emitter, Publisher, SinkEmitter, StdoutEmitter
+from failjob_reaper.policy import Policy, PolicyError, default_policy, load_policy
+from failjob_reaper.reaper import Clock, Reaper, ReaperConfig, utc_now
+from failjob_reaper.sdrs import AkSkAuth, RateLimiter, RetryPolicy, TaskCenterClient, TokenAuth
+from failjob_reaper.settings import Settings, load_settings
+from failjob_reaper.sweep import Sweeper, SweepLimits
+
+
+@dataclass(frozen=True)
+class App:
+    """Everything an entry point needs; main.py holds one per process."""
+
+    settings: Settings
+    reaper: Reaper
+    sweeper: Sweeper
+    types: EventTypes
+
+
+def build_app(
+    settings: Settings,
+    *,
+    auth: httpx.Auth | None = None,
+    transport: httpx.BaseTransport | None = None,
+    emitter: Emitter | None = None,
+    clock: Clock = utc_now,
+) -> App:
+    """Build the process's objects; raise ConfigError for a bad policy file."""
+    policy = _policy(settings)
+    client = TaskCenterClient(
+        settings.endpoint,
+        settings.project_id,
+        auth=auth if auth is not None else auth_from_settings(settings),
+        timeout=settings.request_timeout,
+        retry=RetryPolicy(
+            max_attempts=settings.max_attempts,
+            deadline=settings.retry_deadline,
+            backoff_initial=settings.backoff_initial,
+            backoff_max=settings.backoff_max,
+        ),
+        max_connections=max(settings.max_connections, settings.sweep_concurrency),
+        rate_limiter=RateLimiter(settings.sweep_rate_limit),
+        transport=transport,
+    )
+    if emitter is None:
+        emitter = (
+            SinkEmitter(settings.sink, timeout=settings.sink_timeout,
+                        attempts=settings.sink_attempts)
+            if settings.sink else StdoutEmitter()
+        )
+    publisher = Publisher(emitter, source=settings.outcome_source, overrides=settings.ce_overrides)
+    config = ReaperConfig(
+        project_id=settings.project_id,
+        id_field=settings.failure_job_id_field,
+        dry_run=settings.dry_run,
+    )
+    reaper = Reaper(client, policy, publisher, config, clock=clock)
+    sweeper = Sweeper(
+        reaper,
+        SweepLimits(
+            concurrency=settings.sweep_concurrency,
+            deadline=settings.sweep_deadline,
+            emit_retained=settings.sweep_emit_retained,
+        ),
+    )
+    types = EventTypes(settings.type_job_failed, settings.type_expired, settings.type_sweep)
+    return App(settings, reaper, sweeper, types)
+
+
+def auth_from_settings(settings: Settings) -> httpx.Auth | None:
+    if settings.auth_token is not None:
+        return TokenAuth(settings.auth_token.get_secret_value())
+    if settings.access_key is not None and settings.secret_key is not None:
+        return AkSkAuth(
+            settings.access_key.get_secret_value(),
+            settings.secret_key.get_secret_value(),
+            security_token=(
+                settings.security_token.get_secret_value() if settings.security_token else None
+            ),
+            project_id=settings.project_id,
+        )
+    return None
+
+
+def _policy(settings: Settings) -> Policy:
+    if settings.policy_file is None:
+        return default_policy()
+    try:
+        return load_policy(settings.policy_file)
+    except PolicyError as exc:
+        raise ConfigError(f"RETENTION_POLICY_FILE: {exc}") from None
+
+
+def configure_logging(level: str) -> None:
+    logger = logging.getLogger("failjob_reaper")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("failjob-reaper %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level)
+
+
+def load_app_or_exit() -> App:
+    """For entry points: build from the environment or stop with one clear line."""
+    try:
+        settings = load_settings()
+        app = build_app(settings)
+    except ConfigError as exc:
+        print(f"failjob-reaper: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level)
+    return app

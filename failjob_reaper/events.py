@@ -1,0 +1,216 @@
+"""Turn trigger input into requests for the reaper, rejecting bad input early.
+
+Pure functions: no I/O. Whatever comes in (a CloudEvent, an HTTP body, a
+FunctionGraph payload) becomes a ``TaskRequest``, a ``SweepRequest`` or a
+``Rejected``. Ids are validated here, before they can reach a URL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from failjob_reaper.errors import InvalidInput
+from failjob_reaper.ids import is_valid_id, validate_id
+from failjob_reaper.outcomes import Causation
+
+Trigger = Literal["event", "timer", "http", "cli"]
+PING_TYPE = "dev.knative.sources.ping"
+
+# Fields of an input that name a task, most specific first. `failure_job_id` is
+# matched against the configured id field of the listing (SDRS_FAILURE_JOB_ID_FIELD).
+_TASK_KEYS = ("failure_job_id", "job_id", "resource_id")
+_ID_KEYS = (*_TASK_KEYS, "server_group_id", "project_id")
+
+
+@dataclass(frozen=True)
+class EventTypes:
+    job_failed: str = "sdrs.job.failed"
+    expired: str = "sdrs.failurejob.expired"
+    sweep: str = "sdrs.failurejob.sweep"
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """Decide one task, named by ``task_id`` in record field ``match_field``."""
+
+    task_id: str
+    match_field: str
+    trigger: Trigger
+    causation: Causation
+    server_group_id: str | None = None
+    dry_run: bool = False
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    trigger: Trigger
+    causation: Causation
+    dry_run: bool = False
+    server_group_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+    trigger: Trigger
+    causation: Causation
+    task_id: str | None = None
+
+
+Request = TaskRequest | SweepRequest | Rejected
+
+
+def parse_cloudevent(
+    attributes: Mapping[str, Any],
+    data: object,
+    *,
+    types: EventTypes,
+    project_id: str,
+    id_field: str,
+) -> Request:
+    """Map one input CloudEvent (attributes + data) onto a request."""
+    causation = causation_of(attributes)
+    event_type = attributes.get("type")
+    try:
+        payload = _decode(data)
+        if event_type in (types.job_failed, types.expired):
+            return task_request(
+                payload, project_id=project_id, id_field=id_field,
+                trigger="event", causation=causation, allow_force=False,
+            )
+        if event_type == types.sweep:
+            return sweep_request(payload, project_id=project_id, trigger="event",
+                                 causation=causation)
+        if event_type == PING_TYPE:
+            # A PingSource carries whatever its owner wrote; only a clear dry_run counts.
+            dry_run = payload.get("dry_run") is True if isinstance(payload, dict) else False
+            return SweepRequest(trigger="timer", causation=causation, dry_run=dry_run)
+    except InvalidInput as exc:
+        return Rejected(str(exc), "event", causation, _safe_task_id(data))
+    return Rejected(
+        f"unsupported event type {_printable(event_type)}", "event", causation,
+        _safe_task_id(data),
+    )
+
+
+def task_request(
+    payload: object,
+    *,
+    project_id: str,
+    id_field: str,
+    trigger: Trigger,
+    causation: Causation,
+    allow_force: bool,
+) -> TaskRequest:
+    """A request to decide one task from an event's data or a /retry body."""
+    if not isinstance(payload, dict):
+        raise InvalidInput("data must be a JSON object naming the failed task")
+    _check_ids(payload)
+    _check_project(payload, project_id)
+    for key in _TASK_KEYS:
+        if key in payload:
+            match_field = id_field if key == "failure_job_id" else key
+            task_id = validate_id(payload[key], key)
+            break
+    else:
+        raise InvalidInput("data names no task: expected failure_job_id, job_id or resource_id")
+    force = _optional_bool(payload, "force")
+    if force and not allow_force:
+        raise InvalidInput("force is only accepted by the manual HTTP API")
+    return TaskRequest(
+        task_id=task_id,
+        match_field=match_field,
+        trigger=trigger,
+        causation=causation,
+        server_group_id=payload.get("server_group_id"),
+        dry_run=_optional_bool(payload, "dry_run"),
+        force=force,
+    )
+
+
+def sweep_request(
+    payload: object, *, project_id: str, trigger: Trigger, causation: Causation
+) -> SweepRequest:
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise InvalidInput("sweep data must be a JSON object or empty")
+    _check_ids(payload)
+    _check_project(payload, project_id)
+    return SweepRequest(
+        trigger=trigger,
+        causation=causation,
+        dry_run=_optional_bool(payload, "dry_run"),
+        server_group_id=payload.get("server_group_id"),
+    )
+
+
+def causation_of(attributes: Mapping[str, Any]) -> Causation:
+    def text(name: str) -> str | None:
+        value = attributes.get(name)
+        return value if isinstance(value, str) and value else None
+
+    return Causation(
+        id=text("id"),
+        source=text("source"),
+        type=text("type"),
+        traceparent=text("traceparent"),
+        tracestate=text("tracestate"),
+    )
+
+
+def _decode(data: object) -> object:
+    # Binary-mode events with a JSON content type arrive decoded; others as bytes/str.
+    if isinstance(data, bytes | bytearray):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput("data is not UTF-8") from None
+    if isinstance(data, str):
+        if not data.strip():
+            return None
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError):
+            raise InvalidInput("data is not valid JSON") from None
+    return data
+
+
+def _check_ids(payload: Mapping[str, Any]) -> None:
+    # Every id-like field must be a plain token, used or not: a path trick anywhere is hostile.
+    for key in _ID_KEYS:
+        if key in payload and payload[key] is not None:
+            validate_id(payload[key], key)
+
+
+def _check_project(payload: Mapping[str, Any], project_id: str) -> None:
+    other = payload.get("project_id")
+    if other is not None and other != project_id:
+        raise InvalidInput(f"event is for project {other}, this deployment serves {project_id}")
+
+
+def _optional_bool(payload: Mapping[str, Any], key: str) -> bool:
+    value = payload.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{key} must be true or false")
+    return value
+
+
+def _safe_task_id(data: object) -> str | None:
+    """A task id for the subject of a rejection, only if it is a plain token."""
+    if isinstance(data, dict):
+        for key in _TASK_KEYS:
+            if is_valid_id(data.get(key)):
+                return str(data[key])
+    return None
+
+
+def _printable(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

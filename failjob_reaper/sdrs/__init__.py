@@ -1,0 +1,17 @@
+"""The SDRS task-center API: one client, its auth and its errors."""
+
+from failjob_reaper.sdrs._client import DeleteResult, RetryPolicy, TaskCenterClient
+from failjob_reaper.sdrs._errors import RETRYABLE_STATUSES, SdrsError
+from failjob_reaper.sdrs._ratelimit import RateLimiter
+from failjob_reaper.sdrs._signing import AkSkAuth, TokenAuth
+
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "AkSkAuth",
+    "DeleteResult",
+    "RateLimiter",
+    "RetryPolicy",
+    "SdrsError",
+    "TaskCenterClient",
+    "TokenAuth",
+]

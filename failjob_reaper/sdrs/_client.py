@@ -1,0 +1,242 @@
+"""The one client of the SDRS task-center API.
+
+One pooled ``httpx.Client`` per instance; the process builds one instance and
+reuses it across invocations. Tests pass a ``transport`` instead of patching.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+)
+
+from failjob_reaper.ids import validate_id
+from failjob_reaper.sdrs._errors import (
+    RETRYABLE_STATUSES,
+    SdrsError,
+    error_from_response,
+    error_from_transport,
+)
+from failjob_reaper.sdrs._ratelimit import RateLimiter
+
+PAGE_SIZE = 1000  # the API's maximum and default
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried: attempts, overall deadline, backoff bounds."""
+
+    max_attempts: int = 5
+    deadline: float = 30.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 8.0
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """A DELETE that the API answered with 204 (``found``) or 404 (not ``found``)."""
+
+    found: bool
+    status_code: int
+    attempts: int
+
+
+class _Transient(Exception):
+    """One failed attempt that deserves another; carries what to report if none is left."""
+
+    def __init__(self, error: SdrsError, retry_after: float | None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+
+
+class _FullJitterOrRetryAfter:
+    """Wait what the server asked for (Retry-After), else exponential backoff, full jitter."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            return exc.retry_after
+        ceiling = min(
+            self._policy.backoff_max,
+            self._policy.backoff_initial * 2 ** (state.attempt_number - 1),
+        )
+        return random.uniform(0.0, ceiling)  # noqa: S311 - jitter, not cryptography
+
+
+class TaskCenterClient:
+    """List failed tasks and protection groups, delete one failed task."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        project_id: str,
+        *,
+        auth: httpx.Auth | None = None,
+        timeout: float = 10.0,
+        retry: RetryPolicy = RetryPolicy(),
+        max_connections: int = 32,
+        rate_limiter: RateLimiter | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.project_id = validate_id(project_id, "project_id")
+        self.retry = retry
+        self.rate_limiter = rate_limiter
+        self._http = httpx.Client(
+            base_url=endpoint,
+            auth=auth,
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            transport=transport,
+            headers={"Accept": "application/json", "User-Agent": "failjob-reaper"},
+            follow_redirects=False,
+        )
+
+    # -- the API --------------------------------------------------------------
+
+    def list_failure_jobs(
+        self,
+        *,
+        server_group_id: str | None = None,
+        failure_status: str | None = None,
+        resource_name: str | None = None,
+        resource_type: str | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> list[dict[str, Any]]:
+        """Every failed task of one scope: the top level, or one protection group."""
+        params: dict[str, str] = {}
+        if server_group_id is not None:
+            params["server_group_id"] = validate_id(server_group_id, "server_group_id")
+        for key, value in (
+            ("failure_status", failure_status),
+            ("resource_name", resource_name),
+            ("resource_type", resource_type),
+        ):
+            if value is not None:
+                params[key] = value
+        path = f"/v1/{self.project_id}/task-center/failure-jobs"
+        return list(self._pages(path, params, "failure_jobs", page_size))
+
+    def list_server_groups(self, *, page_size: int = PAGE_SIZE) -> list[dict[str, Any]]:
+        """Every protection group of the project."""
+        path = f"/v1/{self.project_id}/server-groups"
+        return list(self._pages(path, {}, "server_groups", page_size))
+
+    def delete_failure_job(self, failure_job_id: str) -> DeleteResult:
+        """DELETE one failed task: 204 and 404 are answers, anything else raises SdrsError."""
+        job_id = validate_id(failure_job_id)
+        path = f"/v1/{self.project_id}/task-center/failure-jobs/{job_id}"
+        response, attempts = self._send("DELETE", path, None, ok=(204, 404))
+        return DeleteResult(response.status_code == 204, response.status_code, attempts)
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _pages(
+        self, path: str, params: dict[str, str], key: str, page_size: int
+    ) -> Iterator[dict[str, Any]]:
+        # Page until a short page: `count` may mean the page or the total, so it is ignored.
+        offset = 0
+        while True:
+            page_params = {**params, "limit": str(page_size), "offset": str(offset)}
+            response, attempts = self._send("GET", path, page_params, ok=(200,))
+            items = _items(response, key, attempts)
+            yield from items
+            if len(items) < page_size:
+                return
+            offset += len(items)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        *,
+        ok: tuple[int, ...],
+    ) -> tuple[httpx.Response, int]:
+        policy = self.retry
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Transient),
+            wait=_FullJitterOrRetryAfter(policy),
+            stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.deadline),
+            reraise=True,
+            sleep=time.sleep,
+        )
+        attempt_number = 0
+        try:
+            for attempt in retrying:
+                with attempt:
+                    attempt_number = attempt.retry_state.attempt_number
+                    response = self._attempt(method, path, params, attempt_number)
+                    if response.status_code in ok:
+                        return response, attempt_number
+                    raise error_from_response(response, attempts=attempt_number)
+        except _Transient as exc:
+            exc.error.attempts = attempt_number
+            raise exc.error from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _attempt(
+        self, method: str, path: str, params: dict[str, str] | None, attempt_number: int
+    ) -> httpx.Response:
+        if self.rate_limiter is not None:
+            self.rate_limiter.acquire()
+        try:
+            response = self._http.request(method, path, params=params)
+        except httpx.TransportError as exc:
+            raise _Transient(error_from_transport(exc, attempts=attempt_number), None) from None
+        if response.status_code in RETRYABLE_STATUSES:
+            error = error_from_response(response, attempts=attempt_number)
+            raise _Transient(error, _retry_after(response, self.retry.deadline))
+        return response
+
+
+def _items(response: httpx.Response, key: str, attempts: int) -> list[dict[str, Any]]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    items = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise SdrsError(
+            f"unexpected listing body: no list under {key!r}",
+            code="SDRS.BadListing",
+            status_code=response.status_code,
+            retryable=False,
+            attempts=attempts,
+        )
+    return items
+
+
+def _retry_after(response: httpx.Response, cap: float) -> float | None:
+    """Seconds from a Retry-After header (delta or HTTP date), capped; None if absent/bad."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), cap)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(0.0, when.timestamp() - time.time()), cap)

@@ -1,0 +1,84 @@
+"""What the SDRS API said when it refused, mapped onto one error type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from failjob_reaper.errors import ReaperError
+
+# Statuses worth another attempt (SPEC section 6); everything else is final.
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+_MAX_MESSAGE = 500
+
+
+class SdrsError(ReaperError):
+    """The API refused, or transient failures outlasted the retry budget."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        status_code: int | None,
+        retryable: bool,
+        attempts: int,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status_code = status_code
+        self.retryable = retryable
+        self.attempts = attempts
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "retryable": self.retryable}
+
+
+def error_from_response(response: httpx.Response, *, attempts: int) -> SdrsError:
+    code, message = parse_error_body(response)
+    return SdrsError(
+        message,
+        code=code,
+        status_code=response.status_code,
+        retryable=response.status_code in RETRYABLE_STATUSES,
+        attempts=attempts,
+    )
+
+
+def error_from_transport(exc: httpx.TransportError, *, attempts: int) -> SdrsError:
+    # The exception text is httpx's own (no URL credentials, no headers).
+    kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"
+    return SdrsError(
+        f"{kind} error talking to SDRS: {type(exc).__name__}",
+        code=f"transport.{kind}",
+        status_code=None,
+        retryable=True,
+        attempts=attempts,
+    )
+
+
+def parse_error_body(response: httpx.Response) -> tuple[str, str]:
+    """(code, message) from any of the error shapes Huawei APIs use."""
+    fallback = (f"HTTP.{response.status_code}", response.reason_phrase or "error")
+    try:
+        body = response.json()
+    except ValueError:
+        return fallback
+    if not isinstance(body, dict):
+        return fallback
+    if "error_code" in body or "error_msg" in body:
+        return _clean(body.get("error_code"), body.get("error_msg"), fallback)
+    for key in ("error", "badrequest", "itemNotFound"):
+        inner = body.get(key)
+        if isinstance(inner, dict):
+            return _clean(inner.get("code"), inner.get("message"), fallback)
+    return fallback
+
+
+def _clean(code: object, message: object, fallback: tuple[str, str]) -> tuple[str, str]:
+    code_text = str(code)[:64] if code is not None else fallback[0]
+    message_text = str(message)[:_MAX_MESSAGE] if message is not None else fallback[1]
+    return code_text, message_text

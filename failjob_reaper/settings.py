@@ -1,0 +1,240 @@
+"""Configuration from the environment, read once per process with pydantic-settings.
+
+Every variable is documented in README.md ("Configuration"). A bad value fails
+here, at start-up, with one line naming the variable and never its value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from failjob_reaper.errors import ConfigError
+
+_EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _env(*names: str) -> Any:
+    return Field(validation_alias=AliasChoices(*names) if len(names) > 1 else names[0])
+
+
+class Settings(BaseSettings):
+    """All settings; attribute names are short, the environment names are the aliases."""
+
+    model_config = SettingsConfigDict(
+        env_ignore_empty=True, extra="ignore", frozen=True, populate_by_name=False
+    )
+
+    # SDRS API
+    endpoint: str = Field(validation_alias="SDRS_ENDPOINT")
+    project_id: str = Field(
+        validation_alias=AliasChoices(
+            "SDRS_PROJECT_ID", "HUAWEICLOUD_SDK_PROJECT_ID", "RUNTIME_PROJECT_ID"
+        )
+    )
+    auth_token: SecretStr | None = Field(None, validation_alias="SDRS_AUTH_TOKEN")
+    access_key: SecretStr | None = Field(None, validation_alias="HUAWEICLOUD_SDK_AK")
+    secret_key: SecretStr | None = Field(None, validation_alias="HUAWEICLOUD_SDK_SK")
+    security_token: SecretStr | None = Field(
+        None, validation_alias="HUAWEICLOUD_SDK_SECURITY_TOKEN"
+    )
+    failure_job_id_field: str = Field("resource_id", validation_alias="SDRS_FAILURE_JOB_ID_FIELD")
+    request_timeout: float = Field(10.0, gt=0, le=300, validation_alias="SDRS_REQUEST_TIMEOUT")
+    max_attempts: int = Field(5, ge=1, le=20, validation_alias="SDRS_MAX_ATTEMPTS")
+    retry_deadline: float = Field(30.0, gt=0, le=900, validation_alias="SDRS_RETRY_DEADLINE")
+    backoff_initial: float = Field(0.5, ge=0, le=60, validation_alias="SDRS_BACKOFF_INITIAL")
+    backoff_max: float = Field(8.0, ge=0, le=300, validation_alias="SDRS_BACKOFF_MAX")
+    max_connections: int = Field(32, ge=1, le=512, validation_alias="SDRS_MAX_CONNECTIONS")
+
+    # Policy
+    policy_file: str | None = Field(None, validation_alias="RETENTION_POLICY_FILE")
+    dry_run: bool = Field(False, validation_alias="RETENTION_DRY_RUN")
+
+    # Sweeps
+    sweep_concurrency: int = Field(8, ge=1, le=128, validation_alias="SWEEP_CONCURRENCY")
+    sweep_rate_limit: float = Field(20.0, ge=0, validation_alias="SWEEP_RATE_LIMIT")
+    sweep_deadline: float = Field(240.0, gt=0, le=86400, validation_alias="SWEEP_DEADLINE")
+    sweep_emit_retained: bool = Field(False, validation_alias="SWEEP_EMIT_RETAINED")
+
+    # Outcomes
+    sink: str | None = Field(None, validation_alias="K_SINK")
+    ce_overrides: dict[str, Any] | None = Field(None, validation_alias="K_CE_OVERRIDES")
+    outcome_source: str = Field("failjob-reaper", min_length=1, validation_alias="OUTCOME_SOURCE")
+    sink_timeout: float = Field(5.0, gt=0, le=120, validation_alias="OUTCOME_SINK_TIMEOUT")
+    sink_attempts: int = Field(3, ge=1, le=10, validation_alias="OUTCOME_SINK_ATTEMPTS")
+
+    # Input event types
+    type_job_failed: str = Field(
+        "sdrs.job.failed", min_length=1, validation_alias="EVENT_TYPE_JOB_FAILED"
+    )
+    type_expired: str = Field(
+        "sdrs.failurejob.expired", min_length=1, validation_alias="EVENT_TYPE_EXPIRED"
+    )
+    type_sweep: str = Field(
+        "sdrs.failurejob.sweep", min_length=1, validation_alias="EVENT_TYPE_SWEEP"
+    )
+
+    # Manual HTTP API
+    retry_api_token: SecretStr | None = Field(None, validation_alias="RETRY_API_TOKEN")
+    http_max_body_bytes: int = Field(
+        65536, ge=256, le=10_485_760, validation_alias="HTTP_MAX_BODY_BYTES"
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias="LOG_LEVEL"
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be an http(s) URL such as https://sdrs.ap-southeast-3.myhuaweicloud.com"
+            )
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError("must use https unless it is a loopback address")
+        if parts.query or parts.fragment:
+            raise ValueError("must not carry a query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("project_id")
+    @classmethod
+    def _project_is_token(cls, value: str) -> str:
+        from failjob_reaper.ids import is_valid_id
+
+        if not is_valid_id(value):
+            raise ValueError("must be 1-64 letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("failure_job_id_field")
+    @classmethod
+    def _field_name(cls, value: str) -> str:
+        if not _FIELD_NAME.fullmatch(value):
+            raise ValueError("must be a record field name such as resource_id or job_id")
+        return value
+
+    @field_validator("sink")
+    @classmethod
+    def _sink_is_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("ce_overrides", mode="before")
+    @classmethod
+    def _overrides_json(cls, value: object) -> object:
+        # The environment source parses JSON itself; a plain mapping passed in does not.
+        if isinstance(value, str):
+            import json
+
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("must be JSON") from None
+        return value
+
+    @field_validator("ce_overrides")
+    @classmethod
+    def _overrides_shape(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        extensions = value.get("extensions", {})
+        if set(value) - {"extensions"} or not isinstance(extensions, dict):
+            raise ValueError('must look like {"extensions": {"name": "value"}}')
+        for name, ext in extensions.items():
+            if not _EXTENSION_NAME.fullmatch(name) or not isinstance(ext, str | int | bool):
+                raise ValueError(f"extension {name!r}: lower-case letters and digits, scalar value")
+        return value
+
+    @property
+    def is_loopback(self) -> bool:
+        return _is_loopback(urlsplit(self.endpoint).hostname or "")
+
+    @property
+    def credential_kind(self) -> Literal["token", "aksk", "none"]:
+        if self.auth_token is not None:
+            return "token"
+        if self.access_key is not None:
+            return "aksk"
+        return "none"
+
+    def check_credentials(self, *, context_credentials: bool = False) -> None:
+        """Exactly one credential kind, unless loopback or the platform supplies one."""
+        has_token = self.auth_token is not None
+        has_ak, has_sk = self.access_key is not None, self.secret_key is not None
+        if has_ak != has_sk:
+            missing = "HUAWEICLOUD_SDK_SK" if has_ak else "HUAWEICLOUD_SDK_AK"
+            raise ConfigError(f"{missing}: required with the other half of the AK/SK pair")
+        if self.security_token is not None and not has_ak:
+            raise ConfigError(
+                "HUAWEICLOUD_SDK_SECURITY_TOKEN: only valid with "
+                "HUAWEICLOUD_SDK_AK/HUAWEICLOUD_SDK_SK"
+            )
+        if has_token and has_ak:
+            raise ConfigError(
+                "SDRS_AUTH_TOKEN: set either it or HUAWEICLOUD_SDK_AK/HUAWEICLOUD_SDK_SK, not both"
+            )
+        if not (has_token or has_ak or self.is_loopback or context_credentials):
+            raise ConfigError(
+                "SDRS_AUTH_TOKEN: required, or HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK"
+            )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _alias_names() -> frozenset[str]:
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, str):
+            names.add(alias)
+        elif isinstance(alias, AliasChoices):
+            names.update(str(choice) for choice in alias.choices)
+    return frozenset(names)
+
+
+ENV_VARS: frozenset[str] = _alias_names()
+"""Every environment variable the settings read (infra tests check manifests against it)."""
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, context_credentials: bool = False
+) -> Settings:
+    """Read and validate the settings; raise ConfigError with one line naming the variable."""
+    try:
+        if environ is None:
+            settings = Settings()
+        else:
+            settings = Settings.model_validate(
+                {k: v for k, v in environ.items() if k in ENV_VARS and v != ""}
+            )
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+    settings.check_credentials(context_credentials=context_credentials)
+    return settings
+
+
+def _one_line(exc: ValidationError) -> str:
+    # Name the variable and the rule it breaks; never echo the input (it may be a secret).
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        message = "required" if error["type"] == "missing" else error["msg"]
+        message = message.removeprefix("Value error, ")
+        problems.append(f"{name}: {message}")
+    return "; ".join(problems)

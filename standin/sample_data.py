@@ -1,0 +1,235 @@
+"""Seeded task-center data: a small realistic world and bulk worlds for benchmarks.
+
+Records use the field names of the API's listing example. ``begin_time`` is
+relative to the ``now`` given, so "expired" means older than the default 7-day
+retention at that instant.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+__all__ = [
+    "DEFAULT_PROJECT_ID",
+    "Group",
+    "JobRecord",
+    "World",
+    "bulk_world",
+    "format_begin_time",
+    "parse_begin_time",
+    "sample_world",
+]
+
+DEFAULT_PROJECT_ID = "0605767f0a00d5762fe0c0148c8ba0d3"
+
+JobRecord = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Group:
+    id: str
+    name: str
+
+
+# Groups, then (record, server_group_id or None for the top level).
+World = tuple[list[Group], list[tuple[JobRecord, str | None]]]
+
+_JOB_TYPES = {
+    "createFail": "createProtectedInstance",
+    "deleteFail": "deleteProtectedInstance",
+    "attachFail": "attachReplicationPair",
+    "detachFail": "detachReplicationPair",
+    "expandFail": "expandReplicationPair",
+    "resizeFail": "resizeProtectedInstance",
+    "startFail": "startServerGroup",
+    "stopFail": "stopServerGroup",
+    "reverseFail": "reverseServerGroup",
+    "failoverFail": "failoverServerGroup",
+    "reprotectFail": "reprotectServerGroup",
+}
+_ERRORS = [
+    ("EVS.2024", "SdrsGenerateNativeServerParamsTask-fail:volume is error!"),
+    ("EVS.2031", "SdrsExpandVolumeTask-fail:volume size exceeds the quota"),
+    ("ECS.0011", "SdrsAttachNicTask-fail:the server is not in a valid state"),
+    ("SDRS.1205", "SdrsCreateServerGroupTask-fail:quota of protection groups exceeded"),
+    ("SDRS.1402", "SdrsFailoverTask-fail:replication pair is not synchronized"),
+    ("VPC.0114", "SdrsCreatePortTask-fail:no available ip address in the subnet"),
+]
+
+
+def format_begin_time(moment: datetime) -> str:
+    """``yyyy-MM-ddTHH:mm:ss.SSSZ`` in UTC, as the API writes it."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_begin_time(value: Any) -> datetime | None:
+    """Parse a ``begin_time`` into an aware UTC datetime; None when it is not one."""
+    if not isinstance(value, str) or not value:
+        return None
+    for pattern in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(value, pattern).replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _record(
+    *,
+    resource_id: str,
+    resource_name: str,
+    resource_type: str,
+    failure_status: str,
+    job_id: str,
+    job_type: str,
+    begin_time: str,
+    error_code: str,
+    fail_reason: str,
+) -> JobRecord:
+    return {
+        "job_status": "FAIL",
+        "resource_id": resource_id,
+        "resource_name": resource_name,
+        "resource_type": resource_type,
+        "failure_status": failure_status,
+        "job_id": job_id,
+        "job_type": job_type,
+        "begin_time": begin_time,
+        "error_code": error_code,
+        "fail_reason": fail_reason,
+    }
+
+
+def sample_world(now: datetime, *, project_id: str = DEFAULT_PROJECT_ID) -> World:
+    """Three groups and 17 failures covering the policy's cases (ids stable per project).
+
+    Highlights: ``web-03`` has three failures (keep-latest), ``prod-db-01`` is
+    expired but meant for holds, ``db-03`` has no parsable ``begin_time``,
+    ``etl-03`` starts in the future (clock skew), ``etl-02`` is just under 7 days.
+    """
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"sdrs-standin:{project_id}")
+
+    def uid(name: str) -> str:
+        return str(uuid.uuid5(namespace, name))
+
+    def job_id(name: str) -> str:
+        return uuid.uuid5(namespace, "job/" + name).hex
+
+    def ago(**delta: float) -> str:
+        return format_begin_time(now - timedelta(**delta))
+
+    groups = [Group(uid("pg-web"), "pg-web"), Group(uid("pg-db"), "pg-db")]
+    groups.append(Group(uid("pg-analytics"), "pg-analytics"))
+    web, db, analytics = (g.id for g in groups)
+
+    # (group, resource name, resource_type, failure_status, job_type, begin_time, error, n)
+    rows: list[tuple[str | None, str, str, str, str, str, int, int]] = [
+        (None, "pg-staging-old", "server_groups", "createFail", "createServerGroup",
+         ago(days=30), 3, 0),
+        (None, "pg-retired", "server_groups", "deleteFail", "deleteServerGroup",
+         ago(hours=3), 3, 0),
+        (web, "web-01", "protectedInstance", "createFail", "createProtectedInstance",
+         ago(days=10), 0, 0),
+        (web, "web-02", "protected_instances", "attachFail", "attachReplicationPair",
+         ago(days=1), 2, 0),
+        (web, "web-03", "protected_instances", "startFail", "startServerGroup",
+         ago(days=9), 2, 0),
+        (web, "web-03", "protected_instances", "stopFail", "stopServerGroup",
+         ago(days=5), 2, 1),
+        (web, "web-03", "protected_instances", "startFail", "startServerGroup",
+         ago(hours=1), 2, 2),
+        (web, "web-data-rep", "replications", "expandFail", "expandReplicationPair",
+         ago(days=8), 0, 0),
+        (db, "prod-db-01", "protected_instances", "detachFail", "detachReplicationPair",
+         ago(days=20), 2, 0),
+        (db, "db-replica-02", "protected_instances", "failoverFail", "failoverServerGroup",
+         ago(days=40), 4, 0),
+        (db, "drill-2024-q1", "disaster_recovery_drills", "createFail",
+         "createDisasterRecoveryDrill", ago(days=2), 5, 0),
+        (db, "drill-2023-q4", "disaster_recovery_drills", "deleteFail",
+         "deleteDisasterRecoveryDrill", ago(days=12), 5, 0),
+        (db, "db-03", "protected_instances", "reverseFail", "reverseServerGroup",
+         "unknown", 4, 0),
+        (analytics, "etl-01", "protectedInstance", "resizeFail", "resizeProtectedInstance",
+         ago(days=3), 1, 0),
+        (analytics, "etl-02", "protected_instances", "reprotectFail", "reprotectServerGroup",
+         ago(days=6, hours=23), 4, 0),
+        (analytics, "etl-03", "protected_instances", "stopFail", "stopServerGroup",
+         ago(hours=-1), 2, 0),
+        (analytics, "etl-rep-04", "replications", "deleteFail", "detachReplicationPair",
+         ago(days=15), 0, 0),
+    ]  # fmt: skip
+    jobs: list[tuple[JobRecord, str | None]] = []
+    for group, name, rtype, status, jtype, begin, error, n in rows:
+        code, reason = _ERRORS[error]
+        record = _record(
+            resource_id=uid("resource/" + name),
+            resource_name=name,
+            resource_type=rtype,
+            failure_status=status,
+            job_id=job_id(f"{name}/{n}"),
+            job_type=jtype,
+            begin_time=begin,
+            error_code=code,
+            fail_reason=reason,
+        )
+        jobs.append((record, group))
+    return groups, jobs
+
+
+def bulk_world(
+    n_tasks: int,
+    n_groups: int,
+    now: datetime,
+    expired: bool = True,
+    *,
+    seed: int = 0,
+    top_level_share: float = 0.05,
+) -> World:
+    """``n_tasks`` failures with unique resource ids, spread over ``n_groups`` groups.
+
+    A ``top_level_share`` of them is at the top level (all of them without groups).
+    ``expired``: 8 to 90 days old, else 1 minute to 6 days. Deterministic per seed.
+    """
+    rng = random.Random(seed)
+
+    def uuid4_like() -> str:
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+    groups = [Group(uuid4_like(), f"bulk-pg-{i:04d}") for i in range(n_groups)]
+    top_level = n_tasks if not groups else int(n_tasks * top_level_share)
+    statuses = list(_JOB_TYPES)
+    kinds = ["protected_instances", "protectedInstance", "replications", "disaster_recovery_drills"]
+    jobs: list[tuple[JobRecord, str | None]] = []
+    for i in range(n_tasks):
+        group = None if i < top_level else groups[(i - top_level) % len(groups)].id
+        age = (
+            timedelta(days=rng.uniform(8, 90))
+            if expired
+            else timedelta(seconds=rng.uniform(60, 6 * 86400))
+        )
+        status = rng.choice(statuses)
+        code, reason = rng.choice(_ERRORS)
+        record = _record(
+            resource_id=uuid4_like(),
+            resource_name=f"bulk-{i:06d}",
+            resource_type="server_groups" if group is None else rng.choice(kinds),
+            failure_status=status,
+            job_id=f"{rng.getrandbits(128):032x}",
+            job_type=_JOB_TYPES[status],
+            begin_time=format_begin_time(now - age),
+            error_code=code,
+            fail_reason=reason,
+        )
+        jobs.append((record, group))
+    return groups, jobs

@@ -1,0 +1,398 @@
+"""A loopback stand-in of the SDRS task-center API, with fault injection and a request log.
+
+Choices where the real API is not settled (see reference/sdrs-task-center.md):
+
+* listings are ordered newest ``begin_time`` first (unparsable times last), then
+  by insertion; offsets shift when records are deleted between pages, as they
+  would on a real server;
+* listing an unknown ``server_group_id`` answers 404 ``SDRS.1301``;
+* ``limit`` outside 0..1000 or a non-integer ``limit``/``offset`` answers 400;
+  a limit above ``max_page`` is clamped to it; ``limit=0`` gives an empty page;
+* authentication failures and unknown paths answer in the API gateway's shape
+  (``{"error_code": "APIGW.03xx"/"APIGW.0101", "error_msg": ...}``), everything
+  else in the SDRS shape ``{"error": {"code", "message"}}``;
+* the ``resource_type`` filter matches spellings loosely
+  (``protectedInstance`` matches ``protected_instances``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hmac
+import json
+import random
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal, get_args
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from failjob_reaper.sdrs._signing import verify_signature
+
+from ._http import (
+    Fault,
+    RecordedRequest,
+    Response,
+    ServerBase,
+    error_body,
+    json_response,
+)
+from .sample_data import DEFAULT_PROJECT_ID, Group, parse_begin_time
+
+__all__ = ["CountMode", "TaskCenterStandIn"]
+
+CountMode = Literal["page", "total", "wrong"]
+Record = dict[str, Any]
+# (sort key, insertion sequence, record, the record's JSON); the first two are unique.
+_Entry = tuple[float, int, Record, bytes]
+_Scope = str | None  # a protection group id, None for the top level
+
+_API_MAX_LIMIT = 1000
+_FILTERS = ("failure_status", "resource_name", "resource_type")
+
+_LIST = re.compile(r"^/v1/(?P<pid>[^/]+)/task-center/failure-jobs/?$")
+_BATCH = re.compile(r"^/v1/(?P<pid>[^/]+)/task-center/(?:[^/]+/)?failure-jobs/batch/?$")
+_ONE = re.compile(r"^/v1/(?P<pid>[^/]+)/task-center/failure-jobs/(?P<fid>[^/]+)/?$")
+_GROUPS = re.compile(r"^/v1/(?P<pid>[^/]+)/server-groups/?$")
+
+
+def _type_key(value: Any) -> str:
+    # "protectedInstance", "protected_instances" -> "protectedinstance"
+    text = str(value).lower().replace("_", "").replace("-", "")
+    return text[:-1] if text.endswith("s") else text
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int, upper: int | None) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _BadRequest(f"{name} must be an integer") from None
+    if value < 0 or (upper is not None and value > upper):
+        bound = f"0..{upper}" if upper is not None else ">= 0"
+        raise _BadRequest(f"{name} must be in {bound}")
+    return value
+
+
+class TaskCenterStandIn(ServerBase):
+    """The task-center API on 127.0.0.1, backed by in-memory records indexed by group and id."""
+
+    def __init__(
+        self,
+        *,
+        project_id: str = DEFAULT_PROJECT_ID,
+        token: str | None = None,
+        credentials: Mapping[str, str] | None = None,
+        id_field: str = "resource_id",
+        latency: float = 0.0,
+        count_mode: CountMode = "page",
+        max_page: int = 1000,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(host, port)
+        self.project_id = project_id
+        self.id_field = id_field
+        self.max_page = max_page
+        self._token = token
+        self._credentials = dict(credentials) if credentials is not None else None
+        self._latency = 0.0
+        self._count_mode: CountMode = "page"
+        self.latency = latency
+        self.count_mode = count_mode
+        self._rng = random.Random(seed)
+        self._data_lock = threading.Lock()
+        self._seq = 0
+        self._groups: dict[str, Record] = {}
+        self._scopes: dict[_Scope, list[_Entry]] = {None: []}
+        self._by_id: dict[str, list[tuple[_Scope, float, int]]] = {}
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> TaskCenterStandIn:
+        self.start_server()
+        return self
+
+    def stop(self) -> None:
+        self.stop_server()
+
+    def __enter__(self) -> TaskCenterStandIn:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- runtime knobs -------------------------------------------------------
+
+    @property
+    def latency(self) -> float:
+        return self._latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("latency must be >= 0")
+        self._latency = float(seconds)
+
+    @property
+    def count_mode(self) -> CountMode:
+        return self._count_mode
+
+    @count_mode.setter
+    def count_mode(self, mode: CountMode) -> None:
+        if mode not in get_args(CountMode):
+            raise ValueError(f"count_mode must be one of {get_args(CountMode)}")
+        self._count_mode = mode
+
+    def extra_latency(self) -> float:
+        return self._latency
+
+    # -- data ----------------------------------------------------------------
+
+    def add_group(self, group_id: str, name: str = "", **fields: Any) -> None:
+        group: Record = {
+            "id": group_id,
+            "name": name or f"group-{group_id[:8]}",
+            "description": "",
+            "status": "available",
+            "protected_status": "started",
+            "replication_status": "active",
+            "health_status": "normal",
+            "priority_station": "source",
+            "protection_type": "replication-pair",
+            "dr_type": "migration",
+            "server_type": "ECS",
+            "source_availability_zone": "az1.dc1",
+            "target_availability_zone": "az2.dc2",
+            "created_at": "2019-01-01 08:00:00.000",
+            "updated_at": "2019-01-01 08:00:00.000",
+        }
+        group.update(fields)
+        with self._data_lock:
+            self._groups[group_id] = group
+            self._scopes.setdefault(group_id, [])
+
+    def add_job(self, record: Mapping[str, Any], server_group_id: str | None = None) -> None:
+        self.add_jobs([(record, server_group_id)])
+
+    def add_jobs(self, jobs: Iterable[tuple[Mapping[str, Any], str | None]]) -> None:
+        """Add many records at once: each touched listing is sorted once."""
+        touched: set[_Scope] = set()
+        jobs = list(jobs)
+        with self._data_lock:
+            unknown = {scope for _, scope in jobs if scope is not None} - self._groups.keys()
+            if unknown:
+                raise KeyError(f"unknown protection group(s) {sorted(unknown)}: add_group() first")
+            for record, scope in jobs:
+                entry = self._entry(dict(record))
+                self._scopes[scope].append(entry)
+                touched.add(scope)
+                job_key = record.get(self.id_field)
+                if job_key is not None:
+                    self._by_id.setdefault(str(job_key), []).append((scope, entry[0], entry[1]))
+            for scope in touched:
+                self._scopes[scope].sort(key=lambda e: (e[0], e[1]))
+
+    def load(
+        self, groups: Iterable[Group], jobs: Iterable[tuple[Mapping[str, Any], str | None]]
+    ) -> None:
+        """Load a world from :mod:`standin.sample_data`."""
+        for group in groups:
+            self.add_group(group.id, group.name)
+        self.add_jobs(jobs)
+
+    def _entry(self, record: Record) -> _Entry:
+        self._seq += 1
+        begin = parse_begin_time(record.get("begin_time"))
+        key = -begin.timestamp() if begin is not None else float("inf")
+        return (key, self._seq, record, json.dumps(record).encode())
+
+    def remove_job(self, failure_job_id: str) -> None:
+        """Remove every record with this id ("deleted by someone else")."""
+        with self._data_lock:
+            self._remove(failure_job_id)
+
+    def _remove(self, failure_job_id: str) -> bool:
+        refs = self._by_id.pop(failure_job_id, None)
+        if not refs:
+            return False
+        for scope, key, seq in refs:
+            entries = self._scopes[scope]
+            i = bisect.bisect_left(entries, (key, seq), key=lambda e: (e[0], e[1]))
+            if i < len(entries) and entries[i][1] == seq:
+                del entries[i]
+        return True
+
+    def listed(self, failure_job_id: str) -> bool:
+        with self._data_lock:
+            return failure_job_id in self._by_id
+
+    def job_count(self) -> int:
+        with self._data_lock:
+            return sum(len(entries) for entries in self._scopes.values())
+
+    def records(self, server_group_id: str | None = None) -> list[Record]:
+        """The records of one listing (top level by default), in listing order."""
+        with self._data_lock:
+            return [dict(e[2]) for e in self._scopes.get(server_group_id, [])]
+
+    def group_ids(self) -> list[str]:
+        with self._data_lock:
+            return list(self._groups)
+
+    # -- faults and observation ----------------------------------------------
+
+    def inject(self, method: str, path_regex: str, *faults: Fault) -> None:
+        """Queue faults for requests whose method (or "*") and path (re.search) match."""
+        self.faults.add(method, path_regex, faults)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self.log.snapshot()
+
+    def reset_log(self) -> None:
+        self.log.clear()
+
+    def deletes(self) -> list[str]:
+        """The failure_job_id of every single-record DELETE received, whatever its answer."""
+        ids = []
+        for r in self.log.snapshot():
+            match = _ONE.match(r.path)
+            if r.method == "DELETE" and match and not _BATCH.match(r.path):
+                ids.append(unquote(match["fid"]))
+        return ids
+
+    def batch_calls(self) -> list[RecordedRequest]:
+        """Requests to the batch-delete paths (which must never be called)."""
+        return [r for r in self.log.snapshot() if _BATCH.match(r.path)]
+
+    def max_requests_per_second(self, method: str | None = None) -> int:
+        return self.log.max_per_second(method)
+
+    # -- HTTP ----------------------------------------------------------------
+
+    def dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
+        parts = urlsplit(target)
+        path = parts.path
+        route = _BATCH.match(path) or _LIST.match(path) or _ONE.match(path) or _GROUPS.match(path)
+        if route is None:
+            return Response(
+                404,
+                json.dumps(
+                    {
+                        "error_code": "APIGW.0101",
+                        "error_msg": "The API does not exist or has not been published",
+                    }
+                ).encode(),
+            )
+        if route.re is _BATCH:
+            return Response(418, error_body(418, "SDRS.0418", "batch deletion is not allowed here"))
+        reason = self._auth_failure(method, target, headers, body)
+        if reason is not None:
+            message = f"Incorrect IAM authentication information: {reason}"
+            payload = {"error_code": "APIGW.0301", "error_msg": message}
+            return Response(401, json.dumps(payload).encode())
+        if route["pid"] != self.project_id:
+            return Response(403, error_body(403, "SDRS.0403", "project id does not match"))
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        try:
+            if route.re is _LIST and method == "GET":
+                return self._list_jobs(query)
+            if route.re is _GROUPS and method == "GET":
+                return self._list_groups(query)
+            if route.re is _ONE and method == "DELETE":
+                return self._delete(unquote(route["fid"]))
+        except _BadRequest as exc:
+            return Response(400, error_body(400, "SDRS.0400", str(exc)))
+        return Response(405, error_body(405, "SDRS.0405", f"{method} is not allowed here"))
+
+    def _auth_failure(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes
+    ) -> str | None:
+        if self._token is None and self._credentials is None:
+            return None
+        given = headers.get("x-auth-token")
+        token = self._token
+        if token is not None and given is not None and hmac.compare_digest(
+            given.encode(), token.encode()
+        ):
+            return None
+        if self._credentials is not None and "authorization" in headers:
+            url = f"http://{headers.get('host', self.url.partition('://')[2])}{target}"
+            return verify_signature(
+                method, url, headers, body, self._credentials, now=datetime.now(UTC)
+            )
+        if self._token is not None:
+            return "invalid X-Auth-Token" if given is not None else "missing X-Auth-Token"
+        return "missing Authorization header"
+
+    def _list_jobs(self, query: Mapping[str, str]) -> Response:
+        limit = min(_int_param(query, "limit", _API_MAX_LIMIT, _API_MAX_LIMIT), self.max_page)
+        offset = _int_param(query, "offset", 0, None)
+        scope = query.get("server_group_id") or None
+        filters = {name: query[name] for name in _FILTERS if query.get(name)}
+        with self._data_lock:
+            entries = self._scopes.get(scope)
+            if entries is None:
+                return Response(404, error_body(404, "SDRS.1301", "protection group not found"))
+            if filters:
+                entries = [e for e in entries if self._matches(e[2], filters)]
+            total = len(entries)
+            page = [e[3] for e in entries[offset : offset + limit]]
+        body = b'{"count": %d, "failure_jobs": [%s]}' % (
+            self._count(len(page), total),
+            b", ".join(page),
+        )
+        return Response(200, body)
+
+    @staticmethod
+    def _matches(record: Record, filters: Mapping[str, str]) -> bool:
+        for name, wanted in filters.items():
+            value = record.get(name)
+            if name == "resource_type":
+                if _type_key(value) != _type_key(wanted):
+                    return False
+            elif value != wanted:
+                return False
+        return True
+
+    def _count(self, page: int, total: int) -> int:
+        mode = self._count_mode
+        if mode == "page":
+            return page
+        if mode == "total":
+            return total
+        wrong = self._rng.randint(0, 2 * total + 10)
+        while wrong in (page, total):
+            wrong += 1
+        return wrong
+
+    def _list_groups(self, query: Mapping[str, str]) -> Response:
+        limit = min(_int_param(query, "limit", _API_MAX_LIMIT, _API_MAX_LIMIT), self.max_page)
+        offset = _int_param(query, "offset", 0, None)
+        with self._data_lock:
+            groups = list(self._groups.values())
+        return json_response(
+            200, {"server_groups": groups[offset : offset + limit], "count": len(groups)}
+        )
+
+    def _delete(self, failure_job_id: str) -> Response:
+        with self._data_lock:
+            removed = self._remove(failure_job_id)
+        if removed:
+            return Response(204)
+        return Response(404, error_body(404, "SDRS.1302", "failure job not found"))

@@ -1,0 +1,201 @@
+"""Start-up: settings fail fast with one line; the real functions-framework
+process serves events over loopback; AK/SK signing works end to end."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent
+
+from failjob_reaper.settings import ENV_VARS
+from standin import OutcomeSink, TaskCenterStandIn
+from tests.conftest import AK, EXPIRED, PROJECT, ROOT, SK, TOKEN, FunctionFactory, failed_task
+
+
+def _env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    env.update(values)
+    return env
+
+
+def _import_main(**values: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "import main"],
+        cwd=ROOT, env=_env(**values), capture_output=True, text=True, timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, "SDRS_ENDPOINT: required"),
+        ({"SDRS_ENDPOINT": "https://sdrs.example.com"}, "SDRS_PROJECT_ID: required"),
+        ({"SDRS_ENDPOINT": "ftp://x", "SDRS_PROJECT_ID": PROJECT}, "SDRS_ENDPOINT: must be"),
+        ({"SDRS_ENDPOINT": "http://sdrs.example.com", "SDRS_PROJECT_ID": PROJECT},
+         "SDRS_ENDPOINT: must use https"),
+        ({"SDRS_ENDPOINT": "https://sdrs.example.com", "SDRS_PROJECT_ID": PROJECT},
+         "SDRS_AUTH_TOKEN: required"),
+        ({"SDRS_ENDPOINT": "https://sdrs.example.com", "SDRS_PROJECT_ID": PROJECT,
+          "HUAWEICLOUD_SDK_AK": AK}, "HUAWEICLOUD_SDK_SK: required"),
+        ({"SDRS_ENDPOINT": "https://sdrs.example.com", "SDRS_PROJECT_ID": PROJECT,
+          "SDRS_AUTH_TOKEN": TOKEN, "HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK},
+         "SDRS_AUTH_TOKEN: set either"),
+        ({"SDRS_ENDPOINT": "http://127.0.0.1:1", "SDRS_PROJECT_ID": PROJECT,
+          "SWEEP_CONCURRENCY": "many"}, "SWEEP_CONCURRENCY:"),
+        ({"SDRS_ENDPOINT": "http://127.0.0.1:1", "SDRS_PROJECT_ID": PROJECT,
+          "RETENTION_POLICY_FILE": "/nonexistent/policy.yaml"}, "RETENTION_POLICY_FILE:"),
+        ({"SDRS_ENDPOINT": "http://127.0.0.1:1", "SDRS_PROJECT_ID": PROJECT,
+          "K_CE_OVERRIDES": '{"extensions": {"Bad-Name": "x"}}'}, "K_CE_OVERRIDES:"),
+    ],
+)
+def test_bad_settings_stop_the_import_with_one_line_naming_the_variable(
+    values: dict[str, str], expected: str
+) -> None:
+    result = _import_main(**values, HUAWEICLOUD_SDK_SK_UNUSED="x")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("failjob-reaper: configuration error: ")
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_secret_in_a_bad_setting_is_not_echoed() -> None:
+    result = _import_main(
+        SDRS_ENDPOINT="https://sdrs.example.com", SDRS_PROJECT_ID=PROJECT,
+        SDRS_AUTH_TOKEN=TOKEN, HUAWEICLOUD_SDK_AK=AK, HUAWEICLOUD_SDK_SK=SK,
+        SDRS_MAX_ATTEMPTS=SK,
+    )
+    assert result.returncode == 2
+    assert SK not in result.stderr and TOKEN not in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def served_function(standin: TaskCenterStandIn, sink: OutcomeSink) -> Iterator[str]:
+    """``functions-framework --target on_event`` as a real process on loopback."""
+    port = _free_port()
+    env = _env(SDRS_ENDPOINT=standin.url, SDRS_PROJECT_ID=PROJECT, SDRS_AUTH_TOKEN=TOKEN,
+               K_SINK=sink.url)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "functions_framework", "--source", str(ROOT / "main.py"),
+         "--target", "on_event", "--signature-type", "cloudevent", "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "function did not start"
+            time.sleep(0.05)  # waiting for a port to open, bounded
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_real_functions_framework_process_deletes_and_reports(
+    standin: TaskCenterStandIn, sink: OutcomeSink, served_function: str
+) -> None:
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    event = CloudEvent({"type": "sdrs.job.failed", "source": "/t", "id": str(uuid.uuid4())},
+                       record)
+    headers, body = to_binary(event)
+    response = httpx.post(served_function, headers=headers, content=body, timeout=30)
+
+    assert response.status_code == 200
+    assert standin.deletes() == [record["resource_id"]]
+    assert sink.wait_for(1)[0]["type"] == "sdrs.failurejob.deleted"
+
+
+def test_not_a_cloudevent_gets_400_from_the_framework(served_function: str) -> None:
+    response = httpx.post(served_function, json={"hello": "world"}, timeout=30)
+    assert response.status_code == 400
+    assert "Traceback" not in response.text
+
+
+def test_aksk_signed_requests_are_accepted_by_the_standin(
+    sink: OutcomeSink, make_function: FunctionFactory
+) -> None:
+    with TaskCenterStandIn(project_id=PROJECT, credentials={AK: SK}) as signed:
+        record = failed_task(EXPIRED)
+        signed.add_job(record)
+        function = make_function(SDRS_ENDPOINT=signed.url, SDRS_AUTH_TOKEN="",
+                                 HUAWEICLOUD_SDK_AK=AK, HUAWEICLOUD_SDK_SK=SK)
+        function.send("sdrs.job.failed", record)
+
+        assert signed.deletes() == [record["resource_id"]]
+        assert all(r.status in (200, 204) for r in signed.requests)
+        assert all(r.headers["authorization"].startswith("SDK-HMAC-SHA256 Access=" + AK)
+                   for r in signed.requests)
+    assert sink.wait_for(1)[0]["type"] == "sdrs.failurejob.deleted"
+
+
+def test_wrong_sk_is_a_permanent_401_delete_failed(
+    sink: OutcomeSink, make_function: FunctionFactory
+) -> None:
+    with TaskCenterStandIn(project_id=PROJECT, credentials={AK: SK}) as signed:
+        record = failed_task(EXPIRED)
+        signed.add_job(record)
+        function = make_function(SDRS_ENDPOINT=signed.url, SDRS_AUTH_TOKEN="",
+                                 HUAWEICLOUD_SDK_AK=AK, HUAWEICLOUD_SDK_SK="wrong-sk")
+        response = function.send("sdrs.job.failed", record)
+        assert response.status_code == 200
+        assert signed.deletes() == []
+    event = sink.wait_for(1)[0]
+    assert event["type"] == "sdrs.failurejob.delete_failed"
+
+
+def test_make_run_demo_sends_samples_and_prints_outcomes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "standin.demo", "--once", "--port", str(_free_port()),
+         "--standin-port", str(_free_port())],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for outcome in ("deleted", "retained", "rejected", "would_delete", "sweep_completed"):
+        assert f'"type":"sdrs.failurejob.{outcome}"' in out
+    assert "local-demo-token" not in out + result.stderr
+
+
+def test_cli_check_policy_explains_a_valid_file_and_fails_an_invalid_one(
+    tmp_path: Path,
+) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "failjob_reaper", "check-policy",
+         str(ROOT / "standin" / "demo_policy.yaml")],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "valid" in ok.stdout and "prod-*" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("default_retention: soon\n")
+    failed = subprocess.run(
+        [sys.executable, "-m", "failjob_reaper", "check-policy", str(bad)],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert failed.returncode == 2
+    assert "default_retention" in failed.stderr
