@@ -98,18 +98,13 @@ def _causation(kind: str) -> Causation:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     app = _build(args)
     group = validate_id(args.group, "--group") if args.group else None
     request = SweepRequest(trigger="cli", causation=_causation("sweep"),
                            dry_run=args.dry_run, server_group_id=group)
-    console = Console(stderr=True)
+    show_progress = not args.no_progress and sys.stderr.isatty()
     try:
-        if args.no_progress or not console.is_terminal:
-            summary = app.sweeper.run(request)
-        else:
-            summary = _sweep_with_progress(app, request, console)
+        summary = _sweep_with_progress(app, request) if show_progress else app.sweeper.run(request)
     except OutcomeDeliveryError as exc:
         print(f"failjob-reaper: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
@@ -120,43 +115,42 @@ def _sweep(args: argparse.Namespace) -> int:
     return EXIT_PROBLEM if failed or summary.partial or summary.aborted else EXIT_OK
 
 
-def _sweep_with_progress(app: Any, request: SweepRequest, console: Any) -> SweepSummary:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+def _sweep_with_progress(app: Any, request: SweepRequest) -> SweepSummary:
+    from tqdm import tqdm
 
-    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
-        tasks: dict[str, Any] = {}
+    bars: dict[str, Any] = {}
 
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total)
-            bar.update(tasks[phase], completed=done, total=total)
+    def progress(phase: str, done: int, total: int) -> None:
+        bar = bars.get(phase)
+        if bar is None:
+            bar = bars[phase] = tqdm(total=total, desc=phase, unit="task" if phase == "deleting"
+                                     else "scope", file=sys.stderr, leave=True)
+        bar.total = total
+        bar.update(done - bar.n)
 
+    try:
         summary: SweepSummary = app.sweeper.run(request, progress=progress)
-        return summary
+    finally:
+        for bar in bars.values():
+            bar.close()
+    return summary
 
 
 def _print_summary(summary: SweepSummary) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     data = summary.as_data()
-    table = Table(title="sweep" + (" (dry run)" if summary.dry_run else ""))
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    for key in ("listed", "groups", "decided", "deleted"):
-        table.add_row(key, str(data[key]))
-    for outcome, count in data["outcomes"].items():
-        if count:
-            table.add_row(f"outcome: {outcome}", str(count))
-    for rule, count in sorted(data["rules"].items()):
-        table.add_row(f"rule: {rule}", str(count))
-    table.add_row("duration", f"{data['duration_seconds']:.2f}s")
-    console = Console()
-    console.print(table)
+    rows: list[tuple[str, str]] = [(key, str(data[key]))
+                                   for key in ("listed", "groups", "decided", "deleted")]
+    rows += [(f"outcome {name}", str(n)) for name, n in data["outcomes"].items() if n]
+    rows += [(f"rule {name}", str(n)) for name, n in sorted(data["rules"].items())]
+    rows.append(("duration", f"{data['duration_seconds']:.2f}s"))
+    title = "sweep" + (" (dry run)" if summary.dry_run else "")
+    width = max(len(name) for name, _ in rows)
+    print(title)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value:>8}")
     for key in ("partial_reason", "aborted_reason"):
         if data[key]:
-            console.print(f"{key.replace('_', ' ')}: {data[key]}")
+            print(f"{key.replace('_', ' ')}: {data[key]}")
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -320,7 +320,7 @@ class _Body:
         everything the client sends. When the body was not (fully) read, the
         response is made a stream and the WSGI server discards the rest itself.
         """
-        if False:
+        if self._data is None:
             data = response.get_data()
             response.response = _once(data)
         return response

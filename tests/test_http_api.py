@@ -114,21 +114,20 @@ def test_without_a_configured_token_every_mutating_call_is_refused(
     assert sink.events == []
 
 
-@pytest.mark.parametrize(
-    "authorization",
-    [None, "", "Bearer", "Bearer ", f"Basic {API_TOKEN}", f"Bearer {API_TOKEN}x",
-     f"Bearer {API_TOKEN[:-1]}", "Bearer wrong", f"{API_TOKEN}", "Bearer ünï"],
-)
+AUTHORIZATIONS = [None, "", "Bearer", "Bearer ", f"Basic {API_TOKEN}", f"Bearer {API_TOKEN}x",
+                  f"Bearer {API_TOKEN[:-1]}", "Bearer wrong", API_TOKEN, "Bearer ünï",
+                  f"Bearer {API_TOKEN} x"]
+
+
 def test_wrong_or_missing_token_is_401_before_anything_else(
     standin: TaskCenterStandIn,
     sink: OutcomeSink,
     api: Callable[..., Function],
-    authorization: str | None,
+    subtests: pytest.Subtests,
 ) -> None:
     record = failed_task(EXPIRED)
     standin.add_job(record)
     function = api()
-    headers = {} if authorization is None else {"Authorization": authorization}
     # Even a body that would be 400/413/415 is refused for the token first.
     bodies: list[tuple[bytes, str]] = [
         (json.dumps({"failure_job_id": record["resource_id"]}).encode(), "application/json"),
@@ -136,13 +135,16 @@ def test_wrong_or_missing_token_is_401_before_anything_else(
         (b"x" * (LIMIT * 4), "application/json"),
         (b"plain", "text/plain"),
     ]
-    for path in ("/retry", "/sweep"):
-        for raw, content_type in bodies:
-            response = call(function, "POST", path, raw=raw, content_type=content_type,
-                            token=None, headers=headers)
-            assert response.status_code == 401, (path, raw[:20])
-            assert response.headers["WWW-Authenticate"].startswith("Bearer")
-            assert error_of(response)["code"] == "unauthorized"
+    for authorization in AUTHORIZATIONS:
+        headers = {} if authorization is None else {"Authorization": authorization}
+        for path in ("/retry", "/sweep"):
+            for raw, content_type in bodies:
+                with subtests.test(authorization=authorization, path=path, body=raw[:12]):
+                    response = call(function, "POST", path, raw=raw, content_type=content_type,
+                                    token=None, headers=headers)
+                    assert response.status_code == 401
+                    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+                    assert error_of(response)["code"] == "unauthorized"
     assert standin.requests == []
     assert sink.events == []
 
@@ -484,26 +486,21 @@ BAD_SWEEPS: list[tuple[str, dict[str, Any], int]] = [
 ]
 
 
-@pytest.mark.parametrize(("path", "kwargs", "status"), [
-    *[pytest.param("/retry", kwargs, status, id=f"retry {name}")
-      for name, kwargs, status in BAD_REQUESTS],
-    *[pytest.param("/sweep", kwargs, status, id=f"sweep {name}")
-      for name, kwargs, status in BAD_SWEEPS],
-])
 def test_bad_input_gets_a_4xx_error_body_and_no_request_at_all(
     standin: TaskCenterStandIn,
     sink: OutcomeSink,
     api: Callable[..., Function],
-    path: str,
-    kwargs: dict[str, Any],
-    status: int,
+    subtests: pytest.Subtests,
 ) -> None:
     standin.add_job(failed_task(EXPIRED, resource_id=GOOD))
-    response = call(api(), "POST", path, **kwargs)
-
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert error_of(response)["message"]
-    assert standin.requests == []
+    function = api()
+    for path, cases in (("/retry", BAD_REQUESTS), ("/sweep", BAD_SWEEPS)):
+        for name, kwargs, status in cases:
+            with subtests.test(f"{path} {name}"):
+                response = call(function, "POST", path, **kwargs)
+                assert response.status_code == status, response.get_data(as_text=True)
+                assert error_of(response)["message"]
+                assert standin.requests == []
     assert sink.events == []
 
 
@@ -514,7 +511,7 @@ def test_bad_id_errors_name_the_rule(api: Callable[..., Function]) -> None:
     assert "letters, digits" in error["message"]
 
 
-@pytest.mark.parametrize(("method", "path", "status", "allow"), [
+ROUTING: list[tuple[str, str, int, str | None]] = [
     ("GET", "/", 404, None),
     ("POST", "/", 404, None),
     ("POST", "/retry/", 404, None),
@@ -526,21 +523,23 @@ def test_bad_id_errors_name_the_rule(api: Callable[..., Function]) -> None:
     ("OPTIONS", "/sweep", 405, "POST"),
     ("POST", "/healthz", 405, "GET, HEAD"),
     ("DELETE", "/openapi.json", 405, "GET, HEAD"),
-])
+]
+
+
 def test_unknown_paths_and_methods(
     standin: TaskCenterStandIn,
     sink: OutcomeSink,
     api: Callable[..., Function],
-    method: str,
-    path: str,
-    status: int,
-    allow: str | None,
+    subtests: pytest.Subtests,
 ) -> None:
-    response = call(api(), method, path, {"failure_job_id": GOOD})
-
-    assert response.status_code == status
-    assert error_of(response)["code"] == ("not_found" if status == 404 else "method_not_allowed")
-    assert response.headers.get("Allow") == allow
+    function = api()
+    for method, path, status, allow in ROUTING:
+        with subtests.test(method=method, path=path):
+            response = call(function, method, path, {"failure_job_id": GOOD})
+            assert response.status_code == status
+            code = "not_found" if status == 404 else "method_not_allowed"
+            assert error_of(response)["code"] == code
+            assert response.headers.get("Allow") == allow
     assert standin.requests == []
 
 
@@ -561,23 +560,27 @@ class _CountingStream(io.RawIOBase):
         return n
 
 
-@pytest.mark.parametrize("path", ["/retry", "/sweep", "/nowhere"])
-@pytest.mark.parametrize("token", [API_TOKEN, "wrong"])
 def test_a_chunked_upload_is_never_read_past_the_limit(
-    standin: TaskCenterStandIn, sink: OutcomeSink, api: Callable[..., Function], path: str,
-    token: str,
+    standin: TaskCenterStandIn,
+    sink: OutcomeSink,
+    api: Callable[..., Function],
+    subtests: pytest.Subtests,
 ) -> None:
-    stream = _CountingStream(50 * LIMIT)
-    response = call(
-        api(), "POST", path, token=token,
-        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
-        environ_overrides={"wsgi.input": stream, "wsgi.input_terminated": True},
-    )
-
-    expected = 404 if path == "/nowhere" else 401 if token == "wrong" else 413
-    assert response.status_code == expected
-    error_of(response)
-    assert stream.consumed <= LIMIT + 1  # neither we nor functions-framework read the rest
+    function = api()
+    for path in ("/retry", "/sweep", "/nowhere"):
+        for token in (API_TOKEN, "wrong"):
+            with subtests.test(path=path, token=token):
+                stream = _CountingStream(50 * LIMIT)
+                response = call(
+                    function, "POST", path, token=token,
+                    headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+                    environ_overrides={"wsgi.input": stream, "wsgi.input_terminated": True},
+                )
+                expected = 404 if path == "/nowhere" else 401 if token == "wrong" else 413
+                assert response.status_code == expected
+                error_of(response)
+                # Neither the adapter nor functions-framework read the rest of it.
+                assert stream.consumed <= LIMIT + 1
     assert standin.requests == []
 
 

@@ -159,7 +159,7 @@ def decide(
         )
 
     age = format_duration(max(now - begin, timedelta(0)), parts=2)
-    if now > until:
+    if now >= until:
         verb = "reached" if now == until else "exceeds"
         return Decision("delete", rule_name, f"age {age} {verb} retention {kept} {of_rule}", None)
     return Decision("retain", rule_name, f"age {age} is within retention {kept} {of_rule}", until)

@@ -125,7 +125,11 @@ def format_duration(td: timedelta | None, *, parts: int | None = None) -> str:
         count, whole = divmod(whole, size)
         if count:
             out.append(f"{count}{unit}")
-    if whole or frac:
+    if out and parts is not None:
+        # An age in days does not need microseconds: whole seconds, if any.
+        if whole:
+            out.append(f"{whole}s")
+    elif whole or frac:
         out.append(f"{whole}.{frac:06d}".rstrip("0").rstrip(".") + "s")
     if parts is not None:
         out = out[:parts]
