@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -13,9 +13,19 @@ from failjob_reaper.events import EventTypes
 from failjob_reaper.outcomes import Emitter, Publisher, SinkEmitter, StdoutEmitter
 from failjob_reaper.policy import Policy, PolicyError, default_policy, load_policy
 from failjob_reaper.reaper import Clock, Reaper, ReaperConfig, utc_now
-from failjob_reaper.sdrs import AkSkAuth, RateLimiter, RetryPolicy, TaskCenterClient, TokenAuth
+from failjob_reaper.sdrs import (
+    AkSkAuth,
+    RateLimiter,
+    RetryPolicy,
+    RotatingAkSkAuth,
+    TaskCenterClient,
+    TokenAuth,
+)
 from failjob_reaper.settings import Settings, load_settings
 from failjob_reaper.sweep import Sweeper, SweepLimits
+
+CONFIG_ERROR_PREFIX = "failjob-reaper: configuration error: "
+"""Start of the one line a configuration error is reported with (then the variable)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,9 @@ class App:
     reaper: Reaper
     sweeper: Sweeper
     types: EventTypes
+    context_auth: RotatingAkSkAuth | None = None
+    """Set when the SDRS calls are signed with credentials the platform hands over per
+    invocation (FunctionGraph agency); the entry point must ``update()`` it each time."""
 
 
 def build_app(
@@ -112,13 +125,27 @@ def configure_logging(level: str) -> None:
     logger.setLevel(level)
 
 
+def load_app(*, context_credentials: bool = False) -> App:
+    """Build from the environment; raise ConfigError naming the variable.
+
+    ``context_credentials``: the platform hands over credentials per invocation
+    (FunctionGraph: the agency's temporary AK/SK/token). Then no credential in the
+    environment is fine, and the app signs with a ``RotatingAkSkAuth`` (``app.context_auth``)
+    that the entry point updates; credentials in the environment, when present, win.
+    """
+    settings = load_settings(context_credentials=context_credentials)
+    context_auth = None
+    if context_credentials and settings.credential_kind == "none":
+        context_auth = RotatingAkSkAuth(project_id=settings.project_id)
+    app = build_app(settings, auth=context_auth)
+    configure_logging(settings.log_level)
+    return replace(app, context_auth=context_auth)
+
+
 def load_app_or_exit() -> App:
     """For entry points: build from the environment or stop with one clear line."""
     try:
-        settings = load_settings()
-        app = build_app(settings)
+        return load_app()
     except ConfigError as exc:
-        print(f"failjob-reaper: configuration error: {exc}", file=sys.stderr)
+        print(f"{CONFIG_ERROR_PREFIX}{exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(settings.log_level)
-    return app

@@ -20,4 +20,10 @@ class InvalidInput(ReaperError):
 
 
 class OutcomeDeliveryError(ReaperError):
-    """The outcome could not be delivered to the sink; the trigger should redeliver."""
+    """The outcome could not be delivered to the sink; the trigger should redeliver.
+
+    ``outcome`` names what was decided (and done) all the same, when known.
+    """
+
+    outcome: str | None = None
+    failure_job_id: str | None = None

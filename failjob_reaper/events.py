@@ -8,6 +8,7 @@ FunctionGraph payload) becomes a ``TaskRequest``, a ``SweepRequest`` or a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -154,13 +155,35 @@ def causation_of(attributes: Mapping[str, Any]) -> Causation:
         value = attributes.get(name)
         return value if isinstance(value, str) and value else None
 
+    traceparent, tracestate = trace_context(text("traceparent"), text("tracestate"))
     return Causation(
         id=text("id"),
         source=text("source"),
         type=text("type"),
-        traceparent=text("traceparent"),
-        tracestate=text("tracestate"),
+        traceparent=traceparent,
+        tracestate=tracestate,
     )
+
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_TRACESTATE = re.compile(r"[\x20-\x7e]{1,512}")
+
+
+def trace_context(
+    traceparent: str | None, tracestate: str | None
+) -> tuple[str | None, str | None]:
+    """W3C trace context to copy onto outcomes; an invalid traceparent is dropped, not copied."""
+    if not traceparent or not _TRACEPARENT.fullmatch(traceparent.strip()):
+        return None, None
+    traceparent = traceparent.strip()
+    version, trace_id, parent_id, _ = traceparent.split("-")
+    if version == "ff" or trace_id == "0" * 32 or parent_id == "0" * 16:
+        return None, None
+    if tracestate is not None:
+        tracestate = tracestate.strip()
+        if not _TRACESTATE.fullmatch(tracestate):
+            tracestate = None
+    return traceparent, tracestate or None
 
 
 def _decode(data: object) -> object:

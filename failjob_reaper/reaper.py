@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, TaskRequest
 from failjob_reaper.ids import is_valid_id
 from failjob_reaper.lookup import Found, Scope, find_task, still_listed
@@ -61,7 +62,11 @@ class Reaper:
         """Decide, act, publish; return the outcome (publishing errors propagate)."""
         outcome = self.reject(request) if isinstance(request, Rejected) else self.decide(request)
         _log_outcome(outcome)
-        self.publisher.outcome(outcome)
+        try:
+            self.publisher.outcome(outcome)
+        except OutcomeDeliveryError as exc:
+            exc.outcome, exc.failure_job_id = outcome.outcome, outcome.failure_job_id
+            raise
         return outcome
 
     def reject(self, request: Rejected) -> Outcome:

@@ -121,6 +121,16 @@ class Settings(BaseSettings):
             raise ValueError("must be a record field name such as resource_id or job_id")
         return value
 
+    @field_validator("retry_api_token")
+    @classmethod
+    def _token_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        # A guessable bearer token would open the mutating API; refuse it at start-up.
+        if value is not None:
+            secret = value.get_secret_value()
+            if secret != secret.strip() or len(secret) < 16:
+                raise ValueError("must be at least 16 characters, without surrounding spaces")
+        return value
+
     @field_validator("sink")
     @classmethod
     def _sink_is_url(cls, value: str | None) -> str | None:

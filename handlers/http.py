@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -40,7 +39,7 @@ from pydantic import BaseModel, ValidationError
 
 from failjob_reaper.app import App
 from failjob_reaper.errors import InvalidInput, OutcomeDeliveryError
-from failjob_reaper.events import sweep_request, task_request
+from failjob_reaper.events import sweep_request, task_request, trace_context
 from failjob_reaper.ids import is_valid_id
 from failjob_reaper.outcomes import TYPE_PREFIX, Causation
 
@@ -63,8 +62,6 @@ CLOUDEVENTS_JSON = "application/cloudevents+json"
 DELETE_FAILED_TYPE = TYPE_PREFIX + "delete_failed"
 
 _CHALLENGE = 'Bearer realm="failjob-reaper"'
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
-_TRACESTATE = re.compile(r"[\x20-\x7e]{1,512}")
 _MAX_PROBLEMS = 5
 
 
@@ -199,10 +196,11 @@ def _from_event(event: dict[str, Any]) -> dict[str, Any]:
 
 def _not_delivered(exc: OutcomeDeliveryError) -> HttpError:
     log.warning("on_http: outcome not delivered: %s", exc)
+    decided = f" ({exc.outcome} {exc.failure_job_id or ''})".rstrip() if exc.outcome else ""
     return HttpError(
         503, "outcome_not_delivered",
-        f"the decision was made but its outcome could not be delivered to the sink ({exc}); "
-        "repeating the call is safe",
+        f"the decision was made{decided} but its outcome could not be delivered to the "
+        f"sink ({exc}); repeating the call is safe",
         {"Retry-After": "10"},
     )
 
@@ -256,15 +254,15 @@ def _header_bytes(value: str) -> bytes:
 def causation(request: flask.Request, route: str) -> Causation:
     """id: the Idempotency-Key if it is a plain token, else a fresh UUID."""
     key = request.headers.get("Idempotency-Key")
-    traceparent = request.headers.get("traceparent", "").strip().lower()
-    tracestate = request.headers.get("tracestate", "").strip()
-    valid_trace = bool(_TRACEPARENT.fullmatch(traceparent)) and not traceparent.startswith("ff")
+    traceparent, tracestate = trace_context(
+        request.headers.get("traceparent"), request.headers.get("tracestate")
+    )
     return Causation(
         id=key if is_valid_id(key) else str(uuid.uuid4()),
         source=f"/http{route}",
         type=f"http.{route.lstrip('/')}",
-        traceparent=traceparent if valid_trace else None,
-        tracestate=tracestate if valid_trace and _TRACESTATE.fullmatch(tracestate) else None,
+        traceparent=traceparent,
+        tracestate=tracestate,
     )
 
 

@@ -358,7 +358,7 @@ def test_secrets_never_reach_logs_or_outcomes(
     record = failed_task(EXPIRED)
     standin.add_job(record)
     standin.inject("DELETE", r"/failure-jobs/", Fault(401))
-    function = make_function(LOG_LEVEL="DEBUG", RETRY_API_TOKEN="retry-token-Kx77")
+    function = make_function(LOG_LEVEL="DEBUG", RETRY_API_TOKEN="retry-token-Kx77-long-enough")
     function.send(FAILED, record)
     function.send(FAILED, {"failure_job_id": "../" + TOKEN})
     sink.wait_for(2)
@@ -366,7 +366,7 @@ def test_secrets_never_reach_logs_or_outcomes(
     out, err = capfd.readouterr()
     everything = out + err + "".join(str(e.get_attributes()) + str(e.data) for e in sink.events)
     assert TOKEN not in everything
-    assert "retry-token-Kx77" not in everything
+    assert "retry-token-Kx77-long-enough" not in everything
     assert standin.requests[0].headers["x-auth-token"] == TOKEN  # it was really used
 
 
@@ -378,3 +378,20 @@ def test_project_id_from_the_sdk_variable_is_accepted(
     function = make_function(SDRS_PROJECT_ID="", HUAWEICLOUD_SDK_PROJECT_ID=PROJECT)
     function.send(FAILED, record)
     assert deletes(standin) == [record["resource_id"]]
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "garbage",
+        "00-" + "0" * 32 + "-" + "b" * 16 + "-01",
+        "ff-" + "a" * 32 + "-" + "b" * 16 + "-01",
+    ],
+)
+def test_an_invalid_traceparent_is_not_copied(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
+    traceparent: str,
+) -> None:
+    make_function().send(FAILED, {"failure_job_id": "nosuchtask"}, traceparent=traceparent)
+    event = sink.wait_for(1)[0]
+    assert "traceparent" not in event.get_attributes()

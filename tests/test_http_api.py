@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -229,16 +228,23 @@ def test_retry_without_idempotency_key_gets_a_fresh_causation_id(
 ) -> None:
     function = api()
     ids = set()
-    for key in (None, "not a token/../", "x" * 65):
-        headers = {"Idempotency-Key": key} if key else {}
+    bad_traceparents = ["garbage", TRACEPARENT.upper(), "00-" + "0" * 32 + "-" + "d" * 16 + "-01",
+                        "ff" + TRACEPARENT[2:]]
+    for key, traceparent in zip([None, "not a token/../", "x" * 65, ""], bad_traceparents,
+                                strict=True):
+        headers = {"traceparent": traceparent, "tracestate": "k=v"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
         response = call(function, "POST", "/retry", {"failure_job_id": "gone-1"},
-                        headers={**headers, "traceparent": "garbage"})
+                        headers=headers)
         body = response.get_json()
         assert body["outcome"] == "already_deleted"
         ids.add(body["causation"]["id"])
-    assert len(ids) == 3
+    assert len(ids) == 4
     assert all(re.fullmatch(r"[0-9a-f-]{36}", i) for i in ids)
-    assert all("traceparent" not in e.get_attributes() for e in sink.wait_for(3))
+    for event in sink.wait_for(4):
+        assert "traceparent" not in event.get_attributes()
+        assert "tracestate" not in event.get_attributes()
 
 
 def test_retry_of_a_young_task_is_retained_unless_forced(

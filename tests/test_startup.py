@@ -56,6 +56,8 @@ def _import_main(**values: str) -> subprocess.CompletedProcess[str]:
           "RETENTION_POLICY_FILE": "/nonexistent/policy.yaml"}, "RETENTION_POLICY_FILE:"),
         ({"SDRS_ENDPOINT": "http://127.0.0.1:1", "SDRS_PROJECT_ID": PROJECT,
           "K_CE_OVERRIDES": '{"extensions": {"Bad-Name": "x"}}'}, "K_CE_OVERRIDES:"),
+        ({"SDRS_ENDPOINT": "http://127.0.0.1:1", "SDRS_PROJECT_ID": PROJECT,
+          "RETRY_API_TOKEN": "short"}, "RETRY_API_TOKEN: must be at least 16"),
     ],
 )
 def test_bad_settings_stop_the_import_with_one_line_naming_the_variable(

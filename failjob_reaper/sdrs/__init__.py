@@ -1,6 +1,7 @@
 """The SDRS task-center API: one client, its auth and its errors."""
 
 from failjob_reaper.sdrs._client import DeleteResult, RetryPolicy, TaskCenterClient
+from failjob_reaper.sdrs._context_auth import MissingCredentials, RotatingAkSkAuth
 from failjob_reaper.sdrs._errors import RETRYABLE_STATUSES, SdrsError
 from failjob_reaper.sdrs._ratelimit import RateLimiter
 from failjob_reaper.sdrs._signing import AkSkAuth, TokenAuth
@@ -9,8 +10,10 @@ __all__ = [
     "RETRYABLE_STATUSES",
     "AkSkAuth",
     "DeleteResult",
+    "MissingCredentials",
     "RateLimiter",
     "RetryPolicy",
+    "RotatingAkSkAuth",
     "SdrsError",
     "TaskCenterClient",
     "TokenAuth",

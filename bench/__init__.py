@@ -1,0 +1,21 @@
+"""Benchmarks of failjob-reaper: ``python -m bench [--quick] [--only NAME ...] [--json [FILE]]``.
+
+Every benchmark measures a baseline in the same run and reports ratios against
+it as well as absolute numbers: the machine is shared and noisy, ratios travel
+better than seconds. Everything runs on loopback, every loop is bounded, and
+the function under test always runs in its own process (``functions-framework``
+as in production), never sharing a GIL with the servers it talks to.
+
+Benchmarks (``--only`` names):
+
+* ``sweep``      - a timer-triggered sweep through the real function vs the
+                   official SDK's sequential loop and the ideal bound;
+* ``coldstart``  - functions-framework start to first answered event, vs a
+                   hello-world function; ``-X importtime`` of ``main``;
+* ``overhead``   - one job-failed event through the function vs the same three
+                   HTTP calls made directly (the floor);
+* ``throughput`` - events/s with N concurrent clients, vs hello world;
+* ``memory``     - RSS of the function process over many cheap events, vs hello world.
+"""
+
+BENCHMARKS = ("sweep", "coldstart", "overhead", "throughput", "memory")

@@ -1,0 +1,277 @@
+"""Processes of a benchmark: the stand-in, the sink and functions-framework, each its own.
+
+Every process is started by this module, stopped by its own pid (terminate, then
+kill after a bounded wait), and every wait here is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import psutil
+from cloudevents.conversion import to_binary
+from cloudevents.http import CloudEvent
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN = ROOT / "main.py"
+PY = sys.executable
+TOKEN = "bench-token-7Qx2"  # the stand-in's credential for the benchmarks  # noqa: S105
+AK = "BENCHAK0000000000001"
+SK = "bench-sk-secret-0001"  # noqa: S105
+
+# Settings of the function and of functions-framework that must not leak in from the caller.
+_FF_VARS = {"FUNCTION_TARGET", "FUNCTION_SOURCE", "FUNCTION_SIGNATURE_TYPE", "HOST", "PORT",
+            "DEBUG", "THREADS", "WORKERS", "FUNCTION_USE_ASGI", "CLOUD_RUN_TIMEOUT_SECONDS"}
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    from failjob_reaper.settings import ENV_VARS
+
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS and k not in _FF_VARS}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(values)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _read_line(stream: IO[str], timeout: float, what: str) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"{what}: no ready line within {timeout:.0f}s")
+        ready, _, _ = select.select([stream], [], [], remaining)
+        if ready:
+            line = stream.readline()
+            if not line:
+                raise RuntimeError(f"{what}: exited before it was ready")
+            return line
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    """Terminate one process we started (and kill it if it lingers); then its children."""
+    if process.poll() is not None:
+        return
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.Error:
+        children = []
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+    for child in children:  # gunicorn workers exit with their master; make sure
+        with contextlib.suppress(psutil.Error):
+            child.wait(timeout=5)
+        with contextlib.suppress(psutil.Error):
+            if child.is_running():
+                child.kill()
+
+
+class Server:
+    """A server from ``bench._servers`` in its own process."""
+
+    def __init__(self, process: subprocess.Popen[str], info: dict[str, Any]) -> None:
+        self.process = process
+        self.info = info
+        self.url: str = info["url"]
+        self.control: str | None = info.get("control")
+        self.project_id: str | None = info.get("project_id")
+        self._http = httpx.Client(timeout=30)
+
+    def stats(self) -> dict[str, Any]:
+        base = self.control or self.url
+        result: dict[str, Any] = self._http.get(f"{base}/stats").raise_for_status().json()
+        return result
+
+    def reset_log(self) -> None:
+        self._http.post(f"{self.control}/reset-log").raise_for_status()
+
+    def reset_sink(self) -> None:
+        self._http.post(f"{self.url}/reset").raise_for_status()
+
+    def add_jobs(self, jobs: list[tuple[dict[str, Any], str | None]],
+                 groups: list[str] | None = None) -> None:
+        body = json.dumps({"groups": groups or [], "jobs": jobs})
+        self._http.post(f"{self.control}/jobs", content=body).raise_for_status()
+
+    def close(self) -> None:
+        self._http.close()
+        stop_process(self.process)
+
+
+@contextlib.contextmanager
+def server(kind: str, *args: str, timeout: float = 120.0) -> Iterator[Server]:
+    process = subprocess.Popen(
+        [PY, "-m", "bench._servers", kind, *args], cwd=ROOT, env=clean_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        info = json.loads(_read_line(process.stdout, timeout, f"{kind} server"))
+        srv = Server(process, info)
+    except BaseException:
+        stop_process(process)
+        raise
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+def standin(*, bulk: int = 0, groups: int = 10, fresh: int = 0, latency: float = 0.0,
+            aksk: bool = True) -> contextlib.AbstractContextManager[Server]:
+    """The stand-in, accepting the bench token (and AK/SK signatures when ``aksk``)."""
+    args = ["--token", TOKEN, "--bulk", str(bulk), "--groups", str(groups),
+            "--fresh", str(fresh), "--latency", str(latency)]
+    if aksk:
+        args += ["--ak", AK, "--sk", SK]
+    return server("standin", *args)
+
+
+def sink() -> contextlib.AbstractContextManager[Server]:
+    return server("sink")
+
+
+def ff_command(source: Path, target: str, port: int) -> list[str]:
+    script = Path(PY).parent / "functions-framework"
+    head = [str(script)] if script.exists() else [PY, "-m", "functions_framework"]
+    return [*head, "--source", str(source), "--target", target, "--signature-type",
+            "cloudevent", "--host", "127.0.0.1", "--port", str(port)]
+
+
+class Function:
+    """``functions-framework`` serving one cloudevent target in its own process."""
+
+    def __init__(self, source: Path, target: str, env: dict[str, str],
+                 stdout: int | IO[bytes] | None = subprocess.DEVNULL) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self._stderr = tempfile.TemporaryFile()
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            ff_command(source, target, self.port), cwd=ROOT, env=env,
+            stdout=stdout, stderr=self._stderr,
+        )
+
+    def stderr_tail(self, n: int = 2000) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode("utf-8", "replace")[-n:]
+
+    def wait_listening(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"functions-framework exited: {self.stderr_tail()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("functions-framework did not listen") from None
+                time.sleep(0.01)  # waiting for the port, bounded by the deadline
+
+    def worker_pid(self, timeout: float = 30.0) -> int:
+        """The gunicorn worker: the process that runs the function's code."""
+        deadline = time.monotonic() + timeout
+        while True:
+            children = psutil.Process(self.process.pid).children()
+            if children:
+                return int(children[0].pid)
+            if time.monotonic() > deadline:
+                return self.process.pid  # no gunicorn worker: the framework serves in-process
+            time.sleep(0.02)  # bounded
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        self._stderr.close()
+
+    def __enter__(self) -> Function:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (bytes) from /proc/PID/status: exact, no sampling."""
+    values: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+def cloudevent(event_type: str, data: Any, *, source: str = "/bench",
+               event_id: str | None = None) -> tuple[dict[str, str], bytes]:
+    """A binary-mode CloudEvent request (headers, body)."""
+    attributes = {"type": event_type, "source": source, "id": event_id or str(uuid.uuid4()),
+                  "datacontenttype": "application/json"}
+    headers, body = to_binary(CloudEvent(attributes, data))
+    return dict(headers), body if isinstance(body, bytes) else str(body).encode()
+
+
+HELLO_SOURCE = '''\
+"""Hello world under functions-framework: the floor of the framework itself."""
+import functions_framework
+
+
+@functions_framework.cloud_event
+def hello(event):
+    return None
+'''
+
+
+@contextlib.contextmanager
+def hello_source() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="bench-hello-") as tmp:
+        path = Path(tmp) / "main.py"
+        path.write_text(HELLO_SOURCE)
+        yield path
+
+
+def function_env(standin_srv: Server, *, sink_url: str | None, **extra: str) -> dict[str, str]:
+    values = {
+        "SDRS_ENDPOINT": standin_srv.url,
+        "SDRS_PROJECT_ID": standin_srv.project_id or "",
+        "SDRS_AUTH_TOKEN": TOKEN,
+    }
+    if sink_url:
+        values["K_SINK"] = sink_url
+    values.update(extra)
+    return clean_env(**values)
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds consumed so far by each process."""
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            times = psutil.Process(pid).cpu_times()
+            out[name] = float(times.user + times.system)
+        except psutil.Error:
+            out[name] = float("nan")
+    return out

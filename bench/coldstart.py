@@ -1,0 +1,202 @@
+"""Issue 7: cold start of the function vs a hello-world function under the same framework.
+
+Clock: from just before ``functions-framework --target on_event --signature-type
+cloudevent`` is spawned to the first 200 answer to a real CloudEvent POST,
+polled (a fresh connection every 5 ms while the port refuses). The product's
+event is a ``sdrs.failurejob.expired`` for a task that is not listed: it lists
+the (empty) top level and the (empty) protection groups of a stand-in in its own
+process and posts ``already_deleted`` to an ``OutcomeSink`` in its own process.
+Starts are interleaved (function, hello, function, hello, ...).
+
+Import costs: ``python -X importtime -c "import main"`` (module bodies included,
+so ``main`` counts building the app), parsed from stderr, median per module over
+several runs; and the wall time of ``python -c "import main"`` vs ``python -c
+"import functions_framework"`` vs ``python -c pass``, interleaved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._procs import (
+    MAIN,
+    PY,
+    ROOT,
+    Function,
+    clean_env,
+    cloudevent,
+    function_env,
+    hello_source,
+)
+from bench._procs import sink as sink_server
+from bench._procs import standin as standin_server
+from bench._report import Result, Table, fmt_ratio, median, ratio, say
+
+
+def time_to_first_answer(source: Path, target: str, env: dict[str, str],
+                         event_type: str, timeout: float = 60.0) -> dict[str, Any]:
+    fn = Function(source, target, env)
+    try:
+        deadline = fn.started + timeout
+        attempts = 0
+        while True:
+            attempts += 1
+            headers, body = cloudevent(event_type, {"failure_job_id": str(uuid.uuid4())})
+            try:
+                answer = httpx.post(fn.url, headers=headers, content=body, timeout=timeout)
+            except httpx.TransportError:
+                answer = None
+            now = time.perf_counter()
+            if answer is not None and answer.status_code == 200:
+                return {"seconds": now - fn.started, "attempts": attempts}
+            if fn.process.poll() is not None:
+                raise RuntimeError(f"{target} exited: {fn.stderr_tail()}")
+            if now > deadline:
+                status = answer.status_code if answer is not None else "no answer"
+                raise TimeoutError(f"{target}: no 200 within {timeout:.0f}s ({status})")
+            time.sleep(0.005)  # poll interval, bounded by the deadline
+    finally:
+        fn.stop()
+
+
+def parse_importtime(stderr: str) -> list[tuple[str, int, int, int]]:
+    """(module, depth, self us, cumulative us) for each ``import time:`` line."""
+    rows = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        parts = line[len("import time:"):].split("|")
+        if len(parts) != 3:
+            continue
+        self_us, cumulative = int(parts[0]), int(parts[1])
+        raw = parts[2].rstrip()
+        stripped = raw.lstrip()
+        depth = (len(raw) - len(stripped) - 1) // 2
+        rows.append((stripped, depth, self_us, cumulative))
+    return rows
+
+
+def importtime(env: dict[str, str], statement: str, runs: int) -> dict[str, dict[str, float]]:
+    """Median self/cumulative microseconds per module over ``runs`` runs."""
+    selfs: dict[str, list[int]] = defaultdict(list)
+    cumuls: dict[str, list[int]] = defaultdict(list)
+    depths: dict[str, int] = {}
+    for _ in range(runs):
+        done = subprocess.run([PY, "-X", "importtime", "-c", statement], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{statement!r} failed: {done.stderr[-1500:]}")
+        for name, depth, self_us, cumulative in parse_importtime(done.stderr):
+            selfs[name].append(self_us)
+            cumuls[name].append(cumulative)
+            depths.setdefault(name, depth)
+    return {name: {"self": median(selfs[name]), "cumulative": median(cumuls[name]),
+                   "depth": depths[name]} for name in selfs}
+
+
+def process_wall(env: dict[str, str], statement: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([PY, "-c", statement], cwd=ROOT, env=env, capture_output=True,
+                   timeout=120, check=True)
+    return time.perf_counter() - started
+
+
+def run(quick: bool) -> Result:
+    starts = 3 if quick else 11
+    import_runs = 3 if quick else 7
+    result = Result("coldstart", "Cold start (issue 7)")
+    with contextlib.ExitStack() as stack:
+        si = stack.enter_context(standin_server())
+        sk = stack.enter_context(sink_server())
+        hello = stack.enter_context(hello_source())
+        product_env = function_env(si, sink_url=sk.url)
+        hello_env = clean_env()
+        samples: dict[str, list[dict[str, Any]]] = {"function": [], "hello": []}
+        for i in range(starts):
+            say(f"coldstart: start {i + 1}/{starts} (function, then hello world)")
+            samples["function"].append(time_to_first_answer(
+                MAIN, "on_event", product_env, "sdrs.failurejob.expired"))
+            samples["hello"].append(time_to_first_answer(hello, "hello", hello_env,
+                                                         "bench.hello"))
+        counts = sk.stats()["counts"]
+
+        say("coldstart: -X importtime")
+        main_imports = importtime(product_env, "import main", import_runs)
+        ff_imports = importtime(hello_env, "import functions_framework", import_runs)
+        walls: dict[str, list[float]] = {"pass": [], "ff": [], "main": []}
+        for _ in range(import_runs):
+            walls["pass"].append(process_wall(hello_env, "pass"))
+            walls["ff"].append(process_wall(hello_env, "import functions_framework"))
+            walls["main"].append(process_wall(product_env, "import main"))
+
+    fn_s = [s["seconds"] for s in samples["function"]]
+    hello_s = [s["seconds"] for s in samples["hello"]]
+    table = Table(
+        f"Start of functions-framework to first answered CloudEvent (median of {starts}, "
+        "interleaved)",
+        ["function", "median (s)", "min (s)", "max (s)", "÷ hello world"],
+    )
+    table.add("hello world (cloudevent, same framework)", median(hello_s), min(hello_s),
+              max(hello_s), "1.00x")
+    table.add("failjob-reaper on_event (expired event, lists stand-in, posts outcome)",
+              median(fn_s), min(fn_s), max(fn_s), fmt_ratio(ratio(median(fn_s),
+                                                                   median(hello_s))))
+    imports = Table(
+        f"Process wall time, `python -c ...` (median of {import_runs}, interleaved)",
+        ["statement", "median (ms)", "minus `pass` (ms)", "÷ import functions_framework "
+         "(net of `pass`)"],
+    )
+    base = median(walls["pass"])
+    ff_net = median(walls["ff"]) - base
+    for key, label in (("pass", "pass"), ("ff", "import functions_framework"),
+                       ("main", "import main (builds the app)")):
+        net = median(walls[key]) - base
+        imports.add(label, median(walls[key]) * 1000, net * 1000,
+                    fmt_ratio(ratio(net, ff_net)) if key != "pass" else None)
+
+    top = sorted(main_imports.items(), key=lambda kv: kv[1]["cumulative"], reverse=True)[:15]
+    top_table = Table(
+        f"`python -X importtime -c \"import main\"`: top 15 cumulative (median of "
+        f"{import_runs} runs)",
+        ["module", "depth", "cumulative (ms)", "self (ms)"],
+    )
+    for name, values in top:
+        top_table.add(f"`{name}`", int(values["depth"]), values["cumulative"] / 1000,
+                      values["self"] / 1000)
+
+    by_package: dict[str, float] = defaultdict(float)
+    for name, values in main_imports.items():
+        by_package[name.split(".")[0]] += values["self"]
+    packages = Table(
+        "`import main`: self time summed per top-level package (top 12)",
+        ["package", "self (ms)", "share"],
+    )
+    total_self = sum(by_package.values())
+    for name, us in sorted(by_package.items(), key=lambda kv: kv[1], reverse=True)[:12]:
+        packages.add(f"`{name}`", us / 1000, f"{us / total_self:.0%}")
+
+    main_cum = main_imports.get("main", {}).get("cumulative")
+    ff_cum = ff_imports.get("functions_framework", {}).get("cumulative")
+    ff_in_main = main_imports.get("functions_framework", {}).get("cumulative")
+    result.tables += [table, imports, top_table, packages]
+    result.notes = [
+        "The clock includes interpreter start, imports, building the app (settings, policy, "
+        "HTTP clients), gunicorn's master and worker start, and the first event (new "
+        "connections to the stand-in and the sink).",
+        f"importtime totals: `main` {(main_cum or 0) / 1000:.0f} ms cumulative, of which "
+        f"`functions_framework` {(ff_in_main or 0) / 1000:.0f} ms; `import functions_framework`"
+        f" alone {(ff_cum or 0) / 1000:.0f} ms; ratio main ÷ functions_framework alone "
+        f"{fmt_ratio(ratio(main_cum, ff_cum))}.",
+        f"Outcomes received by the sink during the starts: {counts}.",
+    ]
+    result.data = {"samples": samples, "walls": walls, "main_imports": main_imports,
+                   "ff_imports": ff_imports}
+    return result

@@ -1,0 +1,447 @@
+"""The Huawei FunctionGraph adapter: ``handler(event, context)`` onto the same core paths.
+
+FunctionGraph calls an event function with the parsed JSON payload of its trigger
+and a context object. Three payloads are served; anything else fails the
+invocation with one line (and no request to SDRS):
+
+* timer trigger (``trigger_type == "TIMER"``): a sweep, ``trigger: timer``;
+* EventGrid, a structured CloudEvent 1.0 (``specversion``, ``id``, ``source``,
+  ``type``, ``data``): ``cloudevent.process``, the path of ``on_event``;
+* APIG request (``httpMethod`` and ``path``): ``http.on_http``, the path of ``on_http``.
+
+A *failed invocation* (an exception out of ``handler``) is what makes
+FunctionGraph retry an asynchronous invocation (EventGrid, timer), so:
+
+* ``RetryLater``: the work did not finish and another attempt can help (the
+  outcome sink is down, a transient SDRS failure outlasted the retry budget) -
+  the same cases in which ``on_event`` answers 503. Deletes are idempotent.
+* ``InvalidEvent`` (a ``ValueError``): a payload this function does not serve, or
+  a timer ``user_event`` that is JSON of the wrong shape. Retrying cannot help;
+  the retries are bounded by the function's async configuration.
+* ``ConfigurationFailed``: the settings are invalid (every invocation says so,
+  ``failjob-reaper: configuration error: <VARIABLE>: ...``) or the function has
+  neither credentials in its environment nor an agency.
+
+Everything else returns a small JSON-able dict (a timer sweep: its summary; an
+APIG call: the APIG answer ``{"statusCode", "headers", "body", "isBase64Encoded"}``).
+
+Credentials: with none in the environment, SDRS calls are signed with the agency's
+temporary credentials from the context, read again at every invocation (they
+rotate) into ``app.context_auth`` (a ``RotatingAkSkAuth``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+from urllib.parse import urlencode
+
+import flask
+from werkzeug.datastructures import Headers
+from werkzeug.test import EnvironBuilder
+
+from failjob_reaper.app import CONFIG_ERROR_PREFIX, App, load_app, load_app_or_exit
+from failjob_reaper.errors import ConfigError, InvalidInput, OutcomeDeliveryError
+from failjob_reaper.events import sweep_request
+from failjob_reaper.outcomes import Causation
+from handlers import http as _http
+from handlers.cloudevent import Redeliver, process
+
+log = logging.getLogger("failjob_reaper")
+
+RUNTIME_MARKERS = ("RUNTIME_FUNC_NAME", "RUNTIME_PROJECT_ID")
+"""Set by FunctionGraph in a function's environment (platforms.md)."""
+
+SAFETY_MARGIN_MIN = 2.0
+SAFETY_MARGIN_FRACTION = 0.1
+MIN_DEADLINE = 0.001
+"""A sweep left no time still lists the protection groups once and reports a partial
+summary; it starts no DELETE. (0 would mean "no deadline" to ``Sweeper.run``.)"""
+
+TIMER_KEYS = frozenset({"dry_run", "server_group_id", "project_id"})
+"""What a timer's ``user_event`` may carry: the data of an ``sdrs.failurejob.sweep`` event."""
+
+_TRIGGER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+_TEXT_TYPES = ("application/json", "application/problem+json")
+# Re-framed from the decoded body; the original values would not match it.
+_HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+
+Kind = Literal["timer", "eventgrid", "apig"]
+
+
+class Context(Protocol):
+    """The FunctionGraph context methods this adapter uses (FunctionGraph's names).
+
+    Each is called only if the runtime provides it; a missing one counts as "not given".
+    """
+
+    def getRequestID(self) -> str: ...
+    def getRemainingTimeInMilliSeconds(self) -> int: ...
+    def getSecurityAccessKey(self) -> str: ...
+    def getSecuritySecretKey(self) -> str: ...
+    def getSecurityToken(self) -> str: ...
+
+
+class InvalidEvent(ValueError):
+    """A payload this function does not serve; retrying it cannot help."""
+
+
+class RetryLater(RuntimeError):
+    """Not done; FunctionGraph should retry the invocation (async retries)."""
+
+
+class ConfigurationFailed(RuntimeError):
+    """The function cannot work as configured; the message is the one line that says why."""
+
+
+# -- loading (main.py) ------------------------------------------------------------------
+
+
+def on_functiongraph(environ: Mapping[str, str] | None = None) -> bool:
+    """True in FunctionGraph's event-function runtime.
+
+    FunctionGraph sets ``RUNTIME_FUNC_NAME``/``RUNTIME_PROJECT_ID``. A process run by
+    functions-framework (the container image sets ``FUNCTION_TARGET``) is not the
+    event-function runtime, even on FunctionGraph: it keeps failing fast at start-up.
+    """
+    env = os.environ if environ is None else environ
+    return any(env.get(name) for name in RUNTIME_MARKERS) and not env.get("FUNCTION_TARGET")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What main.py holds: the app, or the configuration error every invocation reports."""
+
+    app: App | None
+    error: str | None = None
+
+    @classmethod
+    def load(cls) -> Entry:
+        """Outside FunctionGraph: ``load_app_or_exit()`` (a settings error stops the import,
+        exit 2). On FunctionGraph the runtime imports main.py once per instance and must
+        not die there: the error line is logged once and raised by every invocation."""
+        if not on_functiongraph():
+            return cls(load_app_or_exit())
+        try:
+            return cls(load_app(context_credentials=True))
+        except ConfigError as exc:
+            line = f"{CONFIG_ERROR_PREFIX}{exc}"
+            print(line, file=sys.stderr)
+            return cls(None, line)
+
+    def handle(self, event: object, context: Context | None) -> dict[str, Any]:
+        if self.app is None:
+            raise ConfigurationFailed(self.error or f"{CONFIG_ERROR_PREFIX}unknown")
+        return handle(self.app, event, context)
+
+
+# -- one invocation ---------------------------------------------------------------------
+
+
+def handle(app: App, event: object, context: Context | None) -> dict[str, Any]:
+    """Serve one FunctionGraph invocation (see the module docstring)."""
+    kind = classify(event)
+    assert isinstance(event, dict)  # classify() guarantees it
+    request_id = _text(_ask(context, "getRequestID"))
+    log.debug("functiongraph: %s invocation %s", kind, request_id or "-")
+    refresh_credentials(app, context)
+    if kind == "timer":
+        return _timer(app, event, context, request_id)
+    if kind == "eventgrid":
+        return _eventgrid(app, event)
+    return _apig(app, event)
+
+
+def classify(event: object) -> Kind:
+    """Which trigger sent this payload; InvalidEvent for anything else."""
+    if not isinstance(event, dict):
+        raise InvalidEvent(
+            f"failjob-reaper: unsupported FunctionGraph event: expected a JSON object, "
+            f"not {type(event).__name__}"
+        )
+    if event.get("trigger_type") == "TIMER":
+        return "timer"
+    if "httpMethod" in event and "path" in event:
+        if not isinstance(event["httpMethod"], str) or not isinstance(event["path"], str):
+            raise InvalidEvent("failjob-reaper: APIG event: httpMethod and path must be strings")
+        return "apig"
+    if "specversion" in event:
+        _check_cloudevent(event)
+        return "eventgrid"
+    keys = ", ".join(sorted(repr(key)[:40] for key in event)[:8]) or "none"
+    raise InvalidEvent(
+        "failjob-reaper: unsupported FunctionGraph event: expected a TIMER trigger, an "
+        f"EventGrid CloudEvent or an APIG request (keys: {keys})"
+    )
+
+
+def refresh_credentials(app: App, context: Context | None) -> None:
+    """Hand the agency's current temporary credentials to the client (they rotate).
+
+    Only when the environment configures no credentials (``app.context_auth`` is set):
+    credentials from the environment win. Never logs them.
+    """
+    auth = app.context_auth
+    if auth is None:
+        return
+    ak = _text(_ask(context, "getSecurityAccessKey"))
+    sk = _text(_ask(context, "getSecuritySecretKey"))
+    token = _text(_ask(context, "getSecurityToken"))
+    if not ak or not sk:
+        auth.clear()
+        raise ConfigurationFailed(
+            f"{CONFIG_ERROR_PREFIX}HUAWEICLOUD_SDK_AK: not set, and the invocation context "
+            "carries no agency credentials: give the function an agency, or set "
+            "HUAWEICLOUD_SDK_AK/HUAWEICLOUD_SDK_SK or SDRS_AUTH_TOKEN"
+        )
+    auth.update(ak, sk, token)
+
+
+def sweep_deadline(remaining_ms: object) -> float | None:
+    """Seconds a sweep may run in this invocation: what is left minus a safety margin
+    (the larger of 2 s and 10 %), so that it can still report ``sweep_completed``.
+    None when the context does not say (then SWEEP_DEADLINE alone applies)."""
+    if isinstance(remaining_ms, bool) or not isinstance(remaining_ms, int | float):
+        return None
+    remaining = remaining_ms / 1000.0
+    margin = max(SAFETY_MARGIN_MIN, remaining * SAFETY_MARGIN_FRACTION)
+    return max(remaining - margin, MIN_DEADLINE)
+
+
+# -- timer --------------------------------------------------------------------------------
+
+
+def _timer(
+    app: App, event: dict[str, Any], context: Context | None, request_id: str | None
+) -> dict[str, Any]:
+    payload = timer_payload(event.get("user_event"))
+    name = event.get("trigger_name")
+    name = name if isinstance(name, str) and _TRIGGER_NAME.fullmatch(name) else "timer"
+    fired_at = _text(event.get("time"))
+    # The schedule time names the firing: a retried invocation yields the same outcome ids.
+    causation = Causation(
+        id=fired_at or request_id or str(uuid.uuid4()),
+        source=f"/functiongraph/triggers/timer/{name}",
+        type="functiongraph.timer",
+    )
+    try:
+        request = sweep_request(payload, project_id=app.settings.project_id, trigger="timer",
+                                causation=causation)
+    except InvalidInput as exc:
+        raise InvalidEvent(f"failjob-reaper: timer user_event: {exc}") from None
+    deadline = sweep_deadline(_ask(context, "getRemainingTimeInMilliSeconds"))
+    try:
+        summary = app.sweeper.run(request, deadline=deadline)
+    except OutcomeDeliveryError as exc:
+        raise RetryLater(f"failjob-reaper: sweep not reported, retry: {exc}") from None
+    if summary.transient_failure:
+        raise RetryLater(f"failjob-reaper: sweep failed, retry: {summary.aborted_reason}")
+    return summary.as_data()
+
+
+def timer_payload(user_event: object) -> dict[str, Any]:
+    """The sweep options in a timer's ``user_event`` (a JSON string, as FunctionGraph sends it).
+
+    * absent, empty, ``null``, or text that is not JSON at all: ``{}``, a normal sweep
+      (the console's test event or a note in the field must not stop the hourly sweep);
+    * a JSON object with only ``dry_run`` (bool), ``server_group_id``, ``project_id``:
+      those options (types are checked by ``sweep_request``);
+    * any other JSON (an array, a number, an unknown key such as ``dryrun``): InvalidEvent.
+      Someone meant something, and guessing could turn an intended dry run into deletes.
+    """
+    value: object = user_event
+    if isinstance(user_event, str):
+        if not user_event.strip():
+            return {}
+        try:
+            value = json.loads(user_event)
+        except (ValueError, RecursionError):
+            log.warning("functiongraph: timer user_event is not JSON (%d characters); "
+                        "ignored: a normal sweep", len(user_event))
+            return {}
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidEvent(
+            'failjob-reaper: timer user_event: must be a JSON object such as {"dry_run": true}, '
+            f"not {_json_kind(value)}"
+        )
+    unknown = sorted(str(key) for key in value if key not in TIMER_KEYS)
+    if unknown:
+        raise InvalidEvent(
+            f"failjob-reaper: timer user_event: unknown key(s) "
+            f"{', '.join(repr(key[:40]) for key in unknown[:5])}; accepted: "
+            f"{', '.join(sorted(TIMER_KEYS))}"
+        )
+    return value
+
+
+# -- EventGrid ----------------------------------------------------------------------------
+
+
+def _check_cloudevent(event: Mapping[str, Any]) -> None:
+    if event.get("specversion") != "1.0":
+        raise InvalidEvent("failjob-reaper: EventGrid event: specversion must be \"1.0\"")
+    missing = [name for name in ("id", "source", "type")
+               if not isinstance(event.get(name), str) or not event[name]]
+    if missing:
+        raise InvalidEvent(
+            f"failjob-reaper: EventGrid event: {', '.join(missing)} must be non-empty strings"
+        )
+
+
+def _eventgrid(app: App, event: dict[str, Any]) -> dict[str, Any]:
+    attributes = {name: value for name, value in event.items()
+                  if name not in ("data", "data_base64")}
+    data: object = event.get("data")
+    if "data_base64" in event and data is None:
+        data = _base64_data(event["data_base64"])
+    try:
+        process(app, attributes, data)
+    except Redeliver as exc:
+        log.warning("functiongraph: event %s not done, asking for a retry: %s",
+                    _printable(attributes.get("id")), exc)
+        raise RetryLater(f"failjob-reaper: event not done, retry: {exc}") from None
+    return {"status": "done", "id": attributes["id"], "type": attributes["type"]}
+
+
+def _base64_data(value: object) -> object:
+    # Undecodable data is passed on as it is: the core rejects it as malformed (acknowledged).
+    if not isinstance(value, str):
+        return value
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return value
+
+
+# -- APIG ---------------------------------------------------------------------------------
+
+_FLASK = flask.Flask(__name__)
+"""Only for request/app contexts and make_response; it serves nothing itself."""
+
+
+class _BadApigRequest(Exception):
+    pass
+
+
+def _apig(app: App, event: dict[str, Any]) -> dict[str, Any]:
+    method = event["httpMethod"].upper()
+    try:
+        environ = apig_environ(event)
+    except _BadApigRequest as exc:
+        error = _http.error_response(400, "invalid_request", str(exc))
+        return apig_response(error, head=method == "HEAD")
+    with _FLASK.request_context(environ) as ctx:
+        result = _http.on_http(app, ctx.request)
+        response = _FLASK.make_response(result)
+        return apig_response(response, head=method == "HEAD")
+
+
+def apig_environ(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A WSGI environ for the request an APIG event describes."""
+    method = str(event["httpMethod"]).upper()
+    path = str(event["path"])
+    if not path.startswith("/") or "?" in path or "#" in path:
+        raise _BadApigRequest("the request path is malformed")
+    headers = Headers()
+    raw_headers = event.get("headers")
+    if isinstance(raw_headers, Mapping):
+        for name, value in raw_headers.items():
+            if not isinstance(name, str) or name.lower() in _HOP_HEADERS:
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                if item is not None:
+                    headers.add(name, str(item))
+    query: list[tuple[str, str]] = []
+    raw_query = event.get("queryStringParameters")
+    if isinstance(raw_query, Mapping):
+        for name, value in raw_query.items():
+            for item in value if isinstance(value, list) else [value]:
+                if item is not None:
+                    query.append((str(name), str(item)))
+    body = event.get("body")
+    if body is None or body == "":
+        data = b""
+    elif not isinstance(body, str):
+        raise _BadApigRequest("the body must be text (or base64 with isBase64Encoded)")
+    elif event.get("isBase64Encoded") is True:
+        try:
+            data = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise _BadApigRequest("isBase64Encoded is true but the body is not base64") from None
+    else:
+        data = body.encode("utf-8")
+    environ_base: dict[str, str] = {}
+    context = event.get("requestContext")
+    if isinstance(context, Mapping) and isinstance(context.get("sourceIp"), str):
+        environ_base["REMOTE_ADDR"] = context["sourceIp"]
+    builder = EnvironBuilder(
+        path=path,
+        method=method,
+        headers=headers,
+        data=data,
+        query_string=urlencode(query),
+        environ_base=environ_base,
+    )
+    try:
+        return builder.get_environ()
+    finally:
+        builder.close()
+
+
+def apig_response(response: flask.Response, *, head: bool = False) -> dict[str, Any]:
+    """The APIG answer for a Flask response: JSON and text bodies as text, others base64."""
+    data = b"" if head else response.get_data()
+    headers: dict[str, str] = {}
+    for name, value in response.headers.items():
+        if name.lower() == "content-length":
+            continue  # APIG frames the body itself
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    mimetype = response.mimetype or ""
+    textual = mimetype in _TEXT_TYPES or mimetype.startswith("text/") or mimetype.endswith("+json")
+    if textual:
+        try:
+            return {"statusCode": response.status_code, "headers": headers,
+                    "body": data.decode("utf-8"), "isBase64Encoded": False}
+        except UnicodeDecodeError:
+            pass
+    return {"statusCode": response.status_code, "headers": headers,
+            "body": base64.b64encode(data).decode("ascii"), "isBase64Encoded": True}
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _ask(context: object, method: str) -> object:
+    """Call a context method if the runtime provides it (older runtimes lack some)."""
+    function = getattr(context, method, None)
+    return function() if callable(function) else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
+
+
+def _printable(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
