@@ -164,7 +164,11 @@ def test_rate_limit_holds_across_concurrent_workers(
     make_function(SWEEP_RATE_LIMIT="10", SWEEP_CONCURRENCY="8").send(PING, {})
 
     assert len(standin.deletes()) == 30
-    assert standin.max_requests_per_second() <= 11  # evenly spaced slots: at most rate + 1
+    # Start slots are 0.1 s apart, so a 1 s window holds 11 of them; arrival jitter on a
+    # loaded machine can shift a couple more into one window, never the 8 workers' burst.
+    assert standin.max_requests_per_second() <= 13
+    starts = sorted(r.started for r in standin.requests)
+    assert starts[-1] - starts[0] >= (len(starts) - 1) / 10 * 0.9  # the average rate holds
 
 
 def test_dry_run_sweep_deletes_nothing(
