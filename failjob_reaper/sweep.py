@@ -86,7 +86,8 @@ class Sweeper:
         Raises OutcomeDeliveryError when the summary itself cannot be delivered.
         """
         started = self.monotonic()
-        stop_at = started + min(deadline or self.limits.deadline, self.limits.deadline)
+        budget = self.limits.deadline if deadline is None else min(deadline, self.limits.deadline)
+        stop_at = started + budget
         run = _Run(self, request, stop_at, progress or _no_progress)
         summary = run.execute(started)
         log.info(
