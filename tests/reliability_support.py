@@ -7,12 +7,15 @@ conditions instead of sleeping.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 from urllib.parse import unquote
 
 from cloudevents.http import CloudEvent
@@ -31,6 +34,22 @@ DELETE_PATH = re.compile(
     rf"^/v1/{re.escape(PROJECT)}/task-center/failure-jobs/(?P<fid>[A-Za-z0-9_-]{{1,64}})$"
 )
 ONE_JOB = re.compile(r"/task-center/failure-jobs/(?P<fid>[^/]+)/?$")
+
+
+@pytest.fixture
+def fresh_reaper_logger() -> Any:
+    """Let this test's app attach its log handler to this test's stderr.
+
+    ``configure_logging`` binds the stream current at the first app load of the
+    process; under pytest that is an earlier test's capture, long closed.
+    """
+    logger = logging.getLogger("failjob_reaper")
+    saved = logger.handlers[:]
+    logger.handlers.clear()
+    yield logger
+    for handler in logger.handlers:
+        handler.close()
+    logger.handlers[:] = saved
 
 
 # -- the stand-in, observed -----------------------------------------------------------

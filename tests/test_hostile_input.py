@@ -26,7 +26,15 @@ from failjob_reaper.events import (
 from failjob_reaper.policy import PolicyError, parse_policy
 from standin import OutcomeSink, TaskCenterStandIn
 from tests.conftest import EXPIRED, PROJECT, FunctionFactory, data_of, failed_task
-from tests.reliability_support import ID_TOKEN, bad_delete_paths, kinds, settings_for
+from tests.reliability_support import (
+    ID_TOKEN,
+    bad_delete_paths,
+    fresh_reaper_logger,
+    kinds,
+    settings_for,
+)
+
+pytestmark = pytest.mark.usefixtures(fresh_reaper_logger.__name__)
 
 FAILED = "sdrs.job.failed"
 EXPIRY = "sdrs.failurejob.expired"

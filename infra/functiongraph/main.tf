@@ -2,7 +2,7 @@
 #
 # Run ./package.sh first: it fills build/package/ with the code and the
 # dependencies built for the FunctionGraph runtime. Terraform adds policy.yaml,
-# zips the directory and deploys it. See ../DEPLOY.md.
+# zips the directory and deploys it. See "Deployment" in ../../README.md.
 
 locals {
   sdrs_endpoint = var.sdrs_endpoint != "" ? trimsuffix(var.sdrs_endpoint, "/") : "https://sdrs.${var.region}.myhuaweicloud.com"
