@@ -22,6 +22,7 @@ from cloudevents.http import CloudEvent
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from failjob_reaper.errors import OutcomeDeliveryError
+from failjob_reaper.tls import context_for
 
 TYPE_PREFIX = "sdrs.failurejob."
 OUTCOMES = (
@@ -216,7 +217,7 @@ class SinkEmitter:
         self.url = url
         self.attempts = attempts
         # Its own client: the SDRS credentials must never travel to the sink.
-        self._http = httpx.Client(timeout=timeout)
+        self._http = httpx.Client(timeout=timeout, verify=context_for(url))
 
     def emit(self, event: CloudEvent) -> None:
         headers, body = to_binary(event)

@@ -23,6 +23,7 @@ from tenacity import (
 )
 
 from failjob_reaper.ids import validate_id
+from failjob_reaper.tls import context_for
 from failjob_reaper.sdrs._errors import (
     RETRYABLE_STATUSES,
     SdrsError,
@@ -105,6 +106,7 @@ class TaskCenterClient:
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
             transport=transport,
+            verify=context_for(endpoint),
             headers={"Accept": "application/json", "User-Agent": "failjob-reaper"},
             follow_redirects=False,
         )
