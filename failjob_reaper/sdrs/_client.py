@@ -23,7 +23,6 @@ from tenacity import (
 )
 
 from failjob_reaper.ids import validate_id
-from failjob_reaper.tls import context_for
 from failjob_reaper.sdrs._errors import (
     RETRYABLE_STATUSES,
     SdrsError,
@@ -31,6 +30,7 @@ from failjob_reaper.sdrs._errors import (
     error_from_transport,
 )
 from failjob_reaper.sdrs._ratelimit import RateLimiter
+from failjob_reaper.tls import context_for
 
 PAGE_SIZE = 1000  # the API's maximum and default
 
