@@ -273,7 +273,7 @@ def timer_payload(user_event: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidEvent(
             'failjob-reaper: timer user_event: must be a JSON object such as {"dry_run": true}, '
-            f"not {_json_kind(value)}"
+            f"not {_http.json_kind(value)}"
         )
     unknown = sorted(str(key) for key in value if key not in TIMER_KEYS)
     if unknown:
@@ -430,16 +430,6 @@ def _ask(context: object, method: str) -> object:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _json_kind(value: object) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    return "a number"
 
 
 def _printable(value: object) -> str:

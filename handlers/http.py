@@ -368,7 +368,7 @@ def _json_object(data: bytes) -> dict[str, Any]:
         raise HttpError(400, "invalid_json", "malformed JSON") from None
     if not isinstance(value, dict):
         raise HttpError(400, "invalid_request",
-                        f"the body must be a JSON object, not {_json_kind(value)}")
+                        f"the body must be a JSON object, not {json_kind(value)}")
     return value
 
 
@@ -385,7 +385,8 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _json_kind(value: object) -> str:
+def json_kind(value: object) -> str:
+    """'an array', 'a string', ... for messages about JSON of the wrong kind."""
     if isinstance(value, list):
         return "an array"
     if isinstance(value, str):

@@ -143,17 +143,22 @@ def make_function(
             path = tmp_path / f"policy-{next(_seq)}.json"
             path.write_text(json.dumps(policy))
             settings["RETENTION_POLICY_FILE"] = str(path)
-        for name, value in settings.items():
-            if value == "":
-                clean_env.delenv(name, raising=False)
-            else:
-                clean_env.setenv(name, value)
+        apply_env(clean_env, settings)
         app = functions_framework.create_app(  # type: ignore[no-untyped-call]
             target, str(ROOT / "main.py"), signature
         )
         return Function(app)
 
     return make
+
+
+def apply_env(monkeypatch: pytest.MonkeyPatch, settings: dict[str, str]) -> None:
+    """Set each variable; an empty value unsets it."""
+    for name, value in settings.items():
+        if value == "":
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
 
 
 def data_of(event: CloudEvent) -> dict[str, Any]:

@@ -38,7 +38,17 @@ from handlers.functiongraph import (
     timer_payload,
 )
 from standin import Fault, OutcomeSink, TaskCenterStandIn
-from tests.conftest import EXPIRED, FRESH, PROJECT, ROOT, SK, TOKEN, data_of, failed_task
+from tests.conftest import (
+    EXPIRED,
+    FRESH,
+    PROJECT,
+    ROOT,
+    SK,
+    TOKEN,
+    apply_env,
+    data_of,
+    failed_task,
+)
 
 API_TOKEN = "fg-retry-token-Pw93"
 AGENCY = {  # two generations of the agency's temporary credentials
@@ -120,11 +130,7 @@ def functiongraph(
             path = tmp_path / f"policy-{next(_module_seq)}.json"
             path.write_text(json.dumps(policy))
             settings["RETENTION_POLICY_FILE"] = str(path)
-        for name, value in settings.items():
-            if value == "":
-                clean_env.delenv(name, raising=False)
-            else:
-                clean_env.setenv(name, value)
+        apply_env(clean_env, settings)
         spec = importlib.util.spec_from_file_location(
             f"main_functiongraph_{next(_module_seq)}", ROOT / "main.py"
         )
