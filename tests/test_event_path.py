@@ -395,3 +395,15 @@ def test_an_invalid_traceparent_is_not_copied(
     make_function().send(FAILED, {"failure_job_id": "nosuchtask"}, traceparent=traceparent)
     event = sink.wait_for(1)[0]
     assert "traceparent" not in event.get_attributes()
+
+
+def test_k_ce_overrides_extensions_are_set_on_outcomes(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
+) -> None:
+    overrides = '{"extensions": {"reaperentry": "event", "cluster": "prod1"}}'
+    make_function(K_CE_OVERRIDES=overrides, OUTCOME_SOURCE="/failjob-reaper/test").send(
+        FAILED, {"failure_job_id": "nosuchtask"}
+    )
+    event = sink.wait_for(1)[0]
+    assert (event["reaperentry"], event["cluster"]) == ("event", "prod1")
+    assert event["source"] == "/failjob-reaper/test"
