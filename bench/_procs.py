@@ -30,7 +30,7 @@ MAIN = ROOT / "main.py"
 PY = sys.executable
 TOKEN = "bench-token-7Qx2"  # the stand-in's credential for the benchmarks  # noqa: S105
 AK = "BENCHAK0000000000001"
-SK = "bench-sk-secret-0001"  # noqa: S105
+SK = "bench-sk-secret-0001"
 
 # Settings of the function and of functions-framework that must not leak in from the caller.
 _FF_VARS = {"FUNCTION_TARGET", "FUNCTION_SOURCE", "FUNCTION_SIGNATURE_TYPE", "HOST", "PORT",
@@ -165,13 +165,13 @@ class Function:
     """``functions-framework`` serving one cloudevent target in its own process."""
 
     def __init__(self, source: Path, target: str, env: dict[str, str],
-                 stdout: int | IO[bytes] | None = subprocess.DEVNULL) -> None:
+                 stdout: int | IO[bytes] | None = subprocess.DEVNULL, cwd: Path = ROOT) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            ff_command(source, target, self.port), cwd=ROOT, env=env,
+            ff_command(source, target, self.port), cwd=cwd, env=env,
             stdout=stdout, stderr=self._stderr,
         )
 

@@ -20,6 +20,7 @@ import argparse
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.http.http_config import HttpConfig
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         offset += len(page)
 
     for group_id in [None, *groups]:
-        records = []
+        records: list[Any] = []
         offset = 0
         while True:  # bounded: stops at the first short page
             calls += 1
@@ -101,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
-    print(json.dumps({"wall": wall, "cpu": cpu, "calls": calls, "listed": listed, "deleted": deleted,
-                      "groups": len(groups)}), flush=True)
+    print(json.dumps({"wall": wall, "cpu": cpu, "calls": calls, "listed": listed,
+                      "deleted": deleted, "groups": len(groups)}), flush=True)
     return 0
 
 

@@ -17,7 +17,9 @@ several runs; and the wall time of ``python -c "import main"`` vs ``python -c
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -27,7 +29,6 @@ from typing import Any
 import httpx
 
 from bench._procs import (
-    MAIN,
     PY,
     ROOT,
     Function,
@@ -41,9 +42,22 @@ from bench._procs import standin as standin_server
 from bench._report import Result, Table, fmt_ratio, median, ratio, say
 
 
+def _copy_app(directory: str) -> Path:
+    """The function's files, as the container image holds them (no __pycache__)."""
+    app = Path(directory)
+    for name in ("main.py", "failjob_reaper", "handlers"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, app / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, app / name)
+    return app
+
+
 def time_to_first_answer(source: Path, target: str, env: dict[str, str],
-                         event_type: str, timeout: float = 60.0) -> dict[str, Any]:
-    fn = Function(source, target, env)
+                         event_type: str, timeout: float = 60.0, cwd: Path = ROOT
+                         ) -> dict[str, Any]:
+    fn = Function(source, target, env, cwd=cwd)
     try:
         deadline = fn.started + timeout
         attempts = 0
@@ -84,13 +98,14 @@ def parse_importtime(stderr: str) -> list[tuple[str, int, int, int]]:
     return rows
 
 
-def importtime(env: dict[str, str], statement: str, runs: int) -> dict[str, dict[str, float]]:
+def importtime(env: dict[str, str], statement: str, runs: int, cwd: Path = ROOT
+               ) -> dict[str, dict[str, float]]:
     """Median self/cumulative microseconds per module over ``runs`` runs."""
     selfs: dict[str, list[int]] = defaultdict(list)
     cumuls: dict[str, list[int]] = defaultdict(list)
     depths: dict[str, int] = {}
     for _ in range(runs):
-        done = subprocess.run([PY, "-X", "importtime", "-c", statement], cwd=ROOT, env=env,
+        done = subprocess.run([PY, "-X", "importtime", "-c", statement], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{statement!r} failed: {done.stderr[-1500:]}")
@@ -102,9 +117,9 @@ def importtime(env: dict[str, str], statement: str, runs: int) -> dict[str, dict
                    "depth": depths[name]} for name in selfs}
 
 
-def process_wall(env: dict[str, str], statement: str) -> float:
+def process_wall(env: dict[str, str], statement: str, cwd: Path = ROOT) -> float:
     started = time.perf_counter()
-    subprocess.run([PY, "-c", statement], cwd=ROOT, env=env, capture_output=True,
+    subprocess.run([PY, "-c", statement], cwd=cwd, env=env, capture_output=True,
                    timeout=120, check=True)
     return time.perf_counter() - started
 
@@ -117,27 +132,43 @@ def run(quick: bool) -> Result:
         si = stack.enter_context(standin_server())
         sk = stack.enter_context(sink_server())
         hello = stack.enter_context(hello_source())
+        # Bytecode as deployed: the container image copies the app and compiles it
+        # (compileall, unchecked-hash). This workspace may run with PYTHONDONTWRITEBYTECODE=1,
+        # which would compile the product's sources on every start; so both functions run
+        # from compiled copies in temporary directories (the repository gets no .pyc).
+        app = _copy_app(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-app-")))
+        # ... and an uncompiled copy, to show what the compilation costs.
+        app_src = _copy_app(stack.enter_context(tempfile.TemporaryDirectory(
+            prefix="bench-app-src-")))
+        subprocess.run(
+            [PY, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(app),
+             str(hello.parent)],
+            cwd=app, env=clean_env(), check=True, timeout=120, stdout=subprocess.DEVNULL,
+        )
         # Rate limit off: with the default (20/s) the second SDRS call of the first event
         # waits 50 ms for its slot; that cost belongs to the event path (see "overhead").
-        product_env = function_env(si, sink_url=sk.url, SWEEP_RATE_LIMIT="0")
+        product_env = function_env(si, sink_url=sk.url, SWEEP_RATE_LIMIT="0",
+                                   PYTHONPATH=str(app))
         hello_env = clean_env()
+        source_env = {**product_env, "PYTHONPATH": str(app_src), "PYTHONDONTWRITEBYTECODE": "1"}
         samples: dict[str, list[dict[str, Any]]] = {"function": [], "hello": []}
         for i in range(starts):
             say(f"coldstart: start {i + 1}/{starts} (function, then hello world)")
             samples["function"].append(time_to_first_answer(
-                MAIN, "on_event", product_env, "sdrs.failurejob.expired"))
+                app / "main.py", "on_event", product_env, "sdrs.failurejob.expired", cwd=app))
             samples["hello"].append(time_to_first_answer(hello, "hello", hello_env,
                                                          "bench.hello"))
         counts = sk.stats()["counts"]
 
         say("coldstart: -X importtime")
-        main_imports = importtime(product_env, "import main", import_runs)
+        main_imports = importtime(product_env, "import main", import_runs, cwd=app)
         ff_imports = importtime(hello_env, "import functions_framework", import_runs)
-        walls: dict[str, list[float]] = {"pass": [], "ff": [], "main": []}
+        walls: dict[str, list[float]] = {"pass": [], "ff": [], "main": [], "main_src": []}
         for _ in range(import_runs):
             walls["pass"].append(process_wall(hello_env, "pass"))
             walls["ff"].append(process_wall(hello_env, "import functions_framework"))
-            walls["main"].append(process_wall(product_env, "import main"))
+            walls["main"].append(process_wall(product_env, "import main", cwd=app))
+            walls["main_src"].append(process_wall(source_env, "import main", cwd=app_src))
 
     fn_s = [s["seconds"] for s in samples["function"]]
     hello_s = [s["seconds"] for s in samples["hello"]]
@@ -159,7 +190,9 @@ def run(quick: bool) -> Result:
     base = median(walls["pass"])
     ff_net = median(walls["ff"]) - base
     for key, label in (("pass", "pass"), ("ff", "import functions_framework"),
-                       ("main", "import main (builds the app)")):
+                       ("main", "import main (builds the app)"),
+                       ("main_src", "import main without .pyc of the product "
+                                    "(PYTHONDONTWRITEBYTECODE=1: compiled at every start)")):
         net = median(walls[key]) - base
         imports.add(label, median(walls[key]) * 1000, net * 1000,
                     fmt_ratio(ratio(net, ff_net)) if key != "pass" else None)
@@ -191,11 +224,15 @@ def run(quick: bool) -> Result:
     main_cum = main_imports.get("main", {}).get("cumulative")
     ff_cum = ff_imports.get("functions_framework", {}).get("cumulative")
     main_self = main_imports.get("main", {}).get("self") or 0.0
+    cli_only = sum(v["self"] for name, v in main_imports.items()
+                   if name.split(".")[0] in ("rich", "pygments"))
     result.tables += [table, imports, top_table, packages]
     result.notes = [
         "The clock includes interpreter start, imports, building the app (settings, policy, "
         "HTTP clients), gunicorn's master and worker start, and the first event (new "
-        "connections to the stand-in and the sink). SWEEP_RATE_LIMIT=0 for the product: "
+        "connections to the stand-in and the sink). Both functions run from copies compiled "
+        "beforehand, as infra/container/Dockerfile does (`compileall`, unchecked-hash). "
+        "SWEEP_RATE_LIMIT=0 for the product: "
         "with the default 20/s the first event's second SDRS call would wait 50 ms more.",
         f"importtime totals: `main` {(main_cum or 0) / 1000:.0f} ms cumulative (its body, "
         f"building the app, {main_self / 1000:.0f} ms self); `import functions_framework` "
@@ -204,6 +241,10 @@ def run(quick: bool) -> Result:
         "functions_framework, so flask and werkzeug are listed under main, not under "
         "functions_framework.)",
         f"Outcomes received by the sink during the starts: {counts}.",
+        f"`rich` + `pygments` in `import main`: {cli_only / 1000:.0f} ms self time; nothing of "
+        "the function uses them: `httpx/__init__.py` imports its command line (`httpx._main`) "
+        "whenever click, rich and pygments are importable, and rich is installed for the "
+        "operator CLI." if cli_only else "`rich`/`pygments` are not imported by `main`.",
     ]
     result.data = {"samples": samples, "walls": walls, "main_imports": main_imports,
                    "ff_imports": ff_imports}

@@ -3,14 +3,14 @@
 Setup: the stand-in in its own process (no added latency) holding 9 fresh
 (retained) tasks at the top level and no protection groups; an ``OutcomeSink``
 in its own process; the function under ``functions-framework`` in its own
-process with ``K_SINK`` set; a hello-world cloudevent function under the same
-framework in another. Before each timed call the bench adds one fresh expired
-task through the stand-in's control port (untimed), so every listing holds 10
-records.
+process with ``K_SINK`` set - twice: default settings, and ``SWEEP_RATE_LIMIT=0`` -;
+a hello-world cloudevent function under the same framework in another. Before
+each timed call the bench adds one fresh expired task through the stand-in's
+control port (untimed), so every listing holds 10 records.
 
 Timed, interleaved per iteration:
 
-* function: a ``sdrs.job.failed`` event (the listed record as data, binary mode)
+* function (both): a ``sdrs.job.failed`` event (the listed record as data, binary mode)
   POSTed to the function until its 200: inside, GET listing (top level, where
   it is found), DELETE (204), POST ``deleted`` outcome to the sink;
 * floor: the same three calls made directly with one pooled ``httpx.Client``
@@ -174,7 +174,7 @@ def run(quick: bool) -> Result:
     result = Result("overhead", "Per-event overhead (issue 7)", [table, over])
     result.notes = [
         "Each timed call gets a fresh expired task added beforehand through the stand-in's "
-        "control port (untimed); every listing holds 10 records. Stand-in, sink and both "
+        "control port (untimed); every listing holds 10 records. Stand-in, sink and the three "
         "functions run in their own processes; the floor runs in the bench process.",
         "p99 overhead is the difference of the two p99s (not a paired difference).",
         "SWEEP_RATE_LIMIT (default 20/s) paces every SDRS call of the process, single events "

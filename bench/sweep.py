@@ -10,7 +10,7 @@ reseeded (``bulk_world``, seed 0) before every run, 20 ms added to every answer.
 Baseline: ``bench._sdk_loop`` (the official SDK, sequential) in its own process
 against a fresh stand-in with the same world.
 
-Ideal bound: API calls ÷ concurrency × latency, with the minimal number of
+Ideal bound: API calls / concurrency * latency, with the minimal number of
 calls (1 group listing + one listing page per 1,000 records per scope, plus a
 closing short page, + one DELETE per task).
 """
@@ -243,7 +243,7 @@ def run(quick: bool) -> Result:
         "wall: PingSource CloudEvent POSTed to the running function until its 200 (the sweep "
         "is synchronous); in-function sweep: `duration_seconds` of its `sweep_completed` "
         "outcome; SDK loop: its own clock around client build + loop, in its own process.",
-        "ideal = minimal API calls ÷ 16 × 20 ms (SDK row: calls × 20 ms, it is sequential).",
+        "ideal = minimal API calls / 16 * 20 ms (SDK row: calls * 20 ms, it is sequential).",
         f"records alone: {mib(per_1k_records):.2f} MiB per 1,000 listed records "
         "(tracemalloc of json.loads of a 1,000-record listing page).",
     ]

@@ -21,6 +21,7 @@ import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -130,7 +131,8 @@ def run(quick: bool) -> Result:
 
         # Generous upper bounds on what a run can consume; the clock decides.
         budget = int(seconds * 1500)
-        plan = [
+        Events = deque[tuple[dict[str, str], bytes]]
+        plan: list[tuple[str, str, str, Callable[[], Events]]] = [
             ("hello", "hello world (ff), same event bodies", "hello",
              lambda: cheap_events(budget, "sdrs.job.failed")),
             ("rejected", "function: unknown type -> rejected (1 sink POST)", "unlimited",
@@ -140,7 +142,7 @@ def run(quick: bool) -> Result:
             ("unlimited", "function: job.failed -> deleted, SWEEP_RATE_LIMIT=0",
              "unlimited", lambda: job_events(len(pairs))),
         ]
-        labels = {}
+        labels: dict[str, str] = {}
         for key, label, fn_key, make in plan:
             fn = functions[fn_key]
             events = make()

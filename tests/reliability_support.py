@@ -14,10 +14,9 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import pytest
 from urllib.parse import unquote
 
+import pytest
 from cloudevents.http import CloudEvent
 
 from failjob_reaper.errors import OutcomeDeliveryError

@@ -11,11 +11,21 @@ import threading
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
+from typing import Any
 
 import pytest
 
 from standin import Fault, OutcomeSink, TaskCenterStandIn
-from tests.conftest import EXPIRED, FRESH, PROJECT, TOKEN, FunctionFactory, data_of, failed_task
+from tests.conftest import (
+    EXPIRED,
+    FRESH,
+    PROJECT,
+    TOKEN,
+    Function,
+    FunctionFactory,
+    data_of,
+    failed_task,
+)
 from tests.reliability_support import (
     GatedStandIn,
     applied_deletes,
@@ -42,7 +52,7 @@ def fast(**env: str) -> dict[str, str]:
             "SDRS_BACKOFF_MAX": "0.01", **env}
 
 
-def only_outcome(sink: OutcomeSink) -> dict[str, object]:
+def only_outcome(sink: OutcomeSink) -> dict[str, Any]:
     [event] = sink.wait_for(1)
     return data_of(event)
 
@@ -81,11 +91,15 @@ def test_timed_out_delete_applied_server_side_makes_the_retry_already_deleted(
     sink: OutcomeSink, make_function: FunctionFactory
 ) -> None:
     # The first DELETE is applied after the client gave up on it; the retry finds it gone.
-    with GatedStandIn(project_id=PROJECT, token=TOKEN) as gated:
+    # The gate holds the retry until then: at most the 0.15 s between the client's
+    # timeout and the late apply, far inside the retry's own 1 s timeout.
+    gated = GatedStandIn(project_id=PROJECT, token=TOKEN)
+    with gated:
         record = failed_task(EXPIRED)
         gated.add_job(record)
-        gated.inject("DELETE", DELETE_RE, Fault(delay=SLOW, passthrough=True))
-        response = make_function(**fast(SDRS_ENDPOINT=gated.url)).send(FAILED, record)
+        gated.inject("DELETE", DELETE_RE, Fault(delay=1.15, passthrough=True))
+        function = make_function(**fast(SDRS_ENDPOINT=gated.url, SDRS_REQUEST_TIMEOUT="1"))
+        response = function.send(FAILED, record)
 
         assert response.status_code == 200
         data = only_outcome(sink)
@@ -272,6 +286,25 @@ def test_wrong_count_and_a_failing_second_page_during_a_sweep(
     assert summary["partial"] is False
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "DEFECT (robustness): a server that caps a page below the requested limit (1000) ends "
+    "the listing after its first page, although `count` says more exist; the task on page "
+    "2 is reported already_deleted without any DELETE and is never swept"))
+def test_page_capped_below_the_requested_limit_still_finds_the_task(
+    sink: OutcomeSink, make_function: FunctionFactory
+) -> None:
+    with TaskCenterStandIn(project_id=PROJECT, token=TOKEN, max_page=100,
+                           count_mode="total") as capped:
+        capped.add_jobs((failed_task(FRESH), None) for _ in range(150))
+        target = failed_task(EXPIRED)  # oldest: listed last, on the second page
+        capped.add_job(target)
+        function = make_function(**fast(SDRS_ENDPOINT=capped.url))
+        function.send(EXPIRY, {"failure_job_id": target["resource_id"]})
+
+        assert only_outcome(sink)["outcome"] == "deleted"
+        assert capped.deletes() == [target["resource_id"]]
+
+
 # -- listing failures -----------------------------------------------------------------------
 
 
@@ -366,7 +399,7 @@ def test_sink_hanging_every_time_answers_503_within_its_bounds(
 def test_sweep_with_mixed_delete_faults_deletes_each_expired_task_once(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
 ) -> None:
-    track(standin)
+    log = track(standin)
     old = [failed_task(EXPIRED) for _ in range(12)]
     keep = [failed_task(FRESH) for _ in range(5)]
     standin.add_jobs((record, None) for record in old + keep)
@@ -378,7 +411,7 @@ def test_sweep_with_mixed_delete_faults_deletes_each_expired_task_once(
     response = make_function(**fast(SWEEP_CONCURRENCY="4")).send(PING, {})
 
     assert response.status_code == 200
-    assert standin.log.wait_settled(5)  # type: ignore[attr-defined]
+    assert log.wait_settled(5)
     assert sorted(applied_deletes(standin.requests)) == sorted(r["resource_id"] for r in old)
     assert bad_delete_paths(standin.requests) == []
     outcomes = kinds(sink.events)
@@ -420,7 +453,7 @@ def test_two_instances_sweeping_at_once_delete_each_task_at_most_once(
     slow_standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
 ) -> None:
     standin = slow_standin
-    track(standin)
+    log = track(standin)
     standin.add_group(GROUP)
     old = [failed_task(EXPIRED) for _ in range(40)]
     young = [failed_task(FRESH) for _ in range(10)]
@@ -432,9 +465,9 @@ def test_two_instances_sweeping_at_once_delete_each_task_at_most_once(
     start = threading.Barrier(2, timeout=10)
     statuses: dict[str, int] = {}
 
-    def sweep(name: str, function: object) -> None:
+    def sweep(name: str, function: Function) -> None:
         start.wait()
-        statuses[name] = function.send(PING, {}, event_id=f"tick-{name}").status_code  # type: ignore[attr-defined]
+        statuses[name] = function.send(PING, {}, event_id=f"tick-{name}").status_code
 
     threads = [threading.Thread(target=sweep, args=(name, fn))
                for name, fn in (("a", first), ("b", second))]
@@ -444,7 +477,7 @@ def test_two_instances_sweeping_at_once_delete_each_task_at_most_once(
         thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in threads)
     assert statuses == {"a": 200, "b": 200}
-    assert standin.log.wait_settled(5)  # type: ignore[attr-defined]
+    assert log.wait_settled(5)
 
     expired = {r["resource_id"] for r in old}
     applied = applied_deletes(standin.requests)
