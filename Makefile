@@ -30,5 +30,8 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick
 
+soak: $(STAMP)
+	SOAK_EVENTS=$${SOAK_EVENTS:-2000} $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_reliability_soak.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

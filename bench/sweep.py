@@ -198,7 +198,7 @@ def run(quick: bool) -> Result:
         f"{CONCURRENCY}, rate limit off",
         ["tasks", "groups", "run", "n", "wall (s)", "in-function sweep (s)", "API calls",
          "ideal (s)", "wall ÷ ideal", "SDK loop ÷ wall", "CPU s: function / stand-in / sink",
-         "load avg"],
+         "function CPU per task (ms)", "load avg"],
     )
     memory = Table(
         "Sweep memory: gunicorn worker of functions-framework (/proc/PID/status)",
@@ -210,7 +210,7 @@ def run(quick: bool) -> Result:
                    sdk["wall"], None, sdk["calls"], sdk["ideal_sequential"],
                    fmt_ratio(ratio(sdk["wall"], sdk["ideal_sequential"])), "1.00x",
                    f"{sdk['cpu']['loop']:.1f} (SDK loop) / {sdk['cpu']['standin']:.1f} / -",
-                   sdk["loadavg"])
+                   sdk["cpu"]["loop"] * 1000 / sdk["tasks"], sdk["loadavg"])
     summary_rows: list[dict[str, Any]] = []
     for tasks, groups, emit, auth, _ in plans:
         group = [r for r in runs if (r["tasks"], r["groups"], r["emit"], r["auth"])
@@ -228,7 +228,7 @@ def run(quick: bool) -> Result:
         timing.add(tasks, groups, label, len(group), wall,
                    median(durations) if durations else None, group[0]["calls"], ideal,
                    fmt_ratio(ratio(wall, ideal)), sdk_ratio, cpu_text,
-                   median([r["loadavg"] for r in group]))
+                   cpu["function"] * 1000 / tasks, median([r["loadavg"] for r in group]))
         base = median([r["rss_base"] for r in group])
         hwm = median([r["hwm"] for r in group])
         growth = hwm - base
@@ -244,6 +244,9 @@ def run(quick: bool) -> Result:
         "is synchronous); in-function sweep: `duration_seconds` of its `sweep_completed` "
         "outcome; SDK loop: its own clock around client build + loop, in its own process.",
         "ideal = minimal API calls / 16 * 20 ms (SDK row: calls * 20 ms, it is sequential).",
+        "CPU: user+system seconds of each process during the timed call (psutil); the function "
+        "column is the gunicorn worker. A Python process cannot use more than one core for "
+        "Python code (GIL): when function CPU ~ wall, the sweep is CPU-bound in the function.",
         f"records alone: {mib(per_1k_records):.2f} MiB per 1,000 listed records "
         "(tracemalloc of json.loads of a 1,000-record listing page).",
     ]

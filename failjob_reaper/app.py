@@ -112,7 +112,7 @@ def _policy(settings: Settings) -> Policy:
     try:
         return load_policy(settings.policy_file)
     except PolicyError as exc:
-        raise ConfigError(f"RETENTION_POLICY_FILE: {exc}") from None
+        raise ConfigError("RETENTION_POLICY_FILE: " + "; ".join(exc.problems)) from None
 
 
 def configure_logging(level: str) -> None:

@@ -76,6 +76,15 @@ def parse_cloudevent(
     """Map one input CloudEvent (attributes + data) onto a request."""
     causation = causation_of(attributes)
     event_type = attributes.get("type")
+    if event_type == PING_TYPE:
+        # A PingSource carries whatever its owner wrote (JSON, text, bytes): it always
+        # sweeps, and only a clear {"dry_run": true} makes it a dry run.
+        try:
+            payload = _decode(data)
+        except InvalidInput:
+            payload = None
+        dry_run = isinstance(payload, dict) and payload.get("dry_run") is True
+        return SweepRequest(trigger="timer", causation=causation, dry_run=dry_run)
     try:
         payload = _decode(data)
         if event_type in (types.job_failed, types.expired):
@@ -86,10 +95,6 @@ def parse_cloudevent(
         if event_type == types.sweep:
             return sweep_request(payload, project_id=project_id, trigger="event",
                                  causation=causation)
-        if event_type == PING_TYPE:
-            # A PingSource carries whatever its owner wrote; only a clear dry_run counts.
-            dry_run = payload.get("dry_run") is True if isinstance(payload, dict) else False
-            return SweepRequest(trigger="timer", causation=causation, dry_run=dry_run)
     except InvalidInput as exc:
         return Rejected(str(exc), "event", causation, _safe_task_id(data))
     return Rejected(
@@ -113,7 +118,7 @@ def task_request(
     _check_ids(payload)
     _check_project(payload, project_id)
     for key in _TASK_KEYS:
-        if key in payload:
+        if payload.get(key) is not None:  # null counts as absent, as in _check_ids
             match_field = id_field if key == "failure_job_id" else key
             task_id = validate_id(payload[key], key)
             break

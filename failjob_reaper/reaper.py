@@ -55,17 +55,31 @@ class Reaper:
         self.publisher = publisher
         self.config = config
         self.clock = clock
+        # Outcomes decided but not delivered, by input (source, id): bounded, per process.
+        self._undelivered: dict[tuple[str, str], Outcome] = {}
 
     # -- one task ---------------------------------------------------------------
 
     def handle(self, request: TaskRequest | Rejected) -> Outcome:
         """Decide, act, publish; return the outcome (publishing errors propagate)."""
+        key = _replay_key(request)
+        replayed = self._undelivered.get(key) if key else None
+        if key and replayed is not None:
+            # A redelivery of an input whose outcome the sink refused: send that outcome
+            # (from the outbox) instead of deciding again, so one input has one outcome.
+            self.publisher.flush()
+            self._undelivered.pop(key, None)
+            return replayed
         outcome = self.reject(request) if isinstance(request, Rejected) else self.decide(request)
         _log_outcome(outcome)
         try:
             self.publisher.outcome(outcome)
         except OutcomeDeliveryError as exc:
             exc.outcome, exc.failure_job_id = outcome.outcome, outcome.failure_job_id
+            if key:
+                self._undelivered[key] = outcome
+                while len(self._undelivered) > _REPLAY_LIMIT:
+                    self._undelivered.pop(next(iter(self._undelivered)))
             raise
         return outcome
 
@@ -281,6 +295,16 @@ class _OutcomeBase:
             reason=reason, status_code=exc.status_code, attempts=exc.attempts,
             error=exc.as_dict(),
         )
+
+
+_REPLAY_LIMIT = 1000
+
+
+def _replay_key(request: TaskRequest | Rejected) -> tuple[str, str] | None:
+    causation = request.causation
+    if causation.source and causation.id:
+        return causation.source, causation.id
+    return None
 
 
 def _log_outcome(outcome: Outcome) -> None:

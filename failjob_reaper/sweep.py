@@ -317,6 +317,8 @@ class _Run:
         if outcome.outcome == "retained" and not self.sweeper.limits.emit_retained:
             return
         if self.sink_down.is_set():
+            # Kept for the next delivery attempt (the summary's, or the next invocation's).
+            self.reaper.publisher.defer(outcome)
             return
         try:
             self.reaper.publisher.outcome(outcome)

@@ -254,8 +254,24 @@ def test_sink_down_gives_5xx_and_redelivery_deletes_nothing_twice(
     second = function.send(FAILED, record, event_id="evt-1")  # the trigger redelivers
     assert second.status_code == 200
     assert deletes(standin) == [record["resource_id"]]
+    # The outcome decided the first time is the one delivered: one input, one outcome.
     [event] = sink.wait_for(1)
-    assert event["type"] == "sdrs.failurejob.already_deleted"
+    assert event["type"] == "sdrs.failurejob.deleted"
+
+
+def test_sink_down_for_one_event_delivers_its_outcome_before_the_next_one(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
+) -> None:
+    first, second = failed_task(EXPIRED), failed_task(EXPIRED)
+    standin.add_job(first)
+    standin.add_job(second)
+    sink.inject(Fault(503), Fault(503))
+    function = make_function(OUTCOME_SINK_ATTEMPTS="2")
+    assert function.send(FAILED, first).status_code == 503
+    assert function.send(FAILED, second).status_code == 200
+
+    events = sink.wait_for(2)
+    assert [e["subject"] for e in events] == [first["resource_id"], second["resource_id"]]
 
 
 def test_same_event_twice_deletes_once_and_keeps_outcome_ids_stable(

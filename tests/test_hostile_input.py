@@ -130,10 +130,6 @@ def test_empty_or_mangled_type_is_rejected_without_any_request(
 
 @pytest.mark.parametrize("attribute", ["id", "source"])
 @pytest.mark.parametrize("value", ["", 5, {"a": 1}], ids=["empty", "int", "object"])
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: a CloudEvent whose id or source is empty or not a string is decided like any "
-    "other (API requests, DELETEs); its outcomes all get the id derived from an empty "
-    "id/source, so unrelated inputs produce colliding outcome ids"))
 def test_event_without_a_usable_id_or_source_is_refused_without_any_request(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
     capfd: pytest.CaptureFixture[str], attribute: str, value: object,
@@ -144,10 +140,6 @@ def test_event_without_a_usable_id_or_source_is_refused_without_any_request(
                            capfd.readouterr().err)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: a structured event with \"id\": null makes the CloudEvents SDK raise "
-    "ValueError inside functions-framework: 500 with a stack trace, so the trigger "
-    "redelivers a poison event"))
 def test_structured_event_with_null_id_is_a_4xx_not_a_500(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
     capfd: pytest.CaptureFixture[str],
@@ -217,9 +209,6 @@ DEEP = 10_000
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])
 @pytest.mark.parametrize("shape", ["arrays", "objects"])
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: JSON nested 10,000 deep makes the CloudEvents SDK raise RecursionError inside "
-    "functions-framework: 500 with a stack trace, and the trigger redelivers it forever"))
 def test_deeply_nested_json_is_refused_without_a_500(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
     capfd: pytest.CaptureFixture[str], mode: str, shape: str,
@@ -352,9 +341,6 @@ def test_another_project_is_rejected_without_any_request(
     assert standin.listed(record["resource_id"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: a null failure_job_id next to a valid job_id rejects the event, although "
-    "null id fields are otherwise treated as absent (events._check_ids)"))
 def test_null_failure_job_id_next_to_a_valid_job_id_counts_as_absent(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
 ) -> None:
@@ -387,10 +373,6 @@ def test_pingsource_json_payloads_all_start_a_sweep(
     ("application/octet-stream", b"\xff\xfe\x00"),
     ("application/json", b'"a JSON string"'),
 ], ids=["text", "binary", "json-string"])
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: a PingSource whose data is not JSON (plain text, binary) is rejected instead "
-    "of starting a sweep: parse_cloudevent decodes the data before it looks at the type, "
-    "so a timer configured with text data never sweeps"))
 def test_pingsource_with_non_json_data_still_sweeps(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
     content_type: str, body: bytes,
@@ -507,9 +489,6 @@ def test_invalid_policy_file_is_a_startup_error_naming_the_variable_and_field(
     assert f": {field}:" in message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: a policy file with several problems stops the start-up with several lines, "
-    "only the first of which names RETENTION_POLICY_FILE (SPEC 3: one clear line)"))
 def test_policy_file_with_several_problems_stops_startup_with_one_line(
     standin: TaskCenterStandIn, clean_env: pytest.MonkeyPatch, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],

@@ -286,10 +286,6 @@ def test_wrong_count_and_a_failing_second_page_during_a_sweep(
     assert summary["partial"] is False
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT (robustness): a server that caps a page below the requested limit (1000) ends "
-    "the listing after its first page, although `count` says more exist; the task on page "
-    "2 is reported already_deleted without any DELETE and is never swept"))
 def test_page_capped_below_the_requested_limit_still_finds_the_task(
     sink: OutcomeSink, make_function: FunctionFactory
 ) -> None:
@@ -387,9 +383,9 @@ def test_sink_hanging_every_time_answers_503_within_its_bounds(
     assert response.status_code == 503
     assert time.monotonic() - started < 2.5
     assert applied_deletes(standin.requests) == [record["resource_id"]]
-    # The redelivery finds the task gone and says so; nothing is deleted twice.
+    # The redelivery sends the outcome decided the first time; nothing is deleted twice.
     assert function.send(FAILED, record, event_id="hang-1").status_code == 200
-    assert kinds(sink.wait_for(1)) == ["already_deleted"]
+    assert kinds(sink.wait_for(1)) == ["deleted"]
     assert len(delete_requests(standin.requests)) == 1
 
 
@@ -420,10 +416,6 @@ def test_sweep_with_mixed_delete_faults_deletes_each_expired_task_once(
     assert all(standin.listed(r["resource_id"]) for r in keep)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: a deletion made during a sweep whose outcome the sink refused is never "
-    "reported: the redelivered sweep no longer lists the task, so no deleted/"
-    "already_deleted event ever names it (audit gap)"))
 def test_sweep_deletion_whose_outcome_the_sink_refused_is_still_reported(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
 ) -> None:

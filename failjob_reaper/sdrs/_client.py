@@ -156,16 +156,18 @@ class TaskCenterClient:
     def _pages(
         self, path: str, params: dict[str, str], key: str, page_size: int
     ) -> Iterator[dict[str, Any]]:
-        # Page until a short page: `count` may mean the page or the total, so it is ignored.
+        # Page until a short page, since `count` may mean the page or the total. A server
+        # that caps pages below `limit` makes every page short: then keep going while a
+        # `count` larger than what was seen says there is more. An empty page always ends.
         offset = 0
         while True:
             page_params = {**params, "limit": str(page_size), "offset": str(offset)}
             response, attempts = self._send("GET", path, page_params, ok=(200,))
-            items = _items(response, key, attempts)
+            items, count = _page(response, key, attempts)
             yield from items
-            if len(items) < page_size:
-                return
             offset += len(items)
+            if not items or (len(items) < page_size and not (count is not None and count > offset)):
+                return
 
     def _send(
         self,
@@ -212,7 +214,10 @@ class TaskCenterClient:
         return response
 
 
-def _items(response: httpx.Response, key: str, attempts: int) -> list[dict[str, Any]]:
+def _page(
+    response: httpx.Response, key: str, attempts: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The items of one listing page, and its `count` when that is an integer."""
     try:
         body = response.json()
     except ValueError:
@@ -226,7 +231,8 @@ def _items(response: httpx.Response, key: str, attempts: int) -> list[dict[str, 
             retryable=False,
             attempts=attempts,
         )
-    return items
+    count = body.get("count") if isinstance(body, dict) else None
+    return items, count if isinstance(count, int) and not isinstance(count, bool) else None
 
 
 def _retry_after(response: httpx.Response, cap: float) -> float | None:
