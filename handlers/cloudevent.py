@@ -68,7 +68,9 @@ def install_request_guard() -> None:
     Called while main.py is loaded inside the framework's app context; elsewhere
     (FunctionGraph) there is no Flask app and nothing to guard.
     """
-    if flask.has_app_context():
+    # functions-framework names its Flask app after the target: guard on_event only
+    # (on_http reads its bodies itself, with a size limit).
+    if flask.has_app_context() and flask.current_app.name == "on_event":
         flask.current_app.before_request(_refuse_unparsable_cloudevent)
 
 

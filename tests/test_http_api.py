@@ -369,9 +369,11 @@ def test_sink_down_is_503_and_the_call_can_be_repeated(
     assert error_of(first)["code"] == "outcome_not_delivered"
     assert "Retry-After" in first.headers
 
+    # The same Idempotency-Key gets the outcome decided the first time, now delivered.
     second = call(function, "POST", "/retry", body, headers={"Idempotency-Key": "k1"})
-    assert (second.status_code, second.get_json()["outcome"]) == (200, "already_deleted")
+    assert (second.status_code, second.get_json()["outcome"]) == (200, "deleted")
     assert standin.deletes() == [record["resource_id"]]
+    assert [e["type"] for e in sink.wait_for(1)] == [TYPE_PREFIX + "deleted"]
 
 
 # -- /sweep -----------------------------------------------------------------------
