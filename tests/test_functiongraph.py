@@ -398,7 +398,8 @@ def test_eventgrid_with_the_sink_down_raises_and_the_retry_deletes_nothing_twice
 
     function(event)  # FunctionGraph's async retry
     assert standin.deletes() == [record["resource_id"]]
-    assert sink.wait_for(1)[0]["type"] == "sdrs.failurejob.deleted"  # the first decision, now delivered
+    # The retry gets the first decision, now delivered.
+    assert sink.wait_for(1)[0]["type"] == "sdrs.failurejob.deleted"
 
 
 def test_eventgrid_unknown_type_is_rejected_and_acknowledged(
