@@ -198,7 +198,7 @@ def run(quick: bool) -> Result:
         f"{CONCURRENCY}, rate limit off",
         ["tasks", "groups", "run", "n", "wall (s)", "in-function sweep (s)", "API calls",
          "ideal (s)", "wall ÷ ideal", "SDK loop ÷ wall", "CPU s: function / stand-in / sink",
-         "function CPU per task (ms)", "load avg"],
+         "client CPU per task (ms)", "load avg"],
     )
     memory = Table(
         "Sweep memory: gunicorn worker of functions-framework (/proc/PID/status)",
@@ -245,7 +245,8 @@ def run(quick: bool) -> Result:
         "outcome; SDK loop: its own clock around client build + loop, in its own process.",
         "ideal = minimal API calls / 16 * 20 ms (SDK row: calls * 20 ms, it is sequential).",
         "CPU: user+system seconds of each process during the timed call (psutil); the function "
-        "column is the gunicorn worker. A Python process cannot use more than one core for "
+        "column is the gunicorn worker; client CPU per task: the function's worker, or the SDK "
+        "loop's process. A Python process cannot use more than one core for "
         "Python code (GIL): when function CPU ~ wall, the sweep is CPU-bound in the function.",
         f"records alone: {mib(per_1k_records):.2f} MiB per 1,000 listed records "
         "(tracemalloc of json.loads of a 1,000-record listing page).",
