@@ -63,7 +63,6 @@ def build_app(
             backoff_max=settings.backoff_max,
         ),
         max_connections=max(settings.max_connections, settings.sweep_concurrency),
-        rate_limiter=RateLimiter(settings.sweep_rate_limit),
         transport=transport,
     )
     if emitter is None:
@@ -86,6 +85,7 @@ def build_app(
             deadline=settings.sweep_deadline,
             emit_retained=settings.sweep_emit_retained,
         ),
+        rate_limiter=RateLimiter(settings.sweep_rate_limit),
     )
     types = EventTypes(settings.type_job_failed, settings.type_expired, settings.type_sweep)
     return App(settings, reaper, sweeper, types)

@@ -2,8 +2,8 @@
 
 List every scope (the top level and each protection group) with bounded
 concurrency, decide every record with the same policy code as a single event,
-check the guards before any DELETE, then delete with bounded concurrency, the
-client's rate limit and a deadline. A sweep that cannot report (the sink is
+check the guards before any DELETE, then delete with bounded concurrency,
+the sweep's rate limit and a deadline. A sweep that cannot report (the sink is
 down) stops deleting: nothing is done that cannot be told.
 """
 
@@ -25,7 +25,7 @@ from failjob_reaper.lookup import TOP_LEVEL, Found, Scope
 from failjob_reaper.outcomes import Outcome, SweepSummary
 from failjob_reaper.policy import Decision
 from failjob_reaper.reaper import Listing, Reaper, _OutcomeBase
-from failjob_reaper.sdrs import SdrsError
+from failjob_reaper.sdrs import RateLimiter, SdrsError
 
 log = logging.getLogger("failjob_reaper")
 
@@ -68,10 +68,13 @@ class Sweeper:
         reaper: Reaper,
         limits: SweepLimits,
         *,
+        rate_limiter: RateLimiter | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.reaper = reaper
         self.limits = limits
+        # One limiter per process: concurrent sweeps share the rate.
+        self.client = reaper.client.with_rate_limit(rate_limiter)
         self.monotonic = monotonic
 
     def run(
@@ -109,6 +112,7 @@ class _Run:
     ) -> None:
         self.sweeper = sweeper
         self.reaper = sweeper.reaper
+        self.client = sweeper.client
         self.request = request
         self.stop_at = stop_at
         self.progress = progress
@@ -141,13 +145,13 @@ class _Run:
     def _scopes(self) -> list[Scope]:
         if self.request.server_group_id is not None:
             return [Scope(self.request.server_group_id)]
-        groups = self.reaper.client.list_server_groups()
+        groups = self.client.list_server_groups()
         ids = [str(g["id"]) for g in groups if is_valid_id(g.get("id"))]
         return [TOP_LEVEL, *(Scope(group_id) for group_id in ids)]
 
     def _list_all(self, scopes: list[Scope]) -> list[tuple[Scope, Listing]]:
         id_field = self.reaper.config.id_field
-        client = self.reaper.client
+        client = self.client
         done = 0
 
         def list_one(scope: Scope) -> tuple[Scope, Listing | None]:
@@ -249,7 +253,7 @@ class _Run:
 
     def _delete(self, item: _Planned, not_found: list[tuple[_Planned, int]]) -> None:
         try:
-            result = self.reaper.client.delete_failure_job(item.failure_job_id)
+            result = self.client.delete_failure_job(item.failure_job_id)
         except SdrsError as exc:
             self._publish(item.base.failed(exc, f"DELETE refused: {exc.message}",
                                            found=item.found, failure_job_id=item.failure_job_id,
@@ -271,7 +275,7 @@ class _Run:
             by_scope.setdefault(item.found.scope, []).append((item, attempts))
         for scope, items in by_scope.items():
             try:
-                listing = Listing(scope.list(self.reaper.client), self.reaper.config.id_field)
+                listing = Listing(scope.list(self.client), self.reaper.config.id_field)
             except SdrsError as exc:
                 for item, _ in items:
                     self._publish(item.base.failed(exc, "DELETE answered 404 and the re-check "

@@ -6,6 +6,7 @@ reuses it across invocations. Tests pass a ``transport`` instead of patching.
 
 from __future__ import annotations
 
+import copy
 import email.utils
 import random
 import time
@@ -147,6 +148,15 @@ class TaskCenterClient:
         path = f"/v1/{self.project_id}/task-center/failure-jobs/{job_id}"
         response, attempts = self._send("DELETE", path, None, ok=(204, 404))
         return DeleteResult(response.status_code == 204, response.status_code, attempts)
+
+    def with_rate_limit(self, limiter: RateLimiter | None) -> TaskCenterClient:
+        """The same client (and connection pool) pacing its requests with ``limiter``.
+
+        Sweeps use it; single events are not paced, so a sweep's limit never delays them.
+        """
+        paced = copy.copy(self)
+        paced.rate_limiter = limiter
+        return paced
 
     def close(self) -> None:
         self._http.close()
