@@ -154,9 +154,30 @@ def sink() -> contextlib.AbstractContextManager[Server]:
     return server("sink")
 
 
-def ff_command(source: Path, target: str, port: int) -> list[str]:
-    script = Path(PY).parent / "functions-framework"
-    head = [str(script)] if script.exists() else [PY, "-m", "functions_framework"]
+def runtime_python() -> str:
+    """A venv with requirements.txt only, as the container image has: no dev tools.
+
+    It matters for start-up: with `rich` installed (schemathesis brings it into the dev
+    venv) `import httpx` also imports httpx's own command line, rich and pygments.
+    Built once under bench/results/ (gitignored) and reused.
+    """
+    venv = ROOT / "bench" / "results" / "runtime-venv"
+    python = venv / "bin" / "python"
+    stamp = venv / ".requirements"
+    wanted = (ROOT / "requirements.txt").read_text()
+    if not python.exists() or not stamp.exists() or stamp.read_text() != wanted:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
+                       timeout=300)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                        "--disable-pip-version-check", "-r", str(ROOT / "requirements.txt")],
+                       check=True, timeout=900)
+        stamp.write_text(wanted)
+    return str(python)
+
+
+def ff_command(source: Path, target: str, port: int, python: str = PY) -> list[str]:
+    script = Path(python).parent / "functions-framework"
+    head = [str(script)] if script.exists() else [python, "-m", "functions_framework"]
     return [*head, "--source", str(source), "--target", target, "--signature-type",
             "cloudevent", "--host", "127.0.0.1", "--port", str(port)]
 
@@ -165,13 +186,14 @@ class Function:
     """``functions-framework`` serving one cloudevent target in its own process."""
 
     def __init__(self, source: Path, target: str, env: dict[str, str],
-                 stdout: int | IO[bytes] | None = subprocess.DEVNULL, cwd: Path = ROOT) -> None:
+                 stdout: int | IO[bytes] | None = subprocess.DEVNULL, cwd: Path = ROOT,
+                 python: str = PY) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            ff_command(source, target, self.port), cwd=cwd, env=env,
+            ff_command(source, target, self.port, python), cwd=cwd, env=env,
             stdout=stdout, stderr=self._stderr,
         )
 

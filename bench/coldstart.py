@@ -36,6 +36,7 @@ from bench._procs import (
     cloudevent,
     function_env,
     hello_source,
+    runtime_python,
 )
 from bench._procs import sink as sink_server
 from bench._procs import standin as standin_server
@@ -55,9 +56,9 @@ def _copy_app(directory: str) -> Path:
 
 
 def time_to_first_answer(source: Path, target: str, env: dict[str, str],
-                         event_type: str, timeout: float = 60.0, cwd: Path = ROOT
-                         ) -> dict[str, Any]:
-    fn = Function(source, target, env, cwd=cwd)
+                         event_type: str, timeout: float = 60.0, cwd: Path = ROOT,
+                         python: str = PY) -> dict[str, Any]:
+    fn = Function(source, target, env, cwd=cwd, python=python)
     try:
         deadline = fn.started + timeout
         attempts = 0
@@ -98,14 +99,14 @@ def parse_importtime(stderr: str) -> list[tuple[str, int, int, int]]:
     return rows
 
 
-def importtime(env: dict[str, str], statement: str, runs: int, cwd: Path = ROOT
-               ) -> dict[str, dict[str, float]]:
+def importtime(env: dict[str, str], statement: str, runs: int, cwd: Path = ROOT,
+               python: str = PY) -> dict[str, dict[str, float]]:
     """Median self/cumulative microseconds per module over ``runs`` runs."""
     selfs: dict[str, list[int]] = defaultdict(list)
     cumuls: dict[str, list[int]] = defaultdict(list)
     depths: dict[str, int] = {}
     for _ in range(runs):
-        done = subprocess.run([PY, "-X", "importtime", "-c", statement], cwd=cwd, env=env,
+        done = subprocess.run([python, "-X", "importtime", "-c", statement], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=120, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{statement!r} failed: {done.stderr[-1500:]}")
@@ -117,9 +118,10 @@ def importtime(env: dict[str, str], statement: str, runs: int, cwd: Path = ROOT
                    "depth": depths[name]} for name in selfs}
 
 
-def process_wall(env: dict[str, str], statement: str, cwd: Path = ROOT) -> float:
+def process_wall(env: dict[str, str], statement: str, cwd: Path = ROOT,
+                 python: str = PY) -> float:
     started = time.perf_counter()
-    subprocess.run([PY, "-c", statement], cwd=cwd, env=env, capture_output=True,
+    subprocess.run([python, "-c", statement], cwd=cwd, env=env, capture_output=True,
                    timeout=120, check=True)
     return time.perf_counter() - started
 
@@ -128,6 +130,8 @@ def run(quick: bool) -> Result:
     starts = 3 if quick else 11
     import_runs = 3 if quick else 7
     result = Result("coldstart", "Cold start (issue 7)")
+    say("coldstart: runtime-only venv (requirements.txt), as deployed")
+    rt = runtime_python()
     with contextlib.ExitStack() as stack:
         si = stack.enter_context(standin_server())
         sk = stack.enter_context(sink_server())
@@ -141,7 +145,7 @@ def run(quick: bool) -> Result:
         app_src = _copy_app(stack.enter_context(tempfile.TemporaryDirectory(
             prefix="bench-app-src-")))
         subprocess.run(
-            [PY, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(app),
+            [rt, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(app),
              str(hello.parent)],
             cwd=app, env=clean_env(), check=True, timeout=120, stdout=subprocess.DEVNULL,
         )
@@ -155,20 +159,23 @@ def run(quick: bool) -> Result:
         for i in range(starts):
             say(f"coldstart: start {i + 1}/{starts} (function, then hello world)")
             samples["function"].append(time_to_first_answer(
-                app / "main.py", "on_event", product_env, "sdrs.failurejob.expired", cwd=app))
+                app / "main.py", "on_event", product_env, "sdrs.failurejob.expired", cwd=app,
+                python=rt))
             samples["hello"].append(time_to_first_answer(hello, "hello", hello_env,
-                                                         "bench.hello"))
+                                                         "bench.hello", python=rt))
         counts = sk.stats()["counts"]
 
         say("coldstart: -X importtime")
-        main_imports = importtime(product_env, "import main", import_runs, cwd=app)
-        ff_imports = importtime(hello_env, "import functions_framework", import_runs)
+        main_imports = importtime(product_env, "import main", import_runs, cwd=app, python=rt)
+        ff_imports = importtime(hello_env, "import functions_framework", import_runs,
+                                python=rt)
         walls: dict[str, list[float]] = {"pass": [], "ff": [], "main": [], "main_src": []}
         for _ in range(import_runs):
-            walls["pass"].append(process_wall(hello_env, "pass"))
-            walls["ff"].append(process_wall(hello_env, "import functions_framework"))
-            walls["main"].append(process_wall(product_env, "import main", cwd=app))
-            walls["main_src"].append(process_wall(source_env, "import main", cwd=app_src))
+            walls["pass"].append(process_wall(hello_env, "pass", python=rt))
+            walls["ff"].append(process_wall(hello_env, "import functions_framework", python=rt))
+            walls["main"].append(process_wall(product_env, "import main", cwd=app, python=rt))
+            walls["main_src"].append(process_wall(source_env, "import main", cwd=app_src,
+                                                  python=rt))
 
     fn_s = [s["seconds"] for s in samples["function"]]
     hello_s = [s["seconds"] for s in samples["hello"]]
@@ -243,8 +250,9 @@ def run(quick: bool) -> Result:
         f"Outcomes received by the sink during the starts: {counts}.",
         f"`rich` + `pygments` in `import main`: {cli_only / 1000:.0f} ms self time; nothing of "
         "the function uses them: `httpx/__init__.py` imports its command line (`httpx._main`) "
-        "whenever click, rich and pygments are importable, and rich is installed for the "
-        "operator CLI." if cli_only else "`rich`/`pygments` are not imported by `main`.",
+        "whenever click, rich and pygments are importable." if cli_only
+        else "`rich`/`pygments` are not imported by `main` (the runtime venv has neither; the "
+        "operator CLI uses tqdm, so `import httpx` does not pull in httpx's own CLI).",
     ]
     result.data = {"samples": samples, "walls": walls, "main_imports": main_imports,
                    "ff_imports": ff_imports}
