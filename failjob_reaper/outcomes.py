@@ -23,8 +23,8 @@ from cloudevents.conversion import to_binary, to_dict
 from cloudevents.http import CloudEvent
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from failjob_reaper._transport import transport_for
 from failjob_reaper.errors import OutcomeDeliveryError
-from failjob_reaper.tls import context_for
 
 TYPE_PREFIX = "sdrs.failurejob."
 OUTCOMES = (
@@ -266,11 +266,25 @@ class _SinkRefused(Exception):
 class SinkEmitter:
     """POSTs each event to ``K_SINK`` in binary mode; retries a little, then raises."""
 
-    def __init__(self, url: str, *, timeout: float = 5.0, attempts: int = 3) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 5.0,
+        attempts: int = 3,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.url = url
         self.attempts = attempts
-        # Its own client: the SDRS credentials must never travel to the sink.
-        self._http = httpx.Client(timeout=timeout, verify=context_for(url))
+        # Its own client and connections: the SDRS credentials must never travel to the sink.
+        # A POST that the transport sends again on a fresh connection (it could not be sent
+        # on a reused one) is harmless anyway: outcome ids are deterministic, so a repeat
+        # is recognisable as such.
+        self._http = httpx.Client(
+            timeout=timeout,
+            transport=transport or transport_for(url),
+            follow_redirects=False,
+        )
 
     def emit(self, event: CloudEvent) -> None:
         headers, body = to_binary(event)

@@ -1,7 +1,8 @@
 """The one client of the SDRS task-center API.
 
-One pooled ``httpx.Client`` per instance; the process builds one instance and
-reuses it across invocations. Tests pass a ``transport`` instead of patching.
+One ``httpx.Client`` per instance over a ``KeepAliveTransport`` (one keep-alive
+connection per thread); the process builds one instance and reuses it across
+invocations. Tests pass a ``transport`` instead of patching.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tenacity import (
     stop_before_delay,
 )
 
+from failjob_reaper._transport import transport_for
 from failjob_reaper.ids import validate_id
 from failjob_reaper.sdrs._errors import (
     RETRYABLE_STATUSES,
@@ -31,7 +33,6 @@ from failjob_reaper.sdrs._errors import (
     error_from_transport,
 )
 from failjob_reaper.sdrs._ratelimit import RateLimiter
-from failjob_reaper.tls import context_for
 
 PAGE_SIZE = 1000  # the API's maximum and default
 
@@ -99,15 +100,17 @@ class TaskCenterClient:
         self.project_id = validate_id(project_id, "project_id")
         self.retry = retry
         self.rate_limiter = rate_limiter
+        # KeepAliveTransport keeps one connection per calling thread (a sweep's workers), so
+        # the connection count follows the threads; ``limits`` applies to httpx's own
+        # transport, used when a proxy is configured (transport_for).
         self._http = httpx.Client(
             base_url=endpoint,
             auth=auth,
-            timeout=timeout,
+            timeout=timeout,  # reaches the transport as the request's "timeout" extension
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            transport=transport,
-            verify=context_for(endpoint),
+            transport=transport or transport_for(endpoint),
             headers={"Accept": "application/json", "User-Agent": "failjob-reaper"},
             follow_redirects=False,
         )
