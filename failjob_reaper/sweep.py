@@ -242,8 +242,23 @@ class _Run:
                 done += 1
                 self.progress("deleting", done, total)
 
-        with ThreadPoolExecutor(self.sweeper.limits.concurrency) as pool:
-            list(pool.map(delete_one, plan))
+        # `concurrency` workers pull from one iterator: no Future per task (a 20,000-task
+        # sweep would hold 20,000 of them), and an unexpected error still propagates.
+        pending = iter(plan)
+        pending_lock = threading.Lock()
+
+        def worker() -> None:
+            while True:
+                with pending_lock:
+                    item = next(pending, None)
+                if item is None:
+                    return
+                delete_one(item)
+
+        workers = min(self.sweeper.limits.concurrency, total) or 1
+        with ThreadPoolExecutor(workers) as pool:
+            for future in [pool.submit(worker) for _ in range(workers)]:
+                future.result()
         if done < total:
             reason = ("outcome sink unavailable" if self.sink_down.is_set()
                       else "deadline reached")
