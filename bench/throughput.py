@@ -11,8 +11,8 @@ out (then the rate counts the time actually used).
 
 Rows: hello world (same framework, same clients, same event bodies);
 ``rejected`` (an unknown event type: no SDRS call, one outcome); job-failed
-events with the default ``SWEEP_RATE_LIMIT`` (20/s, which paces every SDRS call
-of the process) and with it off.
+events with the default ``SWEEP_RATE_LIMIT`` (20/s, sweeps only) and with it off;
+"(ran out)" marks a row that used up its preloaded tasks before the 10 s.
 """
 
 from __future__ import annotations
