@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 import httpx
 from cloudevents.conversion import to_binary
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--standin-port", type=int, default=8089)
     parser.add_argument("--once", action="store_true", help="exit after the sample events")
     args = parser.parse_args(argv)
+    # SIGTERM (a supervisor, `timeout`) stops it like Ctrl-C: the function process goes too.
+    signal.signal(signal.SIGTERM, _interrupt)
 
     standin = TaskCenterStandIn(project_id=DEFAULT_PROJECT_ID, token=TOKEN,
                                 port=args.standin_port)
@@ -75,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             function.terminate()
             function.wait(timeout=10)
     return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _send_samples(url: str, jobs: list[tuple[dict[str, object], str | None]]) -> None:
