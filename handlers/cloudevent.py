@@ -7,16 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import flask
-from cloudevents.exceptions import GenericException, InvalidRequiredFields, MissingRequiredFields
-from cloudevents.http import CloudEvent, from_http
+from cloudevents.exceptions import GenericException
+from cloudevents.http import CloudEvent
 from werkzeug.exceptions import BadRequest, ServiceUnavailable
 
 from failjob_reaper.app import App
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import SweepRequest, parse_cloudevent
-
-STRUCTURED = "application/cloudevents+json"
-
 
 class Redeliver(Exception):
     """The input was not fully handled; the trigger should deliver it again."""
@@ -65,27 +62,30 @@ def install_request_guard() -> None:
     functions-framework parses the request before our function runs; JSON nested
     thousands deep or a null ``id`` make the SDK raise RecursionError/ValueError,
     which the framework turns into a 500 - and a trigger redelivers a 500 forever.
+    Error handlers, so the happy path pays nothing; they answer 400 only for errors
+    raised inside the SDK or the JSON decoder, anything else stays a 500.
     Called while main.py is loaded inside the framework's app context; elsewhere
     (FunctionGraph) there is no Flask app and nothing to guard.
     """
-    # functions-framework names its Flask app after the target: guard on_event only
-    # (on_http reads its bodies itself, with a size limit).
+    # functions-framework names its Flask app after the target: on_event only.
     if flask.has_app_context() and flask.current_app.name == "on_event":
-        flask.current_app.before_request(_refuse_unparsable_cloudevent)
+        for kind in (GenericException, ValueError, RecursionError):
+            flask.current_app.register_error_handler(kind, _refuse_unparsable_cloudevent)
 
 
-def _refuse_unparsable_cloudevent() -> flask.Response | None:
-    request = flask.request
-    if "ce-specversion" not in request.headers and request.mimetype != STRUCTURED:
-        return None
-    try:
-        from_http(request.headers, request.get_data())  # the body is cached for the framework
-    except (MissingRequiredFields, InvalidRequiredFields):
-        return None  # the framework's own 400
-    except (GenericException, ValueError, RecursionError) as exc:
-        message = f"not a valid CloudEvent: {type(exc).__name__}"
-        return flask.Response(
-            json.dumps({"error": {"code": "invalid_cloudevent", "message": message}}),
-            status=400, mimetype="application/json",
-        )
-    return None
+_PARSERS = ("/cloudevents/", "/json/")
+
+
+def _refuse_unparsable_cloudevent(exc: Exception) -> flask.Response:
+    frame, raised_in_parser = exc.__traceback__, False
+    while frame is not None:  # where was it raised? the innermost frame decides
+        filename = frame.tb_frame.f_code.co_filename
+        raised_in_parser = any(part in filename for part in _PARSERS)
+        frame = frame.tb_next
+    if not raised_in_parser:
+        raise exc  # ours: a real 500
+    message = f"not a valid CloudEvent: {type(exc).__name__}"
+    return flask.Response(
+        json.dumps({"error": {"code": "invalid_cloudevent", "message": message}}),
+        status=400, mimetype="application/json",
+    )
