@@ -15,6 +15,7 @@ from failjob_reaper.app import App
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import SweepRequest, parse_cloudevent
 
+
 class Redeliver(Exception):
     """The input was not fully handled; the trigger should deliver it again."""
 
