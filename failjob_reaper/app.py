@@ -22,6 +22,7 @@ from failjob_reaper.sdrs import (
     TokenAuth,
 )
 from failjob_reaper.settings import Settings, load_settings
+from failjob_reaper.state import StateStore, open_store
 from failjob_reaper.sweep import Sweeper, SweepLimits
 
 CONFIG_ERROR_PREFIX = "failjob-reaper: configuration error: "
@@ -36,6 +37,8 @@ class App:
     reaper: Reaper
     sweeper: Sweeper
     types: EventTypes
+    state: StateStore
+    """Shared by every instance of the deployment (STATE_URL); memory:// is this process."""
     context_auth: RotatingAkSkAuth | None = None
     """Set when the SDRS calls are signed with credentials the platform hands over per
     invocation (FunctionGraph agency); the entry point must ``update()`` it each time."""
@@ -48,9 +51,12 @@ def build_app(
     transport: httpx.BaseTransport | None = None,
     emitter: Emitter | None = None,
     clock: Clock = utc_now,
+    state: StateStore | None = None,
 ) -> App:
     """Build the process's objects; raise ConfigError for a bad policy file."""
     policy = _policy(settings)
+    if state is None:
+        state = open_store(settings.state_url, namespace=f"fjr:{settings.project_id}:")
     client = TaskCenterClient(
         settings.endpoint,
         settings.project_id,
@@ -88,7 +94,7 @@ def build_app(
         rate_limiter=RateLimiter(settings.sweep_rate_limit),
     )
     types = EventTypes(settings.type_job_failed, settings.type_expired, settings.type_sweep)
-    return App(settings, reaper, sweeper, types)
+    return App(settings, reaper, sweeper, types, state)
 
 
 def auth_from_settings(settings: Settings) -> httpx.Auth | None:

@@ -59,9 +59,13 @@ class Settings(BaseSettings):
 
     # Sweeps
     sweep_concurrency: int = Field(8, ge=1, le=128, validation_alias="SWEEP_CONCURRENCY")
-    sweep_rate_limit: float = Field(20.0, ge=0, validation_alias="SWEEP_RATE_LIMIT")
+    sweep_rate_limit: float = Field(50.0, ge=0, validation_alias="SWEEP_RATE_LIMIT")
     sweep_deadline: float = Field(240.0, gt=0, le=86400, validation_alias="SWEEP_DEADLINE")
     sweep_emit_retained: bool = Field(False, validation_alias="SWEEP_EMIT_RETAINED")
+    listing_max_age: float = Field(60.0, gt=0, le=3600, validation_alias="LISTING_MAX_AGE")
+
+    # State shared by every instance (SPEC section 10)
+    state_url: str = Field("memory://", validation_alias="STATE_URL")
 
     # Outcomes
     sink: str | None = Field(None, validation_alias="K_SINK")
@@ -69,6 +73,12 @@ class Settings(BaseSettings):
     outcome_source: str = Field("failjob-reaper", min_length=1, validation_alias="OUTCOME_SOURCE")
     sink_timeout: float = Field(5.0, gt=0, le=120, validation_alias="OUTCOME_SINK_TIMEOUT")
     sink_attempts: int = Field(3, ge=1, le=10, validation_alias="OUTCOME_SINK_ATTEMPTS")
+
+    # Huawei Cloud outputs (SPEC section 11)
+    eg_endpoint: str | None = Field(None, validation_alias="EG_ENDPOINT")
+    eg_channel_id: str | None = Field(None, validation_alias="EG_CHANNEL_ID")
+    smn_endpoint: str | None = Field(None, validation_alias="SMN_ENDPOINT")
+    smn_topic_urn: str | None = Field(None, validation_alias="SMN_TOPIC_URN")
 
     # Input event types
     type_job_failed: str = Field(
@@ -90,6 +100,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias="LOG_LEVEL"
     )
+    log_format: Literal["json", "text"] | None = Field(None, validation_alias="LOG_FORMAT")
+    """None: JSON under a platform, text for the CLI (the entry point decides)."""
 
     @field_validator("endpoint")
     @classmethod
@@ -129,6 +141,14 @@ class Settings(BaseSettings):
             secret = value.get_secret_value()
             if secret != secret.strip() or len(secret) < 16:
                 raise ValueError("must be at least 16 characters, without surrounding spaces")
+        return value
+
+    @field_validator("state_url")
+    @classmethod
+    def _state_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in ("memory", "redis", "rediss"):
+            raise ValueError("must be memory:// or a redis:// or rediss:// URL")
         return value
 
     @field_validator("sink")

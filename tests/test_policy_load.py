@@ -30,6 +30,7 @@ default_retention: 7d          # ISO 8601 (P7D) or 30s/15m/12h/7d; "forever" nev
 keep_latest_per_resource: 0    # the newest N failed tasks of each resource_id are kept (0: off)
 clock_skew_tolerance: 5m       # begin_time further in the future than this: retain
 dry_run: false
+notice: 0s                     # > 0: tell the operator (SMN) what will be deleted within this window
 rules:                         # first match wins; all given fields must match; a list matches any of it
   - name: drills-are-noise
     match: {resource_type: [disaster_recovery_drills]}

@@ -162,6 +162,8 @@ class Policy(BaseModel):
     keep_latest_per_resource: int = Field(default=0, ge=0, strict=True)
     clock_skew_tolerance: Tolerance = timedelta(minutes=5)
     dry_run: bool = Field(default=False, strict=True)
+    notice: Tolerance = timedelta(0)
+    """> 0: tell the operator (SMN) which tasks will be deleted within this window."""
     rules: Annotated[tuple[Rule, ...], _none_is(())] = ()
     holds: Annotated[Holds, _none_is({})] = Holds()
     guards: Annotated[Guards, _none_is({})] = Guards()

@@ -1,0 +1,88 @@
+"""The state-store interface and the one function that opens a backend from ``STATE_URL``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from failjob_reaper.errors import ReaperError
+
+
+class StateUnavailable(ReaperError):
+    """The store could not be reached or answered an error; the message holds no secret."""
+
+
+class StateStore(Protocol):
+    """Strings under keys, each with a time to live in seconds (``ttl`` > 0, always).
+
+    Every method is atomic on its own; none takes a lock across calls. Keys are
+    relative to the store's namespace (the deployment's project), so two
+    deployments sharing one Redis never see each other's keys.
+    """
+
+    def get(self, key: str) -> str | None:
+        """The value, or None when absent or expired."""
+        ...
+
+    def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        """``get`` for each key, in one round trip."""
+        ...
+
+    def put(self, key: str, value: str, ttl: float) -> None:
+        """Set, replacing any value, with a fresh TTL."""
+        ...
+
+    def put_many(self, items: Mapping[str, str], ttl: float) -> None:
+        """``put`` for each item, in one round trip."""
+        ...
+
+    def add(self, key: str, value: str, ttl: float) -> bool:
+        """Set only if absent (SET NX); True when this call set it."""
+        ...
+
+    def replace_if(self, key: str, expected: str, value: str, ttl: float) -> bool:
+        """Compare-and-set: replace only while the value is ``expected``."""
+        ...
+
+    def delete_if(self, key: str, expected: str) -> bool:
+        """Compare-and-delete: delete only while the value is ``expected``."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def incr(self, key: str, amount: int, ttl: float) -> int:
+        """Add ``amount`` (a missing key counts as 0) and return the new value.
+
+        The TTL is set when the key is created and left alone afterwards, so a
+        counter keyed by a time window expires with its window.
+        """
+        ...
+
+    def hash_put(self, key: str, field: str, value: str, ttl: float) -> None:
+        """Set one field of a hash; the TTL applies to the whole hash and is refreshed."""
+        ...
+
+    def hash_get_all(self, key: str) -> dict[str, str]:
+        """Every field of a hash ({} when absent)."""
+        ...
+
+    def hash_delete(self, key: str, field: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str, *, namespace: str) -> StateStore:
+    """The backend ``url`` names (``STATE_URL``), its keys under ``namespace``."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from failjob_reaper.state._memory import MemoryStore
+
+        return MemoryStore(namespace=namespace)
+    if scheme in ("redis", "rediss"):
+        # Imported here: a memory:// deployment never pays for redis-py at cold start.
+        from failjob_reaper.state._redis import RedisStore  # type: ignore[import-not-found]
+
+        store: StateStore = RedisStore(url, namespace=namespace)
+        return store
+    raise StateUnavailable(f"STATE_URL: unsupported scheme {scheme!r}")
