@@ -1,0 +1,33 @@
+"""Outcome CloudEvents: what they carry, how their ids are made, where they go.
+
+Every decision becomes one ``Outcome``; ``Publisher`` turns it into a
+CloudEvent (SPEC section 7) and hands it to an ``Emitter``: the sink from
+``K_SINK`` in binary mode, or one JSON line on stdout when there is none.
+"""
+
+from failjob_reaper.outcomes._model import (
+    OUTCOMES,
+    SWEEP_COMPLETED,
+    TYPE_PREFIX,
+    Causation,
+    Outcome,
+    SweepSummary,
+    outcome_id,
+)
+from failjob_reaper.outcomes._publisher import Emitter, Publisher
+from failjob_reaper.outcomes._sink import SinkEmitter
+from failjob_reaper.outcomes._stdout import StdoutEmitter
+
+__all__ = [
+    "OUTCOMES",
+    "SWEEP_COMPLETED",
+    "TYPE_PREFIX",
+    "Causation",
+    "Emitter",
+    "Outcome",
+    "Publisher",
+    "SinkEmitter",
+    "StdoutEmitter",
+    "SweepSummary",
+    "outcome_id",
+]
