@@ -32,6 +32,7 @@ rotate) into ``app.context_auth`` (a ``RotatingAkSkAuth``).
 
 from __future__ import annotations
 
+import contextlib
 import base64
 import binascii
 import json
@@ -51,7 +52,7 @@ from werkzeug.test import EnvironBuilder
 
 from failjob_reaper.app import CONFIG_ERROR_PREFIX, App, load_app, load_app_or_exit
 from failjob_reaper.errors import ConfigError, InvalidInput, OutcomeDeliveryError
-from failjob_reaper.events import sweep_request
+from failjob_reaper.events import Rejected, sweep_request
 from failjob_reaper.outcomes import Causation
 from handlers import http as _http
 from handlers.cloudevent import Redeliver, process
@@ -222,7 +223,6 @@ def sweep_deadline(remaining_ms: object) -> float | None:
 def _timer(
     app: App, event: dict[str, Any], context: Context | None, request_id: str | None
 ) -> dict[str, Any]:
-    payload = timer_payload(event.get("user_event"))
     name = event.get("trigger_name")
     name = name if isinstance(name, str) and _TRIGGER_NAME.fullmatch(name) else "timer"
     fired_at = _text(event.get("time"))
@@ -233,9 +233,11 @@ def _timer(
         type="functiongraph.timer",
     )
     try:
-        request = sweep_request(payload, project_id=app.settings.project_id, trigger="timer",
-                                causation=causation)
+        request = sweep_request(event.get("user_event"), project_id=app.settings.project_id,
+                                trigger="timer", causation=causation)
     except InvalidInput as exc:
+        with contextlib.suppress(OutcomeDeliveryError):  # kept in the outbox; refused anyway
+            app.reaper.handle(Rejected(f"timer user_event: {exc}", "timer", causation))
         raise InvalidEvent(f"failjob-reaper: timer user_event: {exc}") from None
     deadline = sweep_deadline(_ask(context, "getRemainingTimeInMilliSeconds"))
     try:
