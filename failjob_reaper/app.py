@@ -69,6 +69,7 @@ def build_app(
             backoff_max=settings.backoff_max,
         ),
         max_connections=max(settings.max_connections, settings.sweep_concurrency),
+        max_pages=settings.list_max_pages,
         transport=transport,
     )
     if emitter is None:
@@ -82,6 +83,8 @@ def build_app(
         project_id=settings.project_id,
         id_field=settings.failure_job_id_field,
         dry_run=settings.dry_run,
+        listing_max_age=settings.listing_max_age,
+        event_deadline=settings.event_deadline,
     )
     reaper = Reaper(client, policy, publisher, config, clock=clock)
     sweeper = Sweeper(

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from failjob_reaper.errors import OutcomeDeliveryError
@@ -36,7 +37,7 @@ from failjob_reaper.plan import (
     make_plan,
 )
 from failjob_reaper.policy import Decision, Policy, decide
-from failjob_reaper.sdrs import DeleteResult, SdrsError, TaskCenterClient
+from failjob_reaper.sdrs import DeleteResult, IncompleteListing, SdrsError, TaskCenterClient
 
 log = logging.getLogger("failjob_reaper")
 
@@ -55,6 +56,10 @@ class ReaperConfig:
     project_id: str
     id_field: str = "resource_id"
     dry_run: bool = False
+    listing_max_age: float = 60.0
+    """Seconds a listing may be old when a DELETE rests on it (LISTING_MAX_AGE)."""
+    event_deadline: float = 60.0
+    """Seconds one event (or resource request) may spend listing and deleting."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,7 @@ class Reaper:
         scopes: Sequence[Scope] | None = None,
         concurrency: int = 1,
         stop_at: Callable[[], bool] = lambda: False,
+        deadline_at: float | None = None,
         progress: Progress | None = None,
         execution: Execution | None = None,
     ) -> tuple[list[ScopeListing], Execution]:
@@ -214,7 +220,7 @@ class Reaper:
         client = client or self.client
         execution = execution or Execution()
         if scopes is None:
-            scopes = scopes_to_search(client, job.hint_group)
+            scopes = scopes_to_search(client, job.hint_group, deadline_at)
         execution.scopes = list(scopes)
         lock = threading.Lock()
         done = 0
@@ -231,7 +237,12 @@ class Reaper:
                                        why_incomplete="not listed after an earlier failure")
             else:
                 try:
-                    listing = read_scope(client, scope, self.clock)
+                    listing = read_scope(client, scope, self.clock, deadline_at)
+                except IncompleteListing as exc:
+                    with lock:
+                        execution.listing_error = execution.listing_error or exc
+                    listing = ScopeListing(scope.server_group_id, exc.records, complete=False,
+                                           why_incomplete=exc.message)
                 except SdrsError as exc:
                     with lock:
                         execution.listing_error = execution.listing_error or exc
@@ -275,23 +286,34 @@ class Reaper:
         client: TaskCenterClient | None = None,
         scopes: Sequence[Scope] | None = None,
         concurrency: int = 1,
-        stop_at: Callable[[], bool] = lambda: False,
+        deadline_at: float | None = None,
         stop_deleting: Callable[[], bool] = lambda: False,
         progress: Progress | None = None,
         on_plan: Callable[[Plan], None] | None = None,
     ) -> Execution:
-        """List, plan, delete, interpret; hand every outcome to ``emit``."""
+        """List, plan, delete, interpret; hand every outcome to ``emit``.
+
+        ``deadline_at``: a ``time.monotonic()`` instant; single events default to
+        ``event_deadline`` from now.
+        """
         client = client or self.client
         report = _Reporter(self, job)
+        if deadline_at is None:
+            deadline_at = time.monotonic() + self.config.event_deadline
+        end = deadline_at
+
+        def stop_at() -> bool:
+            return time.monotonic() >= end
+
         if scopes is None:
             try:
-                scopes = scopes_to_search(client, job.hint_group)
+                scopes = scopes_to_search(client, job.hint_group, deadline_at)
             except SdrsError as exc:
                 emit(report.failed(exc, f"could not list protection groups: {exc.message}"))
                 return Execution()
         listings, execution = self.read(job, client=client, scopes=scopes,
                                          concurrency=concurrency, stop_at=stop_at,
-                                         progress=progress)
+                                         deadline_at=deadline_at, progress=progress)
         error = execution.listing_error
         if error is not None and not isinstance(job.target, Everything):
             # A single event whose search could not finish: a redelivery may do better.
@@ -303,7 +325,8 @@ class Reaper:
             on_plan(plan)
         for settlement in plan.settled:
             emit(report.settled(settlement))
-        self._delete_all(plan, job, client, report, emit, execution,
+        fresh = _Freshness(self, job, client, listings, deadline_at)
+        self._delete_all(plan, job, client, report, emit, execution, fresh,
                          concurrency=concurrency,
                          stop=lambda: stop_at() or stop_deleting(), progress=progress)
         return execution
@@ -316,6 +339,7 @@ class Reaper:
         report: _Reporter,
         emit: Emit,
         execution: Execution,
+        fresh: _Freshness,
         *,
         concurrency: int,
         stop: Callable[[], bool],
@@ -335,10 +359,15 @@ class Reaper:
             if plan.dry_run:
                 emit(report.of(delete, "would_delete", dry_run=True))
             else:
-                result = self._delete(client, delete, job, report, emit)
-                if result is not None:
-                    with lock:
-                        not_found.append((delete, result))
+                # No DELETE rests on a listing older than LISTING_MAX_AGE: re-list first.
+                current = fresh.recheck(delete, report)
+                if isinstance(current, Outcome):
+                    emit(current)
+                else:
+                    result = self._delete(client, current, job, report, emit)
+                    if result is not None:
+                        with lock:
+                            not_found.append((current, result))
             with lock:
                 done += 1
                 if progress is not None:
@@ -404,7 +433,8 @@ class Reaper:
             for group in delete.scopes:
                 if group not in fresh:
                     try:
-                        listing = read_scope(client, Scope(group), self.clock)
+                        listing = read_scope(client, Scope(group), self.clock,
+                                             time.monotonic() + self.config.event_deadline)
                         fresh[group] = {str(r.get(id_field)) for r in listing.records}
                     except SdrsError as exc:
                         fresh[group] = exc
@@ -447,6 +477,62 @@ class Reaper:
             return delete.decision
         return decide(record, self.policy, now, siblings=listing.records, force=force,
                       server_group_id=scope.server_group_id)
+
+
+class _Freshness:
+    """Re-lists the scopes of a DELETE whose listing is older than LISTING_MAX_AGE and
+    plans that one DELETE again on what is listed now (a new failure of the resource may
+    have appeared meanwhile). Fresh re-listings are shared by the DELETEs of a scope."""
+
+    def __init__(self, reaper: Reaper, job: Job, client: TaskCenterClient,
+                 listings: Sequence[ScopeListing], deadline_at: float | None) -> None:
+        self.reaper = reaper
+        self.job = job
+        self.client = client
+        self.deadline_at = deadline_at
+        self.max_age = timedelta(seconds=reaper.config.listing_max_age)
+        self._current = {listing.server_group_id: listing for listing in listings}
+        self._lock = threading.Lock()
+        self._scope_locks: dict[str | None, threading.Lock] = {}
+
+    def recheck(self, delete: PlannedDelete, report: _Reporter) -> PlannedDelete | Outcome:
+        now = self.reaper.clock()
+        if all(not self._stale(group, now) for group in delete.scopes):
+            return delete
+        try:
+            listings = [self._listing(group) for group in delete.scopes]
+        except SdrsError as exc:
+            return report.failed(exc, "could not list again before the DELETE: "
+                                 f"{exc.message}", delete)
+        id_field = self.reaper.config.id_field
+        plan = make_plan(listings, self.reaper.policy, self.reaper.clock(), id_field=id_field,
+                         target=OneTask(id_field, delete.failure_job_id),
+                         force=self.job.force, dry_run=False)
+        if plan.deletes:
+            return plan.deletes[0]
+        settlement = plan.settled[0]
+        if settlement.outcome == "already_deleted":
+            return report.of(delete, "already_deleted",
+                             reason="not listed any more when listed again before the DELETE")
+        return report.settled(settlement)
+
+    def _stale(self, group: str | None, now: datetime) -> bool:
+        with self._lock:
+            listing = self._current.get(group)
+        return (listing is None or listing.listed_at is None
+                or now - listing.listed_at > self.max_age)
+
+    def _listing(self, group: str | None) -> ScopeListing:
+        with self._lock:
+            scope_lock = self._scope_locks.setdefault(group, threading.Lock())
+        with scope_lock:  # one re-listing per scope, whichever worker asks first
+            if self._stale(group, self.reaper.clock()):
+                listing = read_scope(self.client, Scope(group), self.reaper.clock,
+                                     self.deadline_at)
+                with self._lock:
+                    self._current[group] = listing
+            with self._lock:
+                return self._current[group]
 
 
 class Listing:

@@ -270,7 +270,7 @@ def test_wrong_count_during_lookup_still_finds_a_task_on_a_later_page(
     assert only_outcome(sink)["outcome"] == "deleted"
     offsets = [r.query.get("offset") for r in standin.requests
                if r.method == "GET" and r.query.get("server_group_id") == GROUP]
-    assert offsets == ["0", "1000"]
+    assert offsets == ["0", "1000", "1501"]  # until an empty page: `count` is no guide
 
 
 def test_wrong_count_and_a_failing_second_page_during_a_sweep(

@@ -71,6 +71,7 @@ class Publisher:
             outcome.failure_job_id,
             outcome.causation,
             outcome.as_data(),
+            key=outcome.id_key,
         )
 
     @property
@@ -105,13 +106,14 @@ class Publisher:
                     event["type"], event.get("subject") or "-")
 
     def _event(
-        self, event_type: str, subject: str | None, causation: Causation, data: dict[str, Any]
+        self, event_type: str, subject: str | None, causation: Causation, data: dict[str, Any],
+        *, key: str | None = None,
     ) -> CloudEvent:
         attributes: dict[str, Any] = {
             **self._extensions,
             "type": event_type,
             "source": self.source,
-            "id": outcome_id(causation, subject or "sweep", event_type),
+            "id": outcome_id(causation, key or subject or "sweep", event_type),
             "time": datetime.now(UTC).isoformat(),
             "datacontenttype": "application/json",
         }

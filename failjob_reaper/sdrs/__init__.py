@@ -1,6 +1,11 @@
 """The SDRS task-center API: one client, its auth and its errors."""
 
-from failjob_reaper.sdrs._client import DeleteResult, RetryPolicy, TaskCenterClient
+from failjob_reaper.sdrs._client import (
+    DeleteResult,
+    IncompleteListing,
+    RetryPolicy,
+    TaskCenterClient,
+)
 from failjob_reaper.sdrs._context_auth import MissingCredentials, RotatingAkSkAuth
 from failjob_reaper.sdrs._errors import RETRYABLE_STATUSES, SdrsError
 from failjob_reaper.sdrs._ratelimit import RateLimiter
@@ -10,6 +15,7 @@ __all__ = [
     "RETRYABLE_STATUSES",
     "AkSkAuth",
     "DeleteResult",
+    "IncompleteListing",
     "MissingCredentials",
     "RateLimiter",
     "RetryPolicy",
