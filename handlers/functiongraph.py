@@ -32,9 +32,9 @@ rotate) into ``app.context_auth`` (a ``RotatingAkSkAuth``).
 
 from __future__ import annotations
 
-import contextlib
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
