@@ -17,6 +17,7 @@ from typing import Any
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, TaskRequest
 from failjob_reaper.ids import is_valid_id
+from failjob_reaper.logs import outcome_fields
 from failjob_reaper.lookup import Found, Scope, find_task, still_listed
 from failjob_reaper.outcomes import Outcome, Publisher
 from failjob_reaper.policy import Decision, Policy, decide
@@ -311,5 +312,5 @@ def _log_outcome(outcome: Outcome) -> None:
     log.info(
         "%s failure_job_id=%s trigger=%s rule=%s status=%s attempts=%d reason=%s",
         outcome.outcome, outcome.failure_job_id, outcome.trigger, outcome.rule,
-        outcome.status_code, outcome.attempts, outcome.reason,
+        outcome.status_code, outcome.attempts, outcome.reason, extra=outcome_fields(outcome),
     )

@@ -1,22 +1,36 @@
-"""The operators' command line against the stand-in, as a real subprocess."""
+"""The operators' command line against the stand-in: the installed ``failjob-reaper``
+command, run as a real subprocess from a directory outside the repository."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import pytest
+
+from failjob_reaper.cli import EXIT_CODES
 from failjob_reaper.settings import ENV_VARS
 from standin import OutcomeSink, TaskCenterStandIn
+from standin._http import Fault
 from tests.conftest import EXPIRED, FRESH, PROJECT, ROOT, TOKEN, failed_task
+
+COMMAND = Path(sys.executable).parent / "failjob-reaper"
+"""Installed by `make venv` (pyproject.toml [project.scripts]) beside the interpreter."""
 
 
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    """Run the installed command from an empty directory outside the repository."""
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ENV_VARS and k not in ("PYTHONPATH", "LOG_FORMAT")}
     environ.update(env)
-    return subprocess.run([sys.executable, "-m", "failjob_reaper", *args], cwd=ROOT,
-                          env=environ, capture_output=True, text=True, timeout=120)
+    with tempfile.TemporaryDirectory() as elsewhere:
+        assert not Path(elsewhere).resolve().is_relative_to(ROOT)
+        return subprocess.run([str(COMMAND), *args], cwd=elsewhere, env=environ,
+                              capture_output=True, text=True, timeout=120)
 
 
 def settings(standin: TaskCenterStandIn, **extra: str) -> dict[str, str]:
@@ -91,3 +105,73 @@ def test_unreachable_api_exits_3() -> None:
     result = cli("sweep", SDRS_ENDPOINT="http://127.0.0.1:9", SDRS_PROJECT_ID=PROJECT,
                  SDRS_MAX_ATTEMPTS="1")
     assert result.returncode == 3, result.stdout + result.stderr
+
+
+def test_help_names_every_variable_and_every_exit_code() -> None:
+    result = cli("--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: failjob-reaper ")
+    for variable in ENV_VARS:
+        assert variable in result.stdout
+    for code in EXIT_CODES:
+        assert f"\n  {code}  " in result.stdout
+    assert "required" in result.stdout and "401, 403" in result.stdout
+
+
+def test_python_dash_m_is_the_same_command(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "failjob_reaper", "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m failjob_reaper ")
+
+
+@pytest.mark.parametrize("command", [["sweep"], ["sweep", "--dry-run"], ["explain", "abc"]])
+def test_refused_credentials_exit_4_not_unreachable(
+    standin: TaskCenterStandIn, command: list[str]
+) -> None:
+    standin.add_job(failed_task(EXPIRED))
+    result = cli(*command, **settings(standin, SDRS_AUTH_TOKEN="not-the-token"))
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert standin.deletes() == []
+    assert {r.status for r in standin.requests} == {401}
+
+
+def test_forbidden_project_exits_4(standin: TaskCenterStandIn) -> None:
+    standin.add_job(failed_task(EXPIRED))
+    result = cli("sweep", **settings(standin, SDRS_PROJECT_ID="someone-elses-project"))
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert {r.status for r in standin.requests} == {403}
+
+
+def test_delete_refused_with_403_exits_4(standin: TaskCenterStandIn) -> None:
+    standin.add_job(failed_task(EXPIRED))
+    standin.inject("DELETE", r"/failure-jobs/", Fault(403))
+    result = cli("sweep", **settings(standin))
+    assert result.returncode == 4, result.stdout + result.stderr
+
+
+def test_cli_logs_text_by_default_and_json_lines_when_asked(
+    standin: TaskCenterStandIn,
+) -> None:
+    expired = failed_task(EXPIRED)
+    standin.add_job(expired)
+    text = cli("sweep", "--dry-run", **settings(standin, LOG_LEVEL="INFO"))
+    assert text.returncode == 0, text.stderr
+    assert f"failjob-reaper INFO would_delete failure_job_id={expired['resource_id']}" in (
+        text.stderr)
+
+    as_json = cli("sweep", "--dry-run", **settings(standin, LOG_LEVEL="INFO", LOG_FORMAT="json"))
+    assert as_json.returncode == 0, as_json.stderr
+    lines = [json.loads(line) for line in as_json.stderr.splitlines()]
+    would = [line for line in lines if line.get("outcome") == "would_delete"]
+    assert [line["failure_job_id"] for line in would] == [expired["resource_id"]]
+    assert all(line["causation_id"] and line["level"] == "INFO" for line in would)
+    assert [line["outcome"] for line in lines][-1] == "sweep_completed"
+    assert TOKEN not in text.stdout + text.stderr + as_json.stdout + as_json.stderr
+
+
+def test_cli_logs_only_warnings_unless_log_level_is_set(standin: TaskCenterStandIn) -> None:
+    standin.add_job(failed_task(EXPIRED))
+    result = cli("sweep", "--dry-run", **settings(standin))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
