@@ -3,11 +3,17 @@ command, run as a real subprocess from a directory outside the repository."""
 
 from __future__ import annotations
 
+import csv
+import fcntl
+import io
 import json
 import os
+import pty
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 from pathlib import Path
 
 import pytest
@@ -175,3 +181,132 @@ def test_cli_logs_only_warnings_unless_log_level_is_set(standin: TaskCenterStand
     result = cli("sweep", "--dry-run", **settings(standin))
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+# -- the plan an operator reviews -------------------------------------------------------------
+
+GROUP = "0f0e0d0c-0000-4000-8000-0000000000aa"
+
+
+def seed_backlog(standin: TaskCenterStandIn, expired: int, fresh: int) -> tuple[set[str], set[str]]:
+    """A backlog at the top level and in a group; the ids that must go and must stay."""
+    standin.add_group(GROUP, "g")
+    old = [failed_task(EXPIRED) for _ in range(expired)]
+    new = [failed_task(FRESH) for _ in range(fresh)]
+    for n, record in enumerate(old + new):
+        standin.add_job(record, GROUP if n % 2 else None)
+    return {r["resource_id"] for r in old}, {r["resource_id"] for r in new}
+
+
+def guard_policy(tmp_path: Path, limit: int) -> str:
+    policy = tmp_path / "guard.yaml"
+    policy.write_text(f"guards: {{max_deletions_per_sweep: {limit}}}\n")
+    return str(policy)
+
+
+def tasks_of(stdout: str) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert {line["type"] for line in lines} <= {"task", "guard", "summary"}
+    return lines
+
+
+def test_dry_run_over_the_guard_names_every_task_it_would_delete_and_by_how_much(
+    standin: TaskCenterStandIn, tmp_path: Path
+) -> None:
+    doomed, kept = seed_backlog(standin, expired=7, fresh=3)
+    env = settings(standin, RETENTION_POLICY_FILE=guard_policy(tmp_path, 4))
+
+    table = cli("sweep", "--dry-run", **env)
+    assert table.returncode == 1, table.stderr
+    for task_id in doomed | kept:
+        assert task_id in table.stdout
+    assert ("guard max_deletions_per_sweep would stop this sweep: 7 deletions planned, "
+            "the limit is 4 (3 over)") in table.stdout
+    assert "raise guards.max_deletions_per_sweep to 7 or more" in table.stdout
+
+    as_json = cli("sweep", "--dry-run", "--output", "json", **env)
+    assert as_json.returncode == 1, as_json.stderr
+    lines = tasks_of(as_json.stdout)
+    tasks = [line for line in lines if line["type"] == "task"]
+    assert {t["failure_job_id"] for t in tasks if t["action"] == "would_delete"} == doomed
+    retained = [t for t in tasks if t["action"] == "retained"]
+    assert {t["failure_job_id"] for t in retained} == kept
+    assert all(t["rule"] == "default" and str(t["retain_until"]).startswith("20")
+               for t in retained)
+    assert {t["server_group_id"] for t in tasks} == {None, GROUP}
+    (guard,) = [line for line in lines if line["type"] == "guard"]
+    assert (guard["tripped"], guard["planned"], guard["over_by"]) == (
+        "max_deletions_per_sweep", 7, 3)
+    assert lines[-1]["type"] == "summary" and lines[-1]["aborted"] is True
+    assert standin.deletes() == []
+
+
+def test_plan_shows_the_plan_and_neither_deletes_nor_publishes(
+    standin: TaskCenterStandIn, sink: OutcomeSink
+) -> None:
+    doomed, kept = seed_backlog(standin, expired=2, fresh=1)
+    result = cli("plan", "--output", "csv", **settings(standin, K_SINK=sink.url))
+
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert {r["failure_job_id"]: r["action"] for r in rows} == {
+        **dict.fromkeys(doomed, "would_delete"), **dict.fromkeys(kept, "retained")}
+    assert "guards: 2 deletions planned, at most 500" in result.stderr
+    assert standin.deletes() == []
+    assert sink.events == []
+
+
+def test_a_real_sweep_prints_each_task_it_deleted(standin: TaskCenterStandIn) -> None:
+    doomed, kept = seed_backlog(standin, expired=3, fresh=1)
+    result = cli("sweep", "--output", "json", **settings(standin))
+
+    assert result.returncode == 0, result.stderr
+    tasks = [line for line in tasks_of(result.stdout) if line["type"] == "task"]
+    assert {t["failure_job_id"]: t["action"] for t in tasks} == {
+        **dict.fromkeys(doomed, "deleted"), **dict.fromkeys(kept, "retained")}
+    assert set(standin.deletes()) == doomed
+
+
+def test_a_200_to_a_delete_is_an_unexpected_answer_not_a_refusal(
+    standin: TaskCenterStandIn,
+) -> None:
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    standin.inject("DELETE", r"/failure-jobs/", Fault(200, body=b"{}"))
+    result = cli("sweep", "--output", "json", **settings(standin))
+
+    assert result.returncode == 1, result.stderr
+    (task,) = [line for line in tasks_of(result.stdout) if line["type"] == "task"]
+    assert task["action"] == "delete_failed"
+    assert task["reason"] == "DELETE got an unexpected answer 200"
+
+
+def test_progress_on_a_terminal_says_would_delete_in_a_dry_run_and_ends_listing_at_100(
+    standin: TaskCenterStandIn,
+) -> None:
+    seed_backlog(standin, expired=3, fresh=1)
+    environ = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    environ.update(settings(standin))
+    controller, terminal = pty.openpty()  # stderr is a terminal: the bars are drawn
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    with tempfile.TemporaryDirectory() as elsewhere:
+        process = subprocess.Popen([str(COMMAND), "sweep", "--dry-run"], cwd=elsewhere,
+                                   env=environ, stdout=subprocess.PIPE, stderr=terminal)
+        os.close(terminal)
+        screen = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            screen += chunk
+        process.communicate(timeout=60)
+    os.close(controller)
+    text = screen.decode(errors="replace")
+    assert process.returncode == 0, text
+    assert "would delete" in text and "deleting" not in text
+    # The listing bar shows 100 % when the listing ends, before any task is decided.
+    assert "listing: 100%" in text
+    assert text.index("listing: 100%") < text.index("would delete")
