@@ -65,7 +65,8 @@ def unwrap_trigger_payload(event: Mapping[str, Any]) -> object | None:
     trace inside (the shape older Custodian code read); nothing else.
     """
     if set(event) == {"cts"}:
-        return event["cts"]
+        trace: object = event["cts"]
+        return trace
     if set(event) == {"data"} and isinstance(event["data"], Mapping):
         data = event["data"]
         if "trace_id" in data or "service_type" in data or "trace_name" in data:
