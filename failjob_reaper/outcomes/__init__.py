@@ -2,9 +2,12 @@
 
 Every decision becomes one ``Outcome``; ``Publisher`` turns it into a
 CloudEvent (SPEC section 7) and hands it to an ``Emitter``: the sink from
-``K_SINK`` in binary mode, or one JSON line on stdout when there is none.
+``K_SINK`` in binary mode, the EventGrid channel (``EG_ENDPOINT``/``EG_CHANNEL_ID``),
+both, or one JSON line on stdout when there is neither.
 """
 
+from failjob_reaper.outcomes._eventgrid import EventGridEmitter, PartialDelivery
+from failjob_reaper.outcomes._fanout import FanoutEmitter
 from failjob_reaper.outcomes._model import (
     OUTCOMES,
     SWEEP_COMPLETED,
@@ -24,7 +27,10 @@ __all__ = [
     "TYPE_PREFIX",
     "Causation",
     "Emitter",
+    "EventGridEmitter",
+    "FanoutEmitter",
     "Outcome",
+    "PartialDelivery",
     "Publisher",
     "SinkEmitter",
     "StdoutEmitter",
