@@ -102,7 +102,8 @@ def build_app(
         rate_limiter=RateLimiter(settings.sweep_rate_limit),
     )
     types = EventTypes(settings.type_job_failed, settings.type_expired, settings.type_sweep)
-    return App(settings, reaper, sweeper, types, state, alerts=smn_alerts(settings, auth, state))
+    reaper.alerts = smn_alerts(settings, auth, state)
+    return App(settings, reaper, sweeper, types, state, alerts=reaper.alerts)
 
 
 def outcome_emitter(settings: Settings, auth: httpx.Auth | None) -> Emitter:

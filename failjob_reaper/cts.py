@@ -28,7 +28,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from failjob_reaper.events import Rejected, ResourceRequest, Trigger
 from failjob_reaper.ids import is_valid_id
+from failjob_reaper.outcomes import Causation
 
 SERVICES = frozenset({"SDRS", "BRS"})
 """``service_type`` values of SDRS traces (SDRS is now also named BRS)."""
@@ -130,6 +132,25 @@ def trace_target(
         trace_id=trace_id if is_valid_id(trace_id) else None,
         trace_name=trace_name if trace_name and len(trace_name) <= 64 else None,
     )
+
+
+def trace_request(
+    trace: object,
+    *,
+    project_id: str,
+    trigger: Trigger,
+    causation: Causation,
+    service: str | None = None,
+) -> ResourceRequest | Rejected:
+    """The request a trace makes: decide every failed task of its resource, or rejected."""
+    try:
+        target = trace_target(trace, project_id=project_id, service=service)
+    except TraceRefused as exc:
+        resource = trace.get("resource_id") if isinstance(trace, Mapping) else None
+        return Rejected(str(exc), trigger, causation,
+                        str(resource) if is_valid_id(resource) else None)
+    return ResourceRequest(resource_id=target.resource_id, trigger=trigger,
+                           causation=causation, server_group_id=target.server_group_id)
 
 
 def _resource_id(value: object) -> str:

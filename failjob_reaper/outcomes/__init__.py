@@ -6,7 +6,7 @@ CloudEvent (SPEC section 7) and hands it to an ``Emitter``: the sink from
 both, or one JSON line on stdout when there is neither.
 """
 
-from failjob_reaper.outcomes._eventgrid import EventGridEmitter, PartialDelivery
+from failjob_reaper.outcomes._eventgrid import MAX_BATCH, EventGridEmitter, PartialDelivery
 from failjob_reaper.outcomes._fanout import FanoutEmitter
 from failjob_reaper.outcomes._model import (
     OUTCOMES,
@@ -22,6 +22,7 @@ from failjob_reaper.outcomes._sink import SinkEmitter
 from failjob_reaper.outcomes._stdout import StdoutEmitter
 
 __all__ = [
+    "MAX_BATCH",
     "OUTCOMES",
     "SWEEP_COMPLETED",
     "TYPE_PREFIX",
