@@ -20,6 +20,7 @@ from typing import Any
 from failjob_reaper.alerts import SweepWatch
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import SweepRequest
+from failjob_reaper.logs import summary_fields
 from failjob_reaper.lookup import TOP_LEVEL, Scope, group_scopes
 from failjob_reaper.outcomes import MAX_BATCH, Outcome, SweepSummary
 from failjob_reaper.plan import Everything, Plan
@@ -125,7 +126,7 @@ class Sweeper:
         log.info(
             "sweep_completed listed=%d deleted=%d partial=%s aborted=%s outcomes=%s",
             summary.listed, summary.deleted, summary.partial, summary.aborted,
-            dict(summary.outcomes),
+            dict(summary.outcomes), extra=summary_fields(summary),
         )
         try:
             self.reaper.publisher.sweep_completed(summary)
