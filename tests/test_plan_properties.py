@@ -7,6 +7,7 @@ age keeps), never ``decide()`` or the planner.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -92,20 +93,22 @@ def worlds(draw: st.DrawFn) -> tuple[list[Spec], list[ScopeListing], str]:
     return world, listings, draw(st.sampled_from(["resource_id", "job_id"]))
 
 
-def key(record: dict[str, Any]) -> object:
+Rec = Mapping[str, Any]
+
+
+def key(record: Rec) -> object:
     return record.get("job_id") or ("n", record["n"])
 
 
-def listed_in(listings: list[ScopeListing]) -> dict[object, tuple[dict[str, Any], set[str | None]]]:
-    out: dict[object, tuple[dict[str, Any], set[str | None]]] = {}
+def listed_in(listings: list[ScopeListing]) -> dict[object, tuple[Rec, set[str | None]]]:
+    out: dict[object, tuple[Rec, set[str | None]]] = {}
     for listing in listings:
         for record in listing.records:
             out.setdefault(key(record), (record, set()))[1].add(listing.server_group_id)
     return out
 
 
-def kept_by_world(spec_of: dict[object, Spec], record: dict[str, Any],
-                  scopes: set[str | None]) -> bool:
+def kept_by_world(spec_of: dict[object, Spec], record: Rec, scopes: set[str | None]) -> bool:
     return spec_of[key(record)].kept_anywhere or G1 in scopes
 
 
@@ -120,7 +123,7 @@ GUARDS = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(worlds(), GUARDS)
 def test_no_planned_delete_removes_a_record_the_world_keeps(
     world: tuple[list[Spec], list[ScopeListing], str], guards: dict[str, Any]
@@ -137,7 +140,7 @@ def test_no_planned_delete_removes_a_record_the_world_keeps(
             assert not kept_by_world(spec_of, record, scopes), (delete.failure_job_id, record)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(worlds(), GUARDS)
 def test_planned_ids_are_plain_tokens_once_each_and_no_endpoint(
     world: tuple[list[Spec], list[ScopeListing], str], guards: dict[str, Any]
@@ -150,7 +153,7 @@ def test_planned_ids_are_plain_tokens_once_each_and_no_endpoint(
         assert failure_job_id.lower() not in ENDPOINT_NAMES
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(worlds(), GUARDS)
 def test_guards_count_distinct_records_and_incomplete_listings_delete_nothing(
     world: tuple[list[Spec], list[ScopeListing], str], guards: dict[str, Any]
@@ -165,7 +168,7 @@ def test_guards_count_distinct_records_and_incomplete_listings_delete_nothing(
         assert plan.deletes == ()
         return
     # What the world lets go: every record of an id goes, or none of them.
-    by_id: dict[str, list[tuple[dict[str, Any], set[str | None]]]] = {}
+    by_id: dict[str, list[tuple[Rec, set[str | None]]]] = {}
     for record, scopes in everything.values():
         value = record.get(id_field)
         if isinstance(value, str) and TOKEN.fullmatch(value) \
@@ -181,7 +184,7 @@ def test_guards_count_distinct_records_and_incomplete_listings_delete_nothing(
     assert {d.failure_job_id for d in plan.deletes} == (set() if over else may_go)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(worlds())
 def test_one_task_plans_at_most_one_delete_and_only_for_its_own_id(
     world: tuple[list[Spec], list[ScopeListing], str]
