@@ -18,7 +18,7 @@ from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, TaskRequest
 from failjob_reaper.ids import is_valid_id
 from failjob_reaper.lookup import Found, Scope, find_task, still_listed
-from failjob_reaper.outcomes import Outcome, Publisher
+from failjob_reaper.outcomes import Outcome, OutcomeName, Publisher
 from failjob_reaper.policy import Decision, Policy, decide
 from failjob_reaper.sdrs import SdrsError, TaskCenterClient
 
@@ -251,7 +251,7 @@ class _OutcomeBase:
 
     def make(
         self,
-        outcome: str,
+        outcome: OutcomeName,
         *,
         found: Found | None = None,
         failure_job_id: str | None = None,
