@@ -16,7 +16,8 @@ from typing import Any
 from failjob_reaper._text import printable
 from failjob_reaper.errors import InvalidInput
 from failjob_reaper.ids import is_valid_id, validate_id
-from failjob_reaper.outcomes import Causation, Trigger
+from failjob_reaper.outcomes import Causation
+from failjob_reaper.outcomes import Trigger as Trigger  # defined with the outcomes it names
 
 PING_TYPE = "dev.knative.sources.ping"
 
@@ -52,6 +53,20 @@ class SweepRequest:
     causation: Causation
     dry_run: bool = False
     server_group_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ResourceRequest:
+    """Decide every failed task of one ``resource_id`` (a CTS trace names a resource).
+
+    ``server_group_id`` is only a hint of where to look first.
+    """
+
+    resource_id: str
+    trigger: Trigger
+    causation: Causation
+    server_group_id: str | None = None
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)
