@@ -3,6 +3,7 @@ WSGI app, the stand-in over loopback, outcomes in a real HTTP sink."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -594,31 +595,53 @@ def test_a_chunked_upload_is_never_read_past_the_limit(
     assert standin.requests == []
 
 
+@contextlib.contextmanager
+def served_over_a_socket(function: Function) -> Iterator[http.client.HTTPConnection]:
+    server = make_server("127.0.0.1", 0, function.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+    try:
+        yield connection
+    finally:
+        connection.close()
+        server.shutdown()
+        thread.join()
+
+
 def test_over_a_real_socket_a_chunked_upload_gets_413(
     standin: TaskCenterStandIn, sink: OutcomeSink, api: Callable[..., Function]
 ) -> None:
-    server = make_server("127.0.0.1", 0, api().app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        def chunks() -> Iterator[bytes]:
-            yield b'{"failure_job_id": "abc", "pad": "'
-            for _ in range(64):
-                yield b"x" * LIMIT
-            yield b'"}'
+    def chunks() -> Iterator[bytes]:
+        yield b'{"failure_job_id": "abc", "pad": "'
+        for _ in range(64):
+            yield b"x" * LIMIT
+        yield b'"}'
 
-        connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+    with served_over_a_socket(api()) as connection:
         connection.request("POST", "/retry", body=chunks(), encode_chunked=True, headers={
             "Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"})
         response = connection.getresponse()
         payload = json.loads(response.read())
-        connection.close()
-    finally:
-        server.shutdown()
-        thread.join()
     assert response.status == 413
     assert payload["error"]["code"] == "payload_too_large"
     assert standin.requests == []
+
+
+def test_over_a_real_socket_a_non_ascii_token_is_compared_as_its_utf8_bytes(
+    standin: TaskCenterStandIn, sink: OutcomeSink, api: Callable[..., Function]
+) -> None:
+    token = "pässwörd-token-Ünï-42"
+    answers = []
+    with served_over_a_socket(api(RETRY_API_TOKEN=token)) as connection:
+        for sent in (token.encode(), token.encode("latin-1"), b"p\xe4ssw\xf6rd"):
+            connection.request("POST", "/sweep", body=b'{"dry_run": true}', headers={
+                "Authorization": b"Bearer " + sent, "Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            answers.append(response.status)
+    assert answers == [200, 401, 401]
+    assert standin.deletes() == []
 
 
 def test_unexpected_errors_are_a_bare_500(
