@@ -20,6 +20,7 @@ from typing import Any
 
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, ResourceRequest, TaskRequest, Trigger
+from failjob_reaper.logs import outcome_fields
 from failjob_reaper.lookup import Scope, read_scope, scopes_to_search
 from failjob_reaper.outcomes import Causation, Outcome, OutcomeName, Publisher
 from failjob_reaper.plan import (
@@ -378,7 +379,7 @@ class Reaper:
         try:
             result = self.send_delete(client, delete, job)
         except SdrsError as exc:
-            emit(report.failed(exc, f"DELETE refused: {exc.message}", delete))
+            emit(report.failed(exc, _delete_failure(exc), delete))
             return None
         verdict = interpret_delete(result.status_code, earlier_answer_lost=result.lost_answers
                                    > 0, still_listed=None, id_field=self.config.id_field)
@@ -531,9 +532,16 @@ def _replay_key(request: TaskRequest | Rejected) -> tuple[str, str] | None:
     return None
 
 
+def _delete_failure(exc: SdrsError) -> str:
+    # A 2xx/3xx other than 204 is no refusal: say what came back (sdrs/_errors.py).
+    if exc.status_code is not None and exc.status_code < 400:
+        return f"DELETE got an {exc.message}"
+    return f"DELETE refused: {exc.message}"
+
+
 def _log_outcome(outcome: Outcome) -> None:
     log.info(
         "%s failure_job_id=%s trigger=%s rule=%s status=%s attempts=%d reason=%s",
         outcome.outcome, outcome.failure_job_id, outcome.trigger, outcome.rule,
-        outcome.status_code, outcome.attempts, outcome.reason,
+        outcome.status_code, outcome.attempts, outcome.reason, extra=outcome_fields(outcome),
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import SweepRequest
+from failjob_reaper.logs import summary_fields
 from failjob_reaper.lookup import TOP_LEVEL, Scope, group_scopes
 from failjob_reaper.outcomes import Outcome, SweepSummary
 from failjob_reaper.plan import Everything, Plan
@@ -123,7 +124,7 @@ class Sweeper:
         log.info(
             "sweep_completed listed=%d deleted=%d partial=%s aborted=%s outcomes=%s",
             summary.listed, summary.deleted, summary.partial, summary.aborted,
-            dict(summary.outcomes),
+            dict(summary.outcomes), extra=summary_fields(summary),
         )
         self.reaper.publisher.sweep_completed(summary)
         if run.tally.delivery_error is not None:
