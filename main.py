@@ -23,7 +23,7 @@ from handlers import http as _http
 _entry = _functiongraph.Entry.load()
 if _entry.app is not None:
     app = _entry.app
-_cloudevent.install_request_guard()
+_cloudevent.install_request_guard(_entry.app)  # 400s, and EventGrid's {"events": [...]}
 
 
 @functions_framework.cloud_event

@@ -1,14 +1,17 @@
-"""What the two event adapters share (functions-framework ``on_event``, FunctionGraph
-EventGrid): the CloudEvent attribute check and ``process``."""
+"""What the event adapters share (functions-framework ``on_event``, FunctionGraph
+EventGrid/CTS, EventGrid envelopes): the CloudEvent checks, ``split`` and ``process``.
+No web framework here: FunctionGraph imports it too."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from failjob_reaper.app import App
 from failjob_reaper.errors import OutcomeDeliveryError
-from failjob_reaper.events import SweepRequest, parse_cloudevent
+from failjob_reaper.events import ResourceRequest, SweepRequest, parse_cloudevent
 
 IDENTITY = ("id", "source")
 """Outcome ids derive from these: without them two inputs could not be told apart."""
@@ -24,9 +27,31 @@ def attribute_problem(
     """Why these CloudEvent attributes cannot be served (None: they can)."""
     bad = [name for name in names
            if not isinstance(attributes.get(name), str) or not attributes[name].strip()]
-    if not bad:
-        return None
-    return f"CloudEvent attribute(s) {', '.join(bad)}: must be non-empty strings"
+    return f"{', '.join(bad)} must be non-empty strings" if bad else None
+
+
+def event_problem(event: object) -> str | None:
+    """Why this structured-JSON CloudEvent (a FunctionGraph payload, one event of an
+    envelope) cannot be served (None: it can)."""
+    if not isinstance(event, Mapping):
+        return "an event must be a JSON object"
+    if event.get("specversion") != "1.0":
+        return 'specversion must be "1.0"'
+    return attribute_problem(event, (*IDENTITY, "type"))
+
+
+def split(event: Mapping[str, Any]) -> tuple[dict[str, Any], object]:
+    """Attributes and data of a structured-JSON CloudEvent (``data_base64`` decoded)."""
+    attributes = {name: value for name, value in event.items()
+                  if name not in ("data", "data_base64")}
+    data: object = event.get("data")
+    if "data_base64" in event and data is None:
+        raw = event["data_base64"]
+        try:
+            data = base64.b64decode(raw, validate=True) if isinstance(raw, str) else raw
+        except (binascii.Error, ValueError):
+            data = raw  # undecodable: the core rejects it as malformed (acknowledged)
+    return attributes, data
 
 
 def process(app: App, attributes: Mapping[str, Any], data: object) -> None:
@@ -45,8 +70,12 @@ def process(app: App, attributes: Mapping[str, Any], data: object) -> None:
             if summary.transient_failure:
                 raise Redeliver(summary.aborted_reason or "sweep failed")
             return
-        outcome = app.reaper.handle(request)
+        if isinstance(request, ResourceRequest):  # a CTS trace: every task of its resource
+            outcomes = app.reaper.handle_resource(request)
+        else:
+            outcomes = [app.reaper.handle(request)]
     except OutcomeDeliveryError as exc:
         raise Redeliver(str(exc)) from None
-    if outcome.transient_failure:
-        raise Redeliver(outcome.reason)
+    for outcome in outcomes:
+        if outcome.transient_failure:
+            raise Redeliver(outcome.reason)

@@ -1,9 +1,12 @@
 """The functions-framework ``cloudevent`` target: one input CloudEvent -> one decision
-or one sweep, and the 400 guard in front of it."""
+or one sweep, and the one request guard in front of it."""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import flask
 from cloudevents.exceptions import GenericException
@@ -11,7 +14,8 @@ from cloudevents.http import CloudEvent, from_http
 from werkzeug.exceptions import ServiceUnavailable
 
 from failjob_reaper.app import App
-from failjob_reaper.http_api import HttpResponse, error_response
+from failjob_reaper.http_api import JSON, error_body
+from handlers._envelope import envelope_answer
 from handlers._events import Redeliver, attribute_problem, process
 
 __all__ = ["Redeliver", "install_request_guard", "on_event", "process"]
@@ -39,38 +43,46 @@ def on_event(app: App, event: CloudEvent) -> None:
         raise ServiceUnavailable(description=str(exc)) from None
 
 
-def install_request_guard() -> None:
+def install_request_guard(app: App | None) -> None:
     """Put ``guard_request`` in front of the CloudEvent function of this Flask app.
 
-    functions-framework parses the request before our function runs and answers a
-    500 (which a trigger redelivers forever) for some input it cannot parse, or
-    tries it as a legacy background event. Called while main.py is loaded inside the
-    framework's app context; elsewhere (FunctionGraph, the http target) there is
-    nothing to guard.
+    Called while main.py is loaded inside functions-framework's app context; elsewhere
+    (FunctionGraph) there is no Flask app and nothing to guard.
     """
-    if flask.has_app_context():
-        flask.current_app.before_request(guard_request)
+    if app is not None and flask.has_app_context():
+        flask.current_app.before_request(lambda: guard_request(app))
 
 
-def guard_request() -> flask.Response | None:
-    """400 for a request that is not a CloudEvent this function can serve; None lets
-    the framework go on. Decided by the exception type of the SDK's own parse, at the
-    point of parsing: an error raised later, in our code, stays a 500."""
+def guard_request(app: App) -> flask.Response | None:
+    """What comes before the framework's own CloudEvent parse; None lets it go on.
+
+    1. An EventGrid envelope ``{"events": [...]}`` (plain JSON, no ``ce-`` headers) is
+       served here, each event on its own (``handlers/_envelope.py``).
+    2. Anything else must be a CloudEvent the SDK can parse, with a usable ``id`` and
+       ``source``: else 400. The framework would answer a 500 (redelivered forever) for
+       some of it, or try it as a legacy background event. Decided by the exception type
+       of the SDK's own parse, at the point of parsing: an error raised later, in our
+       code, stays a 500.
+    """
     request = flask.request
     if request.endpoint != CLOUDEVENT_ENDPOINT:
         return None  # another signature's app, or the framework's own 404/405
+    if request.mimetype == JSON and "ce-specversion" not in request.headers:
+        answer = envelope_answer(app, request.get_data())
+        if answer is not None:
+            return _answer(*answer)
     try:
         event = from_http(request.headers, request.get_data())  # as the framework does
     except UNPARSABLE as exc:
         log.info("on_event: refused a request that is not a CloudEvent: %s",
                  type(exc).__name__)
-        return _refuse(f"not a valid CloudEvent: {type(exc).__name__}")
+        return _answer(400, error_body("invalid_cloudevent",
+                                       f"not a valid CloudEvent: {type(exc).__name__}"))
     problem = attribute_problem(event.get_attributes())
     if problem is not None:
-        return _refuse(problem)
+        return _answer(400, error_body("invalid_cloudevent", f"CloudEvent attributes: {problem}"))
     return None
 
 
-def _refuse(message: str) -> flask.Response:
-    answer: HttpResponse = error_response(400, "invalid_cloudevent", message)
-    return flask.Response(answer.body, status=answer.status, headers=dict(answer.headers))
+def _answer(status: int, body: Mapping[str, Any]) -> flask.Response:
+    return flask.Response(json.dumps(body), status=status, mimetype=JSON)

@@ -1,12 +1,15 @@
 """The Huawei FunctionGraph adapter: ``handler(event, context)`` onto the same core paths.
 
 FunctionGraph calls an event function with the parsed JSON payload of its trigger
-and a context object. Three payloads are served; anything else fails the
+and a context object. These payloads are served; anything else fails the
 invocation with one line (and no request to SDRS):
 
 * timer trigger (``trigger_type == "TIMER"``): a sweep, ``trigger: timer``;
 * EventGrid, a structured CloudEvent 1.0 (``specversion``, ``id``, ``source``,
-  ``type``, ``data``): ``process``, the path of ``on_event``;
+  ``type``, ``data``): ``process``, the path of ``on_event``; also several
+  wrapped as ``{"events": [...]}``, each decided on its own;
+* CTS trigger (``{"cts": {trace}}``, or the older ``{"data": {trace}}``): the trace as
+  the cloud-service CloudEvent EventGrid delivers for it, the same path;
 * APIG request (``httpMethod`` and ``path``): the HTTP core ``http_api.serve``, the
   path of ``on_http`` (no Flask here: the event is mapped onto an ``HttpRequest``).
 
@@ -48,11 +51,13 @@ from urllib.parse import urlencode
 
 from failjob_reaper._text import json_kind, printable
 from failjob_reaper.app import CONFIG_ERROR_PREFIX, App, load_app, load_app_or_exit
+from failjob_reaper.cts import unwrap_trigger_payload
 from failjob_reaper.errors import ConfigError, InvalidInput, OutcomeDeliveryError
 from failjob_reaper.events import sweep_request
 from failjob_reaper.http_api import HttpRequest, HttpResponse, error_response, header_map, serve
 from failjob_reaper.outcomes import Causation
-from handlers._events import Redeliver, attribute_problem, process
+from handlers._envelope import EnvelopeRefused, envelope_events, process_envelope
+from handlers._events import Redeliver, event_problem, process, split
 
 log = logging.getLogger("failjob_reaper")
 
@@ -70,7 +75,7 @@ TIMER_KEYS = frozenset({"dry_run", "server_group_id", "project_id"})
 
 _TRIGGER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
-Kind = Literal["timer", "eventgrid", "apig"]
+Kind = Literal["timer", "eventgrid", "envelope", "cts", "apig"]
 
 
 class Context(Protocol):
@@ -153,6 +158,10 @@ def handle(app: App, event: object, context: Context | None) -> dict[str, Any]:
         return _timer(app, event, context, request_id)
     if kind == "eventgrid":
         return _eventgrid(app, event)
+    if kind == "envelope":
+        return _envelope(app, event)
+    if kind == "cts":
+        return _eventgrid(app, cts_event(event, request_id))
     return _apig(app, event)
 
 
@@ -172,10 +181,18 @@ def classify(event: object) -> Kind:
     if "specversion" in event:
         _check_cloudevent(event)
         return "eventgrid"
+    if unwrap_trigger_payload(event) is not None:
+        return "cts"
+    try:
+        if envelope_events(event) is not None:
+            return "envelope"
+    except EnvelopeRefused as exc:
+        raise InvalidEvent(f"failjob-reaper: EventGrid envelope: {exc}") from None
     keys = ", ".join(sorted(repr(key)[:40] for key in event)[:8]) or "none"
     raise InvalidEvent(
         "failjob-reaper: unsupported FunctionGraph event: expected a TIMER trigger, an "
-        f"EventGrid CloudEvent or an APIG request (keys: {keys})"
+        f"EventGrid CloudEvent (or an envelope of them), a CTS trace or an APIG request "
+        f"(keys: {keys})"
     )
 
 
@@ -283,19 +300,13 @@ def timer_payload(user_event: object) -> dict[str, Any]:
 
 
 def _check_cloudevent(event: Mapping[str, Any]) -> None:
-    if event.get("specversion") != "1.0":
-        raise InvalidEvent("failjob-reaper: EventGrid event: specversion must be \"1.0\"")
-    problem = attribute_problem(event, ("id", "source", "type"))
+    problem = event_problem(event)
     if problem is not None:
         raise InvalidEvent(f"failjob-reaper: EventGrid event: {problem}")
 
 
 def _eventgrid(app: App, event: dict[str, Any]) -> dict[str, Any]:
-    attributes = {name: value for name, value in event.items()
-                  if name not in ("data", "data_base64")}
-    data: object = event.get("data")
-    if "data_base64" in event and data is None:
-        data = _base64_data(event["data_base64"])
+    attributes, data = split(event)
     try:
         process(app, attributes, data)
     except Redeliver as exc:
@@ -305,14 +316,36 @@ def _eventgrid(app: App, event: dict[str, Any]) -> dict[str, Any]:
     return {"status": "done", "id": attributes["id"], "type": attributes["type"]}
 
 
-def _base64_data(value: object) -> object:
-    # Undecodable data is passed on as it is: the core rejects it as malformed (acknowledged).
-    if not isinstance(value, str):
-        return value
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return value
+def _envelope(app: App, event: dict[str, Any]) -> dict[str, Any]:
+    """``{"events": [...]}``: each event on its own; retry when any of them asks."""
+    def one(item: Mapping[str, Any]) -> None:
+        _eventgrid(app, dict(item))
+
+    result = process_envelope(list(event["events"]), one, RetryLater)
+    if result.retry:
+        raise RetryLater(f"failjob-reaper: {len(result.retry)} event(s) not done, retry: "
+                         f"{result.retry[0]}")
+    return result.as_data()
+
+
+def cts_event(event: Mapping[str, Any], request_id: str | None) -> dict[str, Any]:
+    """A CTS trigger payload as the cloud-service CloudEvent EventGrid would deliver for it,
+    so that both reach the same path: ``<SERVICE>:CloudTrace:<trace_type>``, the trace as data.
+    The trace id names the input: a retried invocation yields the same outcome ids."""
+    trace = unwrap_trigger_payload(event)
+    fields = trace if isinstance(trace, Mapping) else {}
+    service = fields.get("service_type")
+    service = service if isinstance(service, str) and service.isalnum() else "UNKNOWN"
+    kind = fields.get("trace_type")
+    kind = kind if isinstance(kind, str) and kind.isalpha() else "ApiCall"
+    trace_id = _text(fields.get("trace_id"))
+    return {
+        "specversion": "1.0",
+        "id": trace_id or request_id or str(uuid.uuid4()),
+        "source": "/functiongraph/triggers/cts",
+        "type": f"{service}:CloudTrace:{kind}",
+        "data": trace,
+    }
 
 
 # -- APIG ---------------------------------------------------------------------------------
