@@ -11,13 +11,14 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from failjob_reaper._text import json_kind, printable
 from failjob_reaper.errors import InvalidInput
 from failjob_reaper.ids import is_valid_id, validate_id
 from failjob_reaper.outcomes import Causation
+from failjob_reaper.outcomes import Trigger as Trigger  # defined with the outcomes it names
 
-Trigger = Literal["event", "timer", "http", "cli"]
 PING_TYPE = "dev.knative.sources.ping"
 
 # Fields of an input that name a task, most specific first. `failure_job_id` is
@@ -118,7 +119,7 @@ def parse_cloudevent(
     except InvalidInput as exc:
         return Rejected(str(exc), "event", causation, _safe_task_id(data))
     return Rejected(
-        f"unsupported event type {_printable(event_type)}", "event", causation,
+        f"unsupported event type {printable(event_type)}", "event", causation,
         _safe_task_id(data),
     )
 
@@ -178,12 +179,12 @@ def sweep_request(
     if not isinstance(payload, dict):
         raise InvalidInput(
             'sweep data must be a JSON object such as {"dry_run": true} or empty, not '
-            f"{_json_kind(payload)}"
+            f"{json_kind(payload)}"
         )
     unknown = sorted(str(key) for key in payload if key not in _SWEEP_KEYS)
     if unknown:
         raise InvalidInput(
-            f"sweep data: unknown key {_printable(unknown[0])}; known keys: "
+            f"sweep data: unknown key {printable(unknown[0])}; known keys: "
             + ", ".join(sorted(_SWEEP_KEYS))
         )
     if "dry_run" in payload and not isinstance(payload["dry_run"], bool):
@@ -196,18 +197,6 @@ def sweep_request(
         dry_run=payload.get("dry_run", False),
         server_group_id=payload.get("server_group_id"),
     )
-
-
-def _json_kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__
 
 
 def causation_of(attributes: Mapping[str, Any]) -> Causation:
@@ -292,8 +281,3 @@ def _safe_task_id(data: object) -> str | None:
             if is_valid_id(data.get(key)):
                 return str(data[key])
     return None
-
-
-def _printable(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

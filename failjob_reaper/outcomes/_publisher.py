@@ -17,7 +17,9 @@ from failjob_reaper.outcomes._model import (
     TYPE_PREFIX,
     Causation,
     Outcome,
+    OutcomeData,
     SweepSummary,
+    SweepSummaryData,
     outcome_id,
 )
 
@@ -134,8 +136,13 @@ class Publisher:
                     event["type"], event.get("subject") or "-")
 
     def _event(
-        self, event_type: str, subject: str | None, causation: Causation, data: dict[str, Any],
-        *, key: str | None = None,
+        self,
+        event_type: str,
+        subject: str | None,
+        causation: Causation,
+        data: OutcomeData | SweepSummaryData,
+        *,
+        key: str | None = None,
     ) -> CloudEvent:
         attributes: dict[str, Any] = {
             **self._extensions,
