@@ -93,6 +93,7 @@ def build_app(
         dry_run=settings.dry_run,
         listing_max_age=settings.listing_max_age,
         event_deadline=settings.event_deadline,
+        list_concurrency=settings.sweep_concurrency,
     )
     reaper = Reaper(client, policy, publisher, config, clock=clock)
     sweeper = Sweeper(

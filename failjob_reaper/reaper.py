@@ -64,6 +64,8 @@ class ReaperConfig:
     """Seconds a listing may be old when a DELETE rests on it (LISTING_MAX_AGE)."""
     event_deadline: float = 60.0
     """Seconds one event (or resource request) may spend listing and deleting."""
+    list_concurrency: int = 1
+    """Scopes one event lists at once (SWEEP_CONCURRENCY)."""
 
 
 @dataclass(frozen=True)
@@ -319,8 +321,11 @@ class Reaper:
             except SdrsError as exc:
                 emit(report.failed(exc, f"could not list protection groups: {exc.message}"))
                 return Execution()
+        # A single event reads every scope its id may live in: in parallel, it waits for
+        # the slowest listing instead of their sum.
+        listing_concurrency = max(concurrency, self.config.list_concurrency)
         listings, execution = self.read(job, client=client, scopes=scopes,
-                                         concurrency=concurrency, stop_at=stop_at,
+                                         concurrency=listing_concurrency, stop_at=stop_at,
                                          deadline_at=deadline_at, progress=progress)
         error = execution.listing_error
         if error is not None and not isinstance(job.target, Everything):
