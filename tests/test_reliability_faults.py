@@ -316,7 +316,8 @@ def test_listing_failures_during_lookup_answer_503_and_delete_nothing(
     standin.add_group(GROUP)
     standin.add_job(record, GROUP)
     standin.inject("GET", path, *[Fault(500)] * 3)
-    function = make_function(**fast(SDRS_MAX_ATTEMPTS="3"))
+    # One listing at a time, so that the three faults all land on the same listing.
+    function = make_function(**fast(SDRS_MAX_ATTEMPTS="3", SWEEP_CONCURRENCY="1"))
     response = function.send(FAILED, {"job_id": record["job_id"]}, event_id="lst-1")
 
     assert response.status_code == 503
