@@ -103,6 +103,9 @@ class SweepSummary:
     aborted_reason: str | None = None
     error: Mapping[str, Any] | None = None
     server_group_id: str | None = None
+    skipped: bool = False
+    skipped_reason: str | None = None
+    """Set when another sweep of the project held the lease: this one did nothing."""
 
     @property
     def transient_failure(self) -> bool:
@@ -126,6 +129,8 @@ class SweepSummary:
             "partial_reason": self.partial_reason,
             "aborted": self.aborted,
             "aborted_reason": self.aborted_reason,
+            "skipped": self.skipped,
+            "skipped_reason": self.skipped_reason,
             "error": dict(self.error) if self.error is not None else None,
             "causation": self.causation.as_dict(),
         }
