@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 import httpx
 
+from failjob_reaper.coordination import Shared, Timing
 from failjob_reaper.errors import ConfigError
 from failjob_reaper.events import EventTypes
 from failjob_reaper.outcomes import Emitter, Publisher, SinkEmitter, StdoutEmitter
@@ -77,13 +78,15 @@ def build_app(
                         attempts=settings.sink_attempts)
             if settings.sink else StdoutEmitter()
         )
-    publisher = Publisher(emitter, source=settings.outcome_source, overrides=settings.ce_overrides)
+    publisher = Publisher(emitter, source=settings.outcome_source, overrides=settings.ce_overrides,
+                          state=state, send_window=_send_window(settings))
     config = ReaperConfig(
         project_id=settings.project_id,
         id_field=settings.failure_job_id_field,
         dry_run=settings.dry_run,
     )
-    reaper = Reaper(client, policy, publisher, config, clock=clock)
+    reaper = Reaper(client, policy, publisher, config, clock=clock,
+                    shared=Shared(state, _timing(settings)))
     sweeper = Sweeper(
         reaper,
         SweepLimits(
@@ -95,6 +98,18 @@ def build_app(
     )
     types = EventTypes(settings.type_job_failed, settings.type_expired, settings.type_sweep)
     return App(settings, reaper, sweeper, types, state)
+
+
+def _send_window(settings: Settings) -> float:
+    """The longest one outcome POST can take: every attempt times out, with backoff."""
+    return settings.sink_attempts * (settings.sink_timeout + 1.0) + 1.0
+
+
+def _timing(settings: Settings) -> Timing:
+    """How long in-progress records and the sweep lease last: the longest the work can
+    take (a crashed instance's records expire then, and another instance takes over)."""
+    task = 3 * settings.retry_deadline + _send_window(settings) + 2.0
+    return Timing(task_seconds=task, sweep_seconds=settings.sweep_deadline + task)
 
 
 def auth_from_settings(settings: Settings) -> httpx.Auth | None:

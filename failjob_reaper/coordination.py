@@ -13,18 +13,37 @@ answered 5xx so that the trigger delivers it again later (README, "State").
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from failjob_reaper.errors import ReaperError
-from failjob_reaper.outcomes import Causation, Outcome, SweepSummary
-from failjob_reaper.state import StateStore
-from failjob_reaper.state.idempotency import Idempotency, fingerprint
+from failjob_reaper.errors import OutcomeDeliveryError, ReaperError
+from failjob_reaper.events import Rejected, SweepRequest, TaskRequest
+from failjob_reaper.outcomes import (
+    SWEEP_COMPLETED,
+    TYPE_PREFIX,
+    Causation,
+    Outcome,
+    Publisher,
+    SweepSummary,
+    outcome_id,
+)
+from failjob_reaper.state import StateStore, StateUnavailable
+from failjob_reaper.state.idempotency import (
+    Claim,
+    Completed,
+    Idempotency,
+    IdempotencyConflict,
+    fingerprint,
+)
 from failjob_reaper.state.journal import DeleteJournal
-from failjob_reaper.state.lease import SweepLease
+from failjob_reaper.state.lease import Busy, Lease, SweepLease
+
+log = logging.getLogger("failjob_reaper")
 
 BUDGET_TTL = 24 * 3600.0
 
@@ -47,6 +66,28 @@ class Timing:
     """SWEEP_DEADLINE plus reporting."""
     wait_seconds: float = 5.0
     """How long a duplicate waits for the first to finish before it is refused."""
+
+
+class TaskRunner(Protocol):
+    """What ``Shared.run_task`` needs of the executor (``Reaper``)."""
+
+    publisher: Publisher
+
+    def decide_and_publish(
+        self, request: TaskRequest | Rejected,
+        recorded: Callable[[Outcome], None] | None = None,
+    ) -> Outcome: ...
+
+    def reject(self, request: Rejected) -> Outcome: ...
+
+    def publish_outcome(
+        self, outcome: Outcome, recorded: Callable[[Outcome], None] | None = None
+    ) -> Outcome: ...
+
+
+SweepRun = Callable[[Lease | None, Callable[[SweepSummary], None]], SweepSummary]
+"""Runs and reports one sweep while holding the lease; calls the second argument with
+the summary once it is recorded in the outbox (before it is sent)."""
 
 
 class Shared:
@@ -73,6 +114,92 @@ class Shared:
     @staticmethod
     def fingerprint_of(kind: str, fields: Mapping[str, Any]) -> str:
         return fingerprint({"kind": kind, **fields})
+
+    def run_task(
+        self, runner: TaskRunner, request: TaskRequest | Rejected, pending: set[str]
+    ) -> Outcome:
+        """Decide ``request`` once across every instance (``pending``: the ids of outcome
+        events still in the outbox after this invocation's flush)."""
+        identity = self.identity(request.causation)
+        if identity is None:
+            return runner.decide_and_publish(request)
+        try:
+            begun = self.tasks.begin(identity, self.fingerprint_of("task", _fields(request)))
+        except IdempotencyConflict as exc:
+            if request.trigger == "http":
+                raise
+            rejected = Rejected(reason=f"{exc}: decided nothing", trigger=request.trigger,
+                                causation=request.causation, task_id=request.task_id)
+            return runner.publish_outcome(runner.reject(rejected))
+        if isinstance(begun, Completed):
+            outcome = outcome_from_data(begun.answer)
+            if runner.publisher.outcome_event(outcome)["id"] in pending:
+                raise _still_pending(outcome.outcome, outcome.failure_job_id)
+            return outcome
+        claim = begun
+        done: list[bool] = []
+
+        def recorded(outcome: Outcome) -> None:
+            # In the outbox now: from here a repeat gets this answer, even if sending fails.
+            if not outcome.transient_failure:
+                self.tasks.complete(claim, outcome.as_data())
+                done.append(True)
+
+        try:
+            return runner.decide_and_publish(request, recorded)
+        finally:
+            if not done:  # nothing final (a transient failure, an error): decide again
+                self._abandon(self.tasks, claim)
+
+    def run_sweep(
+        self, publisher: Publisher, request: SweepRequest, pending: set[str], run: SweepRun,
+        *, project_id: str,
+    ) -> SweepSummary:
+        """One sweep per project at a time, once per input, across every instance."""
+        identity = self.identity(request.causation)
+        claim: Claim | None = None
+        if identity is not None:
+            begun = self.sweeps.begin(identity, self.fingerprint_of("sweep", {
+                "dry_run": request.dry_run, "server_group_id": request.server_group_id}))
+            if isinstance(begun, Completed):
+                summary = summary_from_data(begun.answer)
+                if _sweep_event_id(publisher, summary) in pending:
+                    raise _still_pending("sweep_completed", None)
+                return summary
+            claim = begun
+        done: list[bool] = []
+
+        def recorded(summary: SweepSummary) -> None:
+            if claim is not None and not summary.transient_failure:
+                self.sweeps.complete(claim, summary.as_data())
+                done.append(True)
+
+        try:
+            held = self.lease.acquire(identity or "a sweep", self.timing.sweep_seconds)
+            if isinstance(held, Busy):
+                summary = SweepSummary(
+                    project_id=project_id, trigger=request.trigger, dry_run=request.dry_run,
+                    causation=request.causation, server_group_id=request.server_group_id,
+                    skipped=True,
+                    skipped_reason=(f"another sweep of this project is running (lease token "
+                                    f"{held.token}): nothing listed, nothing deleted"),
+                )
+                log.info("sweep_completed skipped: %s", summary.skipped_reason)
+                publisher.sweep_completed(summary, recorded=lambda: recorded(summary))
+                return summary
+            try:
+                return run(held, recorded)
+            finally:
+                with contextlib.suppress(StateUnavailable):
+                    self.lease.release(held)
+        finally:
+            if claim is not None and not done:
+                self._abandon(self.sweeps, claim)
+
+    @staticmethod
+    def _abandon(idempotency: Idempotency, claim: Claim) -> None:
+        with contextlib.suppress(StateUnavailable):  # then it expires on its own
+            idempotency.abandon(claim)
 
     # -- the DELETE door -----------------------------------------------------------------
 
@@ -126,6 +253,25 @@ class Shared:
                              else outcome.server_group_id),
             status_code=outcome.status_code,
         )
+
+
+def _fields(request: TaskRequest | Rejected) -> dict[str, Any]:
+    if isinstance(request, Rejected):
+        return {"rejected": request.reason, "task_id": request.task_id}
+    return {"task_id": request.task_id, "match_field": request.match_field,
+            "server_group_id": request.server_group_id, "dry_run": request.dry_run,
+            "force": request.force}
+
+
+def _still_pending(outcome: str, failure_job_id: str | None) -> OutcomeDeliveryError:
+    error = OutcomeDeliveryError("the first outcome of this input is still being delivered "
+                                 "by another instance; deliver the input again later")
+    error.outcome, error.failure_job_id = outcome, failure_job_id
+    return error
+
+
+def _sweep_event_id(publisher: Publisher, summary: SweepSummary) -> str:
+    return outcome_id(summary.causation, "sweep", TYPE_PREFIX + SWEEP_COMPLETED)
 
 
 # -- answers kept by idempotency records, read back ---------------------------------------

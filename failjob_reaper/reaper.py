@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from failjob_reaper.coordination import Shared, Timing
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, TaskRequest
 from failjob_reaper.ids import is_valid_id
 from failjob_reaper.lookup import Found, Scope, find_task, still_listed
-from failjob_reaper.outcomes import Outcome, Publisher
+from failjob_reaper.outcomes import Causation, Outcome, Publisher
 from failjob_reaper.policy import Decision, Policy, decide
-from failjob_reaper.sdrs import SdrsError, TaskCenterClient
+from failjob_reaper.sdrs import DeleteResult, SdrsError, TaskCenterClient
 
 log = logging.getLogger("failjob_reaper")
 
@@ -49,38 +50,54 @@ class Reaper:
         config: ReaperConfig,
         *,
         clock: Clock = utc_now,
+        shared: Shared | None = None,
     ) -> None:
         self.client = client
         self.policy = policy
         self.publisher = publisher
         self.config = config
         self.clock = clock
-        # Outcomes decided but not delivered, by input (source, id): bounded, per process.
-        self._undelivered: dict[tuple[str, str], Outcome] = {}
+        # Idempotency records, the delete journal, the lease: in the publisher's store.
+        self.shared = shared or Shared(publisher.state, Timing(task_seconds=120,
+                                                               sweep_seconds=600))
 
     # -- one task ---------------------------------------------------------------
 
     def handle(self, request: TaskRequest | Rejected) -> Outcome:
-        """Decide, act, publish; return the outcome (publishing errors propagate)."""
-        key = _replay_key(request)
-        replayed = self._undelivered.get(key) if key else None
-        if key and replayed is not None:
-            # A redelivery of an input whose outcome the sink refused: send that outcome
-            # (from the outbox) instead of deciding again, so one input has one outcome.
-            self.publisher.flush()
-            self._undelivered.pop(key, None)
-            return replayed
+        """Decide, act, publish; return the outcome (publishing errors propagate).
+
+        Idempotent per input (SPEC section 10): a repeat of an input decided before
+        gets its first outcome; the same identity asking something else is refused
+        (IdempotencyConflict on http, a ``rejected`` outcome otherwise).
+        """
+        pending = self.publisher.flush()  # outcomes any instance left, before new work
+        return self.shared.run_task(self, request, pending)
+
+    def decide_and_publish(self, request: TaskRequest | Rejected,
+                           recorded: Callable[[Outcome], None] | None = None) -> Outcome:
         outcome = self.reject(request) if isinstance(request, Rejected) else self.decide(request)
-        _log_outcome(outcome)
         try:
-            self.publisher.outcome(outcome)
+            return self.publish_outcome(outcome, recorded=recorded)
         except OutcomeDeliveryError as exc:
             exc.outcome, exc.failure_job_id = outcome.outcome, outcome.failure_job_id
-            if key:
-                self._undelivered[key] = outcome
-                while len(self._undelivered) > _REPLAY_LIMIT:
-                    self._undelivered.pop(next(iter(self._undelivered)))
             raise
+
+    # -- the two doors: every DELETE and every outcome passes here -----------------
+
+    def send_delete(self, client: TaskCenterClient, failure_job_id: str, causation: Causation,
+                    decision: Mapping[str, Any]) -> DeleteResult:
+        """Journal the DELETE, then send it (StateUnavailable: not sent)."""
+        self.shared.before_delete(failure_job_id, causation, decision)
+        return client.delete_failure_job(failure_job_id)
+
+    def publish_outcome(self, outcome: Outcome,
+                        recorded: Callable[[Outcome], None] | None = None) -> Outcome:
+        """Settle against the journal, log and publish one outcome; return it as published
+        (OutcomeDeliveryError when the sink refuses: it stays in the outbox)."""
+        outcome = self.shared.settle(outcome)
+        _log_outcome(outcome)
+        self.publisher.outcome(
+            outcome, recorded=(lambda: recorded(outcome)) if recorded is not None else None)
         return outcome
 
     def reject(self, request: Rejected) -> Outcome:
@@ -177,7 +194,8 @@ class Reaper:
             return base.make("would_delete", found=found, failure_job_id=failure_job_id,
                              decision=decision, dry_run=True)
         try:
-            result = self.client.delete_failure_job(failure_job_id)
+            result = self.send_delete(self.client, failure_job_id, base.request.causation,
+                                      journal_entry(found, decision))
         except SdrsError as exc:
             return base.failed(exc, f"DELETE refused: {exc.message}", found=found,
                                failure_job_id=failure_job_id, decision=decision)
@@ -297,14 +315,10 @@ class _OutcomeBase:
         )
 
 
-_REPLAY_LIMIT = 1000
-
-
-def _replay_key(request: TaskRequest | Rejected) -> tuple[str, str] | None:
-    causation = request.causation
-    if causation.source and causation.id:
-        return causation.source, causation.id
-    return None
+def journal_entry(found: Found, decision: Decision) -> dict[str, Any]:
+    """What the delete journal keeps, to report the DELETE if its sender cannot."""
+    return {"rule": decision.rule, "reason": decision.reason, "job": dict(found.record),
+            "server_group_id": found.scope.server_group_id}
 
 
 def _log_outcome(outcome: Outcome) -> None:

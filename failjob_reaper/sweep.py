@@ -18,14 +18,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from failjob_reaper.coordination import BudgetSpent, SweepFenced
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import SweepRequest, TaskRequest
 from failjob_reaper.ids import is_valid_id
 from failjob_reaper.lookup import TOP_LEVEL, Found, Scope
 from failjob_reaper.outcomes import Outcome, SweepSummary
 from failjob_reaper.policy import Decision
-from failjob_reaper.reaper import Listing, Reaper, _OutcomeBase
+from failjob_reaper.reaper import Listing, Reaper, _OutcomeBase, journal_entry
 from failjob_reaper.sdrs import RateLimiter, SdrsError
+from failjob_reaper.state.lease import Lease
 
 log = logging.getLogger("failjob_reaper")
 
@@ -86,19 +88,37 @@ class Sweeper:
     ) -> SweepSummary:
         """Sweep, publish every changed task and the summary; return the summary.
 
-        Raises OutcomeDeliveryError when the summary itself cannot be delivered.
+        Raises OutcomeDeliveryError when the summary itself cannot be delivered. One
+        sweep per project at a time (the lease): a sweep that finds another running
+        reports ``skipped`` and does nothing.
         """
+        reaper = self.reaper
+        pending = reaper.publisher.flush()  # outcomes any instance left, before new work
+        return reaper.shared.run_sweep(
+            reaper.publisher, request, pending,
+            lambda lease, recorded: self._run(request, deadline, progress, lease, recorded),
+            project_id=reaper.config.project_id,
+        )
+
+    def _run(
+        self,
+        request: SweepRequest,
+        deadline: float | None,
+        progress: Progress | None,
+        lease: Lease | None,
+        recorded: Callable[[SweepSummary], None],
+    ) -> SweepSummary:
         started = self.monotonic()
         budget = self.limits.deadline if deadline is None else min(deadline, self.limits.deadline)
         stop_at = started + budget
-        run = _Run(self, request, stop_at, progress or _no_progress)
+        run = _Run(self, request, stop_at, progress or _no_progress, lease)
         summary = run.execute(started)
         log.info(
             "sweep_completed listed=%d deleted=%d partial=%s aborted=%s outcomes=%s",
             summary.listed, summary.deleted, summary.partial, summary.aborted,
             dict(summary.outcomes),
         )
-        self.reaper.publisher.sweep_completed(summary)
+        self.reaper.publisher.sweep_completed(summary, recorded=lambda: recorded(summary))
         if run.tally.delivery_error is not None:
             raise run.tally.delivery_error
         return summary
@@ -108,8 +128,12 @@ class _Run:
     """The state of one sweep."""
 
     def __init__(
-        self, sweeper: Sweeper, request: SweepRequest, stop_at: float, progress: Progress
+        self, sweeper: Sweeper, request: SweepRequest, stop_at: float, progress: Progress,
+        lease: Lease | None = None,
     ) -> None:
+        self.lease = lease
+        self.stopped: str | None = None
+        """Why deleting stopped early besides the sink and the deadline (fenced, budget)."""
         self.sweeper = sweeper
         self.reaper = sweeper.reaper
         self.client = sweeper.client
@@ -230,7 +254,8 @@ class _Run:
 
         def delete_one(item: _Planned) -> None:
             nonlocal done
-            if self.sink_down.is_set() or self.sweeper.monotonic() >= self.stop_at:
+            if (self.sink_down.is_set() or self.stopped
+                    or self.sweeper.monotonic() >= self.stop_at):
                 return  # left for the next sweep; the summary says partial
             if self.dry_run:
                 self._publish(item.base.make("would_delete", found=item.found,
@@ -261,14 +286,25 @@ class _Run:
                 future.result()
         if done < total:
             reason = ("outcome sink unavailable" if self.sink_down.is_set()
-                      else "deadline reached")
+                      else self.stopped or "deadline reached")
             self.partial_reasons.append(f"{reason}: {total - done} of {total} deletions left "
                                         "for the next sweep")
         self._settle_not_found(not_found)
 
     def _delete(self, item: _Planned, not_found: list[tuple[_Planned, int]]) -> None:
+        shared = self.reaper.shared
         try:
-            result = self.client.delete_failure_job(item.failure_job_id)
+            if self.lease is not None and not shared.lease.still_held(self.lease):
+                raise SweepFenced("the sweep lease expired and another sweep took it")
+            shared.spend_budget(self.request.causation,
+                                self.reaper.policy.guards.max_deletions_per_sweep)
+        except (SweepFenced, BudgetSpent) as exc:
+            self.stopped = str(exc)
+            return
+        try:
+            result = self.reaper.send_delete(self.client, item.failure_job_id,
+                                             self.request.causation,
+                                             journal_entry(item.found, item.decision))
         except SdrsError as exc:
             self._publish(item.base.failed(exc, f"DELETE refused: {exc.message}",
                                            found=item.found, failure_job_id=item.failure_job_id,
@@ -337,10 +373,10 @@ class _Run:
             return
         if self.sink_down.is_set():
             # Kept for the next delivery attempt (the summary's, or the next invocation's).
-            self.reaper.publisher.defer(outcome)
+            self.reaper.publisher.defer(self.reaper.shared.settle(outcome))
             return
         try:
-            self.reaper.publisher.outcome(outcome)
+            self.reaper.publish_outcome(outcome)
         except OutcomeDeliveryError as exc:
             self.sink_down.set()
             with self.tally.lock:

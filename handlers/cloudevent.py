@@ -14,6 +14,8 @@ from werkzeug.exceptions import BadRequest, ServiceUnavailable
 from failjob_reaper.app import App
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import SweepRequest, parse_cloudevent
+from failjob_reaper.state import StateUnavailable
+from failjob_reaper.state.idempotency import IdempotencyInProgress
 
 
 class Redeliver(Exception):
@@ -37,7 +39,7 @@ def process(app: App, attributes: Mapping[str, Any], data: object) -> None:
                 raise Redeliver(summary.aborted_reason or "sweep failed")
             return
         outcome = app.reaper.handle(request)
-    except OutcomeDeliveryError as exc:
+    except (OutcomeDeliveryError, IdempotencyInProgress, StateUnavailable) as exc:
         raise Redeliver(str(exc)) from None
     if outcome.transient_failure:
         raise Redeliver(outcome.reason)

@@ -53,6 +53,8 @@ from failjob_reaper.app import CONFIG_ERROR_PREFIX, App, load_app, load_app_or_e
 from failjob_reaper.errors import ConfigError, InvalidInput, OutcomeDeliveryError
 from failjob_reaper.events import sweep_request
 from failjob_reaper.outcomes import Causation
+from failjob_reaper.state import StateUnavailable
+from failjob_reaper.state.idempotency import IdempotencyInProgress
 from handlers import http as _http
 from handlers.cloudevent import Redeliver, process
 
@@ -240,7 +242,7 @@ def _timer(
     deadline = sweep_deadline(_ask(context, "getRemainingTimeInMilliSeconds"))
     try:
         summary = app.sweeper.run(request, deadline=deadline)
-    except OutcomeDeliveryError as exc:
+    except (OutcomeDeliveryError, IdempotencyInProgress, StateUnavailable) as exc:
         raise RetryLater(f"failjob-reaper: sweep not reported, retry: {exc}") from None
     if summary.transient_failure:
         raise RetryLater(f"failjob-reaper: sweep failed, retry: {summary.aborted_reason}")

@@ -42,6 +42,8 @@ from failjob_reaper.errors import InvalidInput, OutcomeDeliveryError
 from failjob_reaper.events import sweep_request, task_request, trace_context
 from failjob_reaper.ids import is_valid_id
 from failjob_reaper.outcomes import TYPE_PREFIX, Causation
+from failjob_reaper.state import StateUnavailable
+from failjob_reaper.state.idempotency import IdempotencyConflict, IdempotencyInProgress
 
 log = logging.getLogger("failjob_reaper")
 
@@ -144,6 +146,8 @@ def _retry(app: App, request: flask.Request, body: _Body) -> flask.Response:
         outcome = app.reaper.handle(task)
     except OutcomeDeliveryError as exc:
         raise _not_delivered(exc) from None
+    except _SHARED_STATE_ERRORS as exc:
+        raise _shared_state_refusal(exc) from None
     return json_response(200, outcome.as_data())
 
 
@@ -164,6 +168,8 @@ def _sweep(app: App, request: flask.Request, body: _Body) -> flask.Response:
         summary = app.sweeper.run(sweep)
     except OutcomeDeliveryError as exc:
         raise _not_delivered(exc) from None
+    except _SHARED_STATE_ERRORS as exc:
+        raise _shared_state_refusal(exc) from None
     return json_response(200, summary.as_data())
 
 
@@ -192,6 +198,25 @@ def _from_event(event: dict[str, Any]) -> dict[str, Any]:
         if data.get(key) is not None:
             task[key] = data[key]
     return task
+
+
+_SHARED_STATE_ERRORS = (IdempotencyConflict, IdempotencyInProgress, StateUnavailable)
+
+
+def _shared_state_refusal(exc: Exception) -> HttpError:
+    """Idempotency-Key reuse 422, a repeat still in progress 409, the state store down 503."""
+    if isinstance(exc, IdempotencyConflict):
+        return HttpError(422, "idempotency_key_reused",
+                         "this Idempotency-Key was used for a different request; nothing "
+                         "was decided")
+    if isinstance(exc, IdempotencyInProgress):
+        return HttpError(409, "idempotency_key_in_progress",
+                         "a request with this Idempotency-Key is being handled; repeat it "
+                         "later", {"Retry-After": "5"})
+    log.warning("on_http: state store unavailable: %s", exc)
+    return HttpError(503, "state_unavailable",
+                     "the state store is unreachable: nothing was deleted; repeat the call "
+                     "later", {"Retry-After": "10"})
 
 
 def _not_delivered(exc: OutcomeDeliveryError) -> HttpError:

@@ -84,11 +84,13 @@ class Publisher:
         answer of its input there, before anything can go wrong), then send it."""
         return self._send(self.outcome_event(outcome), recorded)
 
-    def sweep_completed(self, summary: SweepSummary) -> CloudEvent:
+    def sweep_completed(
+        self, summary: SweepSummary, *, recorded: Callable[[], None] | None = None
+    ) -> CloudEvent:
         event = self._event(
             TYPE_PREFIX + SWEEP_COMPLETED, None, summary.causation, summary.as_data()
         )
-        return self._send(event)
+        return self._send(event, recorded)
 
     def defer(self, outcome: Outcome) -> None:
         """Record without trying: the caller knows the sink is down right now."""
