@@ -205,9 +205,17 @@ class Shared:
 
     def before_delete(
         self, failure_job_id: str, causation: Causation, decision: Mapping[str, Any]
-    ) -> None:
-        """Record the DELETE about to be sent (StateUnavailable: do not send it)."""
-        self.journal.sending(failure_job_id, self.identity(causation) or "", decision)
+    ) -> str | None:
+        """Record the DELETE about to be sent (StateUnavailable: do not send it); returns
+        the journal entry when this DELETE is the first of the task (see after_delete)."""
+        return self.journal.sending(failure_job_id, self.identity(causation) or "", decision)
+
+    def after_delete(self, failure_job_id: str, entry: str | None, found: bool,
+                     answer_lost: bool) -> None:
+        """A 404 to the first DELETE of a task, with no earlier answer lost, means someone
+        outside deleted it: our entry must not turn that into our ``deleted``."""
+        if entry is not None and not found and not answer_lost:
+            self.journal.withdraw(failure_job_id, entry)
 
     def spend_budget(self, causation: Causation, limit: int) -> None:
         """One DELETE of a sweep, counted across every instance and every redelivery of

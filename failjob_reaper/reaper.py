@@ -193,13 +193,15 @@ class Reaper:
     ) -> DeleteResult:
         """Journal one planned DELETE, then send it (SdrsError when refused or out of
         retries; StateUnavailable when it could not be journaled: then it is not sent)."""
-        if not job.dry_run:
-            self.shared.before_delete(delete.failure_job_id, job.causation, {
-                "rule": delete.decision.rule, "reason": delete.decision.reason,
-                "job": dict(delete.record.record),
-                "server_group_id": delete.record.server_group_id,
-            })
-        return client.delete_failure_job(delete.failure_job_id)
+        entry = self.shared.before_delete(delete.failure_job_id, job.causation, {
+            "rule": delete.decision.rule, "reason": delete.decision.reason,
+            "job": dict(delete.record.record),
+            "server_group_id": delete.record.server_group_id,
+        })
+        result = client.delete_failure_job(delete.failure_job_id)
+        self.shared.after_delete(delete.failure_job_id, entry, result.found,
+                                 result.lost_answers > 0)
+        return result
 
     def publish_outcome(
         self, outcome: Outcome, recorded: Callable[[Outcome], None] | None = None

@@ -147,7 +147,11 @@ class Sweeper:
             summary.listed, summary.deleted, summary.partial, summary.aborted,
             dict(summary.outcomes),
         )
-        self.reaper.publisher.sweep_completed(summary, recorded=lambda: recorded(summary))
+        # A sweep cut short by the sink is not this input's final answer: a redelivery
+        # sweeps again (and finds what this one left), so only a clean one is recorded.
+        self.reaper.publisher.sweep_completed(
+            summary, recorded=(lambda: recorded(summary))
+            if run.tally.delivery_error is None else None)
         if run.tally.delivery_error is not None:
             raise run.tally.delivery_error
         return summary

@@ -36,15 +36,19 @@ class DeleteJournal:
         self.store = store
         self.ttl = ttl
 
-    def sending(self, task_id: str, by: str, decision: Mapping[str, Any]) -> None:
+    def sending(self, task_id: str, by: str, decision: Mapping[str, Any]) -> str | None:
         """Record before the DELETE; raises StateUnavailable (then send no DELETE).
 
-        An entry of an earlier DELETE that was never reported is kept (``add``): it
-        is the same task, and one report will be made for it.
+        Returns the entry when this call wrote it, None when an earlier DELETE's entry
+        was there: that one is kept (``add``), it is the same task, one report is made.
         """
         entry = json.dumps({"state": "sent", "by": by, "decision": dict(decision)},
                            default=str)
-        self.store.add(_key(task_id), entry, self.ttl)
+        return entry if self.store.add(_key(task_id), entry, self.ttl) else None
+
+    def withdraw(self, task_id: str, entry: str) -> None:
+        """Our own DELETE found nothing (a plain 404): nothing of ours to report."""
+        self.store.delete_if(_key(task_id), entry)
 
     def take_report(self, task_id: str) -> Sent | None:
         """The unreported DELETE of this task, now this caller's to report ``deleted``.
