@@ -176,6 +176,9 @@ class SweepSummaryBody(BaseModel):
     partial_reason: str | None
     aborted: bool
     aborted_reason: str | None
+    skipped: bool = False
+    """Another sweep of the project held the lease: this one listed and deleted nothing."""
+    skipped_reason: str | None = None
     error: OutcomeError | None
     causation: CausationBody
 
@@ -201,9 +204,13 @@ _ERRORS: dict[int, str] = {
     405: "Method not allowed here (see the Allow header).",
     413: "The body is larger than HTTP_MAX_BODY_BYTES.",
     415: "The body is not JSON.",
+    409: "A call with this Idempotency-Key is being handled right now (on any instance); "
+    "repeat it later.",
+    422: "This Idempotency-Key was used before for a different request: nothing was "
+    "decided (code idempotency_key_reused).",
     500: "Unexpected error; nothing about it is disclosed.",
-    503: "The outcome could not be delivered to the sink (K_SINK). The decision was made "
-    "(a task may have been deleted); repeating the call is safe.",
+    503: "The outcome could not be delivered to the sink (K_SINK), or the state store "
+    "(STATE_URL) is unreachable: then nothing was deleted. Repeating the call is safe.",
 }
 
 
@@ -285,6 +292,8 @@ def _paths() -> dict[str, Any]:
                     **_body_errors(),
                     **_auth_errors(),
                     **_common_errors(),
+                    "409": _error(409),
+                    "422": _error(422),
                     "503": _error(503),
                 },
             }
@@ -304,6 +313,8 @@ def _paths() -> dict[str, Any]:
                     **_body_errors(),
                     **_auth_errors(),
                     **_common_errors(),
+                    "409": _error(409),
+                    "422": _error(422),
                     "503": _error(503),
                 },
             }
@@ -341,9 +352,10 @@ def _idempotency_key() -> dict[str, Any]:
         "name": "Idempotency-Key",
         "in": "header",
         "required": False,
-        "description": "Becomes the causation id of the outcome, so that a repeated call "
-        "yields outcome events with the same ids. Ignored unless it is 1-64 letters, digits, "
-        "'-' or '_'.",
+        "description": "Becomes the causation id of the outcome. A repeat with the same key "
+        "and the same body gets the first answer (kept 24 h in the state store); the same "
+        "key with a different body is refused with 422. Ignored unless it is 1-64 letters, "
+        "digits, '-' or '_'.",
         "schema": {"type": "string"},
     }
 
