@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from failjob_reaper.coordination import Shared, Timing
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, ResourceRequest, TaskRequest, Trigger
+from failjob_reaper.logs import outcome_fields
 from failjob_reaper.lookup import Scope, read_scope, scopes_to_search
 from failjob_reaper.outcomes import Causation, Outcome, Publisher
 from failjob_reaper.plan import (
@@ -38,6 +39,9 @@ from failjob_reaper.plan import (
 )
 from failjob_reaper.policy import Decision, Policy, decide
 from failjob_reaper.sdrs import DeleteResult, SdrsError, TaskCenterClient
+
+if TYPE_CHECKING:
+    from failjob_reaper.alerts import Alerts
 
 log = logging.getLogger("failjob_reaper")
 
@@ -105,6 +109,8 @@ class Reaper:
         # Idempotency records, the delete journal, the lease: in the publisher's store.
         self.shared = shared or Shared(publisher.state, Timing(task_seconds=120,
                                                                sweep_seconds=600))
+        self.alerts: Alerts | None = None
+        """SMN alerts (app wiring): permanent failures outside sweeps, sweep digests."""
 
     # -- entry points -----------------------------------------------------------
 
@@ -123,6 +129,8 @@ class Reaper:
         recorded: Callable[[Outcome], None] | None = None,
     ) -> Outcome:
         outcome = self.reject(request) if isinstance(request, Rejected) else self.decide(request)
+        if self.alerts is not None:
+            self.alerts.task_failed(outcome)  # never raises: a person's mailbox waits
         try:
             return self.publish_outcome(outcome, recorded)
         except OutcomeDeliveryError as exc:
@@ -137,18 +145,10 @@ class Reaper:
         """
         self.publisher.flush()
         outcomes = self.decide_resource(request)
-        failure: OutcomeDeliveryError | None = None
-        for outcome in outcomes:
-            if failure is not None:
-                self.publisher.defer(self.shared.settle(outcome))
-                continue
-            try:
-                self.publish_outcome(outcome)
-            except OutcomeDeliveryError as exc:
-                failure = exc
-        if failure is not None:
-            raise failure
-        return outcomes
+        if self.alerts is not None:
+            for outcome in outcomes:
+                self.alerts.task_failed(outcome)
+        return self.publish_outcomes(outcomes)
 
     def reject(self, request: Rejected) -> Outcome:
         return Outcome(
@@ -214,6 +214,15 @@ class Reaper:
         self.publisher.outcome(
             outcome, recorded=(lambda: recorded(outcome)) if recorded is not None else None)
         return outcome
+
+    def publish_outcomes(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        """``publish_outcome`` for several, in batches where the emitter takes batches
+        (EventGrid); on a refusal what was not taken stays in the outbox."""
+        settled = [self.shared.settle(outcome) for outcome in outcomes]
+        for outcome in settled:
+            _log_outcome(outcome)
+        self.publisher.outcomes(settled)
+        return settled
 
     # -- the executor ---------------------------------------------------------------
 
@@ -397,7 +406,7 @@ class Reaper:
         try:
             result = self.send_delete(client, delete, job)
         except SdrsError as exc:
-            emit(report.failed(exc, f"DELETE refused: {exc.message}", delete))
+            emit(report.failed(exc, _delete_failure(exc), delete))
             return None
         verdict = interpret_delete(result.status_code, earlier_answer_lost=result.lost_answers
                                    > 0, still_listed=None, id_field=self.config.id_field)
@@ -540,9 +549,16 @@ class _Reporter:
                        attempts=exc.attempts, error=exc.as_dict())
 
 
+def _delete_failure(exc: SdrsError) -> str:
+    # A 2xx/3xx other than 204 is no refusal: say what came back (sdrs/_errors.py).
+    if exc.status_code is not None and exc.status_code < 400:
+        return f"DELETE got an {exc.message}"
+    return f"DELETE refused: {exc.message}"
+
+
 def _log_outcome(outcome: Outcome) -> None:
     log.info(
         "%s failure_job_id=%s trigger=%s rule=%s status=%s attempts=%d reason=%s",
         outcome.outcome, outcome.failure_job_id, outcome.trigger, outcome.rule,
-        outcome.status_code, outcome.attempts, outcome.reason,
+        outcome.status_code, outcome.attempts, outcome.reason, extra=outcome_fields(outcome),
     )

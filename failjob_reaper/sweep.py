@@ -17,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from failjob_reaper.alerts import SweepWatch
 from failjob_reaper.coordination import BudgetSpent, SweepFenced
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import SweepRequest
+from failjob_reaper.logs import summary_fields
 from failjob_reaper.lookup import TOP_LEVEL, Scope, group_scopes
-from failjob_reaper.outcomes import Outcome, SweepSummary
+from failjob_reaper.outcomes import MAX_BATCH, Outcome, SweepSummary
 from failjob_reaper.plan import Everything, Plan
 from failjob_reaper.reaper import Execution, Job, Progress, Reaper
 from failjob_reaper.sdrs import RateLimiter, SdrsError
@@ -141,17 +143,22 @@ class Sweeper:
                 stop_deleting=run.stop_deleting,
                 progress=progress, on_plan=on_plan,
             )
+            run.drain()
             summary = run.summary(started, execution)
         log.info(
             "sweep_completed listed=%d deleted=%d partial=%s aborted=%s outcomes=%s",
             summary.listed, summary.deleted, summary.partial, summary.aborted,
-            dict(summary.outcomes),
+            dict(summary.outcomes), extra=summary_fields(summary),
         )
-        # A sweep cut short by the sink is not this input's final answer: a redelivery
-        # sweeps again (and finds what this one left), so only a clean one is recorded.
-        self.reaper.publisher.sweep_completed(
-            summary, recorded=(lambda: recorded(summary))
-            if run.tally.delivery_error is None else None)
+        try:
+            # A sweep cut short by the sink is not this input's final answer: a redelivery
+            # sweeps again (and finds what this one left), so only a clean one is recorded.
+            self.reaper.publisher.sweep_completed(
+                summary, recorded=(lambda: recorded(summary))
+                if run.tally.delivery_error is None else None)
+        finally:
+            if self.reaper.alerts is not None:  # SMN digest and notice; never raises
+                self.reaper.alerts.sweep_finished(summary, run.watch)
         if run.tally.delivery_error is not None:
             raise run.tally.delivery_error
         return summary
@@ -174,6 +181,12 @@ class _Run:
         self.lease = lease
         self.stopped: str | None = None
         """Why deleting stopped besides the sink and the deadline (fenced, budget spent)."""
+        self.watch = (SweepWatch(self.reaper.clock(), self.reaper.policy.notice)
+                      if self.reaper.alerts is not None else None)
+        # An emitter that takes batches (EventGrid) gets outcomes ten at a time.
+        self._batch: list[Outcome] | None = (
+            [] if callable(getattr(self.reaper.publisher.emitter, "emit_many", None)) else None)
+        self._batch_lock = threading.Lock()
 
     def stop_deleting(self) -> bool:
         """Asked before each DELETE: the sink is down, the lease was lost (fencing), or
@@ -195,14 +208,38 @@ class _Run:
 
     def publish(self, outcome: Outcome) -> None:
         self.tally.count(outcome)
+        if self.watch is not None:
+            self.watch.observe(outcome)
         if outcome.outcome == "retained" and not self.sweeper.limits.emit_retained:
             return
         if self.sink_down.is_set():
             # Kept for the next delivery attempt (the summary's, or the next invocation's).
             self.reaper.publisher.defer(self.reaper.shared.settle(outcome))
             return
+        if self._batch is not None:
+            with self._batch_lock:
+                self._batch.append(outcome)
+                if len(self._batch) < MAX_BATCH:
+                    return
+                ready, self._batch = self._batch, []
+            self._send(ready)
+            return
+        self._send([outcome])
+
+    def drain(self) -> None:
+        """Send what the batch still holds (the execution has ended)."""
+        if self._batch:
+            with self._batch_lock:
+                ready, self._batch = self._batch, []
+            if self.sink_down.is_set():
+                for outcome in ready:
+                    self.reaper.publisher.defer(self.reaper.shared.settle(outcome))
+            else:
+                self._send(ready)
+
+    def _send(self, outcomes: list[Outcome]) -> None:
         try:
-            self.reaper.publish_outcome(outcome)
+            self.reaper.publish_outcomes(outcomes)
         except OutcomeDeliveryError as exc:
             self.sink_down.set()
             with self.tally.lock:

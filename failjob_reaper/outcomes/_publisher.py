@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -92,9 +92,46 @@ class Publisher:
         )
         return self._send(event, recorded)
 
+    def outcomes(self, outcomes: Sequence[Outcome]) -> list[CloudEvent]:
+        """Publish several outcomes, in batches when the emitter takes batches (EventGrid).
+
+        Like ``outcome`` for each: all are recorded in the outbox first; on failure only
+        the events not taken stay there (``PartialDelivery`` names them) and the error
+        is raised.
+        """
+        events = [self.outcome_event(outcome) for outcome in outcomes]
+        emit_many = getattr(self.emitter, "emit_many", None)
+        if not callable(emit_many) or len(events) < 2:
+            for position, event in enumerate(events):
+                try:
+                    self._send(event)
+                except OutcomeDeliveryError:
+                    for rest in events[position + 1:]:  # the emitter is down: keep them
+                        self._keep(rest)
+                    raise
+            return events
+        until = time.time() + self.send_window
+        recorded = [event for event in events if self._record(event, until=until)]
+        try:
+            emit_many(events)
+        except OutcomeDeliveryError as exc:
+            undelivered = getattr(exc, "undelivered", None)
+            for event in recorded:
+                if undelivered is None or event["id"] in undelivered:
+                    self._keep(event)
+                else:
+                    self._forget(event)
+            raise
+        for event in recorded:
+            self._forget(event)
+        return events
+
     def defer(self, outcome: Outcome) -> None:
         """Record without trying: the caller knows the sink is down right now."""
-        event = self.outcome_event(outcome)
+        self._keep(self.outcome_event(outcome))
+
+    def _keep(self, event: CloudEvent) -> None:
+        """In the outbox, anyone's to send from now on."""
         if not self._record(event):
             log.error("outcome %s %s for %s lost: neither the sink nor the state store "
                       "took it", event["id"], event["type"], event.get("subject") or "-")
