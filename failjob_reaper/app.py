@@ -67,7 +67,8 @@ def build_app(
     """Build the process's objects; raise ConfigError for a bad policy file."""
     policy = _policy(settings)
     if state is None:
-        state = open_store(settings.state_url, namespace=f"fjr:{settings.project_id}:")
+        state = open_store(settings.state_url.get_secret_value(),
+                           namespace=f"fjr:{settings.project_id}:")
     if auth is None:
         auth = auth_from_settings(settings)
     client = TaskCenterClient(
