@@ -19,11 +19,12 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, get_args
 
 from failjob_reaper.errors import OutcomeDeliveryError, ReaperError
 from failjob_reaper.events import Rejected, SweepRequest, TaskRequest
 from failjob_reaper.outcomes import (
+    OUTCOMES,
     SWEEP_COMPLETED,
     TYPE_PREFIX,
     Causation,
@@ -32,6 +33,7 @@ from failjob_reaper.outcomes import (
     SweepSummary,
     outcome_id,
 )
+from failjob_reaper.outcomes._model import Trigger
 from failjob_reaper.state import StateStore, StateUnavailable
 from failjob_reaper.state.idempotency import (
     Claim,
@@ -289,10 +291,10 @@ def outcome_from_data(data: Mapping[str, Any]) -> Outcome:
     """The Outcome whose ``as_data()`` is ``data`` (a replayed first answer)."""
     causation = data.get("causation") or {}
     return Outcome(
-        outcome=str(data["outcome"]),
+        outcome=_known(data["outcome"], OUTCOMES),
         project_id=str(data.get("project_id", "")),
         failure_job_id=data.get("failure_job_id"),
-        trigger=str(data.get("trigger", "event")),
+        trigger=_known(data.get("trigger"), TRIGGERS),
         dry_run=bool(data.get("dry_run")),
         causation=Causation(**{k: causation.get(k) for k in ("id", "source", "type")}),
         rule=data.get("rule"),
@@ -316,7 +318,7 @@ def summary_from_data(data: Mapping[str, Any]) -> SweepSummary:
     fields = {name: data[name] for name in names if name in data}
     return SweepSummary(
         project_id=str(data.get("project_id", "")),
-        trigger=str(data.get("trigger", "event")),
+        trigger=_known(data.get("trigger"), TRIGGERS),
         dry_run=bool(data.get("dry_run")),
         causation=Causation(**{k: causation.get(k) for k in ("id", "source", "type")}),
         outcomes={k: int(v) for k, v in (data.get("outcomes") or {}).items() if v},
@@ -324,6 +326,20 @@ def summary_from_data(data: Mapping[str, Any]) -> SweepSummary:
         duration_seconds=float(data.get("duration_seconds") or 0.0),
         **fields,
     )
+
+
+TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
+
+Name = TypeVar("Name", bound=str)
+
+
+def _known(value: object, names: tuple[Name, ...]) -> Name:
+    """``value`` as one of ``names`` (a record written by this code; anything else is a
+    corrupt record, and a corrupt answer must not be replayed)."""
+    for name in names:
+        if value == name:
+            return name
+    raise ValueError(f"idempotency record holds an unknown value {value!r}")
 
 
 def _datetime(value: object) -> datetime | None:

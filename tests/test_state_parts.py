@@ -13,6 +13,7 @@ from cloudevents.http import CloudEvent
 from failjob_reaper.coordination import Shared, Timing
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.outcomes import Causation, Outcome, Publisher
+from failjob_reaper.outcomes._model import OutcomeName
 from failjob_reaper.state import StateStore
 from failjob_reaper.state.idempotency import (
     Claim,
@@ -113,7 +114,7 @@ def test_an_unreported_delete_is_handed_over_exactly_once(any_store: StateStore)
     assert journal.take_report("never-sent") is None
 
 
-def _outcome(kind: str, task: str = "task-1", **fields: Any) -> Outcome:
+def _outcome(kind: OutcomeName, task: str = "task-1", **fields: Any) -> Outcome:
     return Outcome(outcome=kind, project_id="p", failure_job_id=task, trigger="event",
                    dry_run=False, causation=Causation(id="e1", source="/s"), **fields)
 

@@ -29,7 +29,9 @@ from failjob_reaper.outcomes._model import (
     TYPE_PREFIX,
     Causation,
     Outcome,
+    OutcomeData,
     SweepSummary,
+    SweepSummaryData,
     outcome_id,
 )
 from failjob_reaper.state import MemoryStore, StateStore, StateUnavailable
@@ -235,7 +237,11 @@ class Publisher:
                     event["type"], event.get("subject") or "-")
 
     def _event(
-        self, event_type: str, subject: str | None, causation: Causation, data: dict[str, Any]
+        self,
+        event_type: str,
+        subject: str | None,
+        causation: Causation,
+        data: OutcomeData | SweepSummaryData,
     ) -> CloudEvent:
         attributes: dict[str, Any] = {
             **self._extensions,
