@@ -31,9 +31,9 @@ from failjob_reaper.outcomes import (
     Outcome,
     Publisher,
     SweepSummary,
+    Trigger,
     outcome_id,
 )
-from failjob_reaper.outcomes._model import Trigger
 from failjob_reaper.state import StateStore, StateUnavailable
 from failjob_reaper.state.idempotency import (
     Claim,
