@@ -13,7 +13,6 @@ import flask.typing
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from handlers import _envelope
 from handlers import cloudevent as _cloudevent
 from handlers import functiongraph as _functiongraph
 from handlers import http as _http
@@ -24,8 +23,7 @@ from handlers import http as _http
 _entry = _functiongraph.Entry.load()
 if _entry.app is not None:
     app = _entry.app
-_envelope.install(_entry.app)  # EventGrid's {"events": [...]} envelope, before the guard
-_cloudevent.install_request_guard()
+_cloudevent.install_request_guard(_entry.app)  # 400s, and EventGrid's {"events": [...]}
 
 
 @functions_framework.cloud_event
