@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     list_max_pages: int = Field(100, ge=1, le=10_000, validation_alias="SDRS_LIST_MAX_PAGES")
 
     # State shared by every instance (SPEC section 10)
-    state_url: str = Field("memory://", validation_alias="STATE_URL")
+    state_url: SecretStr = Field(SecretStr("memory://"), validation_alias="STATE_URL")
+    """A Redis URL may carry the password: a secret (never logged, from the Knative Secret)."""
 
     # Outcomes
     sink: str | None = Field(None, validation_alias="K_SINK")
@@ -188,8 +189,8 @@ class Settings(BaseSettings):
 
     @field_validator("state_url")
     @classmethod
-    def _state_url(cls, value: str) -> str:
-        scheme = urlsplit(value).scheme
+    def _state_url(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
         if scheme not in ("memory", "redis", "rediss"):
             raise ValueError("must be memory:// or a redis:// or rediss:// URL")
         return value
