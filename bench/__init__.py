@@ -15,7 +15,9 @@ Benchmarks (``--only`` names):
 * ``overhead``   - one job-failed event through the function vs the same three
                    HTTP calls made directly (the floor);
 * ``throughput`` - events/s with N concurrent clients, vs hello world;
-* ``memory``     - RSS of the function process over many cheap events, vs hello world.
+* ``memory``     - RSS of the function process over many cheap events, vs hello world;
+* ``state``      - the extra latency per event that ``STATE_URL=redis://`` adds over
+                   ``memory://``, and Redis memory per 10,000 decided events.
 """
 
-BENCHMARKS = ("sweep", "coldstart", "overhead", "throughput", "memory")
+BENCHMARKS = ("sweep", "coldstart", "overhead", "throughput", "memory", "state")
