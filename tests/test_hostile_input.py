@@ -188,6 +188,15 @@ def test_structured_body_that_is_json_but_not_an_object_gets_400_and_no_delete(
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_the_guard_leaves_the_frameworks_own_routing_answers_alone(
+    standin: TaskCenterStandIn, make_function: FunctionFactory
+) -> None:
+    client = make_function().app.test_client()
+    assert client.get("/").status_code == 405  # not a 400 "invalid CloudEvent"
+    assert client.put("/", data=b"x").status_code == 405
+    assert standin.requests == []
+
+
 def test_a_value_error_from_our_own_code_is_a_500_not_a_dropped_event(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
     monkeypatch: pytest.MonkeyPatch,
