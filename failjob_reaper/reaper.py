@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from failjob_reaper.coordination import Shared, Timing
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, ResourceRequest, TaskRequest, Trigger
+from failjob_reaper.ids import is_valid_id
 from failjob_reaper.logs import outcome_fields
 from failjob_reaper.lookup import Scope, read_scope, scopes_to_search
 from failjob_reaper.outcomes import Causation, Outcome, OutcomeName, Publisher
@@ -200,11 +201,12 @@ class Reaper:
     ) -> DeleteResult:
         """Journal one planned DELETE, then send it (SdrsError when refused or out of
         retries; StateUnavailable when it could not be journaled: then it is not sent)."""
+        record = delete.record.record
         entry = self.shared.before_delete(delete.failure_job_id, job.causation, {
             "rule": delete.decision.rule, "reason": delete.decision.reason,
-            "job": dict(delete.record.record),
-            "server_group_id": delete.record.server_group_id,
-        })
+            "job": dict(record), "server_group_id": delete.record.server_group_id,
+        }, aliases=[str(record[f]) for f in ("job_id", "resource_id")
+                    if is_valid_id(record.get(f))])
         result = client.delete_failure_job(delete.failure_job_id)
         self.shared.after_delete(delete.failure_job_id, entry, result.found,
                                  result.lost_answers > 0)
