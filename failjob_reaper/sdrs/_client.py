@@ -35,7 +35,7 @@ from failjob_reaper.sdrs._errors import (
 from failjob_reaper.sdrs._ratelimit import RateLimiter
 
 PAGE_SIZE = 1000  # the API's maximum and default
-MAX_PAGES = 100
+MAX_PAGES = 50
 """Pages read of one listing before it is given up as incomplete (memory stays bounded)."""
 
 
