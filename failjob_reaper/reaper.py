@@ -27,6 +27,7 @@ from failjob_reaper.logs import outcome_fields
 from failjob_reaper.lookup import Scope, read_scope, scopes_to_search
 from failjob_reaper.outcomes import Causation, Outcome, OutcomeName, Publisher
 from failjob_reaper.plan import (
+    INCOMPLETE_RULE,
     Everything,
     OneResource,
     OneTask,
@@ -262,8 +263,8 @@ class Reaper:
             if stop_at():
                 listing = ScopeListing(scope.server_group_id, (), complete=False,
                                        why_incomplete="deadline reached while listing")
-            elif execution.listing_error is not None and not isinstance(job.target,
-                                                                        Everything):
+            elif not isinstance(job.target, Everything) and execution.listing_error \
+                    is not None and not isinstance(execution.listing_error, IncompleteListing):
                 # One task's search that already failed: its outcome is that failure.
                 listing = ScopeListing(scope.server_group_id, (), complete=False,
                                        why_incomplete="not listed after an earlier failure")
@@ -337,9 +338,14 @@ class Reaper:
         def stop_at() -> bool:
             return time.monotonic() >= end
 
+        groups_incomplete: IncompleteListing | None = None
         if scopes is None:
             try:
                 scopes = scopes_to_search(client, job.hint_group, deadline_at)
+            except IncompleteListing as exc:
+                # Search the groups that are known; the plan deletes nothing (complete or
+                # nothing), but what the policy keeps is still told as retained.
+                groups_incomplete, scopes = exc, list(exc.scopes)
             except SdrsError as exc:
                 emit(report.failed(exc, f"could not list protection groups: {exc.message}"))
                 return Execution()
@@ -349,10 +355,19 @@ class Reaper:
         listings, execution = self.read(job, client=client, scopes=scopes,
                                          concurrency=listing_concurrency, stop_at=stop_at,
                                          deadline_at=deadline_at, progress=progress)
+        if groups_incomplete is not None:
+            listings.append(ScopeListing(None, (), complete=False, why_incomplete=(
+                f"protection groups: {groups_incomplete.message}")))
+            execution.listing_error = execution.listing_error or groups_incomplete
         error = execution.listing_error
         if error is not None and not isinstance(job.target, Everything):
-            # A single event whose search could not finish: a redelivery may do better.
-            emit(report.failed(error, f"could not list failed tasks: {error.message}"))
+            hard = any((listing.why_incomplete or "").startswith("listing failed")
+                       for listing in listings)
+            if hard or not isinstance(error, IncompleteListing):
+                # A single event whose search could not finish: a redelivery may do better.
+                emit(report.failed(error, f"could not list failed tasks: {error.message}"))
+            else:
+                self._incomplete(job, listings, error, report, emit)
             return execution
         plan = self.plan(job, listings)
         execution.plan = plan
@@ -365,6 +380,28 @@ class Reaper:
                          concurrency=concurrency,
                          stop=lambda: stop_at() or stop_deleting(), progress=progress)
         return execution
+
+    def _incomplete(
+        self, job: Job, listings: Sequence[ScopeListing], error: IncompleteListing,
+        report: _Reporter, emit: Emit,
+    ) -> None:
+        """A single event whose listings are incomplete: no DELETE. What the policy keeps
+        on its own is retained; the rest (and a task not found) is delete_failed."""
+        plan = self.plan(job, listings)
+        for settlement in plan.settled:
+            decision = settlement.decision
+            if settlement.outcome == "retained" and decision is not None \
+                    and decision.rule != INCOMPLETE_RULE:
+                emit(report.settled(settlement))
+                continue
+            emit(report.make(
+                "delete_failed", planned=settlement.record,
+                failure_job_id=settlement.failure_job_id, decision=decision,
+                reason=f"not deleted: the listing is incomplete ({error.message})",
+                attempts=error.attempts, error=error.as_dict()))
+        if not plan.settled:
+            emit(report.failed(error, f"not deleted: the listing is incomplete "
+                                      f"({error.message})"))
 
     def _delete_all(
         self,
