@@ -12,7 +12,7 @@ import pytest
 from failjob_reaper.logs import MASK, resolve_format, trace_id
 from standin import OutcomeSink, TaskCenterStandIn
 from standin._http import Fault, error_body
-from tests.conftest import EXPIRED, FRESH, TOKEN, FunctionFactory, failed_task
+from tests.conftest import EXPIRED, FRESH, TOKEN, FunctionFactory, data_of, failed_task
 
 FAILED = "sdrs.job.failed"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -141,3 +141,23 @@ def test_a_secret_echoed_by_the_api_is_masked_in_the_log(
     if log_format == "json":
         failed = [line for line in json_lines(err) if line.get("outcome") == "delete_failed"]
         assert failed and failed[0]["status_code"] == 401
+
+
+def test_a_secret_echoed_by_the_api_never_reaches_the_outcome(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
+) -> None:
+    # SPEC section 3: secrets never appear in outcomes either. The server echoes the
+    # caller's token in its error message; the delete_failed outcome says so, masked.
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    standin.inject("DELETE", r"/failure-jobs/",
+                   Fault(401, body=error_body(401, message=f"token {TOKEN} expired")))
+    make_function().send(FAILED, record)
+    sink.wait_for(1)
+
+    [event] = sink.events
+    data = data_of(event)
+    assert TOKEN not in json.dumps(data)
+    assert data["outcome"] == "delete_failed"
+    assert data["error"]["message"] == f"token {MASK} expired"
+    assert len(standin.deletes()) == 1

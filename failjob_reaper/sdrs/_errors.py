@@ -12,6 +12,10 @@ from failjob_reaper.errors import ReaperError
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 _MAX_MESSAGE = 500
+# Request headers that carry a secret: a server that echoes one back must not pass it on
+# into an outcome, a log line or an HTTP answer (SPEC section 3).
+_SECRET_HEADERS = ("X-Auth-Token", "X-Security-Token")
+_MASK = "***"
 
 
 class SdrsError(ReaperError):
@@ -42,7 +46,7 @@ def error_from_response(response: httpx.Response, *, attempts: int) -> SdrsError
         # Not a refusal: an answer the call does not expect (a 200 to a DELETE, say).
         code, message = f"HTTP.{response.status_code}", f"unexpected answer {response.status_code}"
     else:
-        code, message = parse_error_body(response)
+        code, message = (_mask_sent_secrets(part, response) for part in parse_error_body(response))
     return SdrsError(
         message,
         code=code,
@@ -80,6 +84,18 @@ def parse_error_body(response: httpx.Response) -> tuple[str, str]:
         if isinstance(inner, dict):
             return _clean(inner.get("code"), inner.get("message"), fallback)
     return fallback
+
+
+def _mask_sent_secrets(text: str, response: httpx.Response) -> str:
+    try:
+        headers = response.request.headers
+    except RuntimeError:  # a response built without a request (tests)
+        return text
+    for name in _SECRET_HEADERS:
+        secret = headers.get(name)
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, _MASK)
+    return text
 
 
 def _clean(code: object, message: object, fallback: tuple[str, str]) -> tuple[str, str]:
