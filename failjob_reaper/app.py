@@ -15,11 +15,11 @@ from failjob_reaper.policy import Policy, PolicyError, default_policy, load_poli
 from failjob_reaper.reaper import Clock, Reaper, ReaperConfig, utc_now
 from failjob_reaper.sdrs import (
     AkSkAuth,
-    RateLimiter,
     RetryPolicy,
     RotatingAkSkAuth,
     TaskCenterClient,
     TokenAuth,
+    limiter_for,
 )
 from failjob_reaper.settings import Settings, load_settings
 from failjob_reaper.state import StateStore, open_store
@@ -57,6 +57,8 @@ def build_app(
     policy = _policy(settings)
     if state is None:
         state = open_store(settings.state_url, namespace=f"fjr:{settings.project_id}:")
+    # One adaptive rate for every SDRS request of the deployment (SPEC section 6).
+    limiter = limiter_for(settings.sweep_rate_limit, state)
     client = TaskCenterClient(
         settings.endpoint,
         settings.project_id,
@@ -69,6 +71,7 @@ def build_app(
             backoff_max=settings.backoff_max,
         ),
         max_connections=max(settings.max_connections, settings.sweep_concurrency),
+        rate_limiter=limiter,
         transport=transport,
     )
     if emitter is None:
@@ -91,7 +94,7 @@ def build_app(
             deadline=settings.sweep_deadline,
             emit_retained=settings.sweep_emit_retained,
         ),
-        rate_limiter=RateLimiter(settings.sweep_rate_limit),
+        rate_limiter=limiter.bulk() if limiter is not None else None,
     )
     types = EventTypes(settings.type_job_failed, settings.type_expired, settings.type_sweep)
     return App(settings, reaper, sweeper, types, state)

@@ -2,6 +2,7 @@
 outcome CloudEvents sink, both on loopback, with seeded data and fault injection."""
 
 from ._http import Fault, RecordedRequest
+from ._throttle import Throttle
 from .sample_data import (
     DEFAULT_PROJECT_ID,
     Group,
@@ -22,6 +23,7 @@ __all__ = [
     "OutcomeSink",
     "RecordedRequest",
     "TaskCenterStandIn",
+    "Throttle",
     "World",
     "bulk_world",
     "format_begin_time",

@@ -3,11 +3,12 @@
 from failjob_reaper.sdrs._client import DeleteResult, RetryPolicy, TaskCenterClient
 from failjob_reaper.sdrs._context_auth import MissingCredentials, RotatingAkSkAuth
 from failjob_reaper.sdrs._errors import RETRYABLE_STATUSES, SdrsError
-from failjob_reaper.sdrs._ratelimit import RateLimiter
+from failjob_reaper.sdrs._pacing import AdaptiveLimiter, RateLimiter, limiter_for
 from failjob_reaper.sdrs._signing import AkSkAuth, TokenAuth
 
 __all__ = [
     "RETRYABLE_STATUSES",
+    "AdaptiveLimiter",
     "AkSkAuth",
     "DeleteResult",
     "MissingCredentials",
@@ -17,4 +18,5 @@ __all__ = [
     "SdrsError",
     "TaskCenterClient",
     "TokenAuth",
+    "limiter_for",
 ]

@@ -1,8 +1,9 @@
 """The one client of the SDRS task-center API.
 
-One ``httpx.Client`` per instance over a ``KeepAliveTransport`` (one keep-alive
-connection per thread); the process builds one instance and reuses it across
-invocations. Tests pass a ``transport`` instead of patching.
+One ``httpx.Client`` per instance, over httpx's own pooled transport (at most
+``max_connections``, kept alive); the process builds one instance and reuses it
+across invocations. Every attempt takes a start slot from the rate limiter and
+reports its answer back to it. Tests pass a ``transport`` instead of patching.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from tenacity import (
     stop_before_delay,
 )
 
-from failjob_reaper._transport import transport_for
 from failjob_reaper.ids import validate_id
 from failjob_reaper.sdrs._errors import (
     RETRYABLE_STATUSES,
@@ -32,7 +32,8 @@ from failjob_reaper.sdrs._errors import (
     error_from_response,
     error_from_transport,
 )
-from failjob_reaper.sdrs._ratelimit import RateLimiter
+from failjob_reaper.sdrs._pacing import RateLimiter
+from failjob_reaper.tls import context_for
 
 PAGE_SIZE = 1000  # the API's maximum and default
 
@@ -100,17 +101,18 @@ class TaskCenterClient:
         self.project_id = validate_id(project_id, "project_id")
         self.retry = retry
         self.rate_limiter = rate_limiter
-        # KeepAliveTransport keeps one connection per calling thread (a sweep's workers), so
-        # the connection count follows the threads; ``limits`` applies to httpx's own
-        # transport, used when a proxy is configured (transport_for).
+        # httpx's pool: thread-safe, at most max_connections (a sweep's workers beyond it
+        # wait for a connection); proxies from the environment are honoured (trust_env).
+        # The TLS context is the process's one (tls.py), not a fresh CA bundle per client.
         self._http = httpx.Client(
             base_url=endpoint,
             auth=auth,
-            timeout=timeout,  # reaches the transport as the request's "timeout" extension
+            timeout=timeout,
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            transport=transport or transport_for(endpoint),
+            verify=context_for(endpoint),
+            transport=transport,
             headers={"Accept": "application/json", "User-Agent": "failjob-reaper"},
             follow_redirects=False,
         )
@@ -155,7 +157,8 @@ class TaskCenterClient:
     def with_rate_limit(self, limiter: RateLimiter | None) -> TaskCenterClient:
         """The same client (and connection pool) pacing its requests with ``limiter``.
 
-        Sweeps use it; single events are not paced, so a sweep's limit never delays them.
+        Sweeps use it with the process's limiter's ``bulk()`` view: the same rate, and
+        single events' requests go first.
         """
         paced = copy.copy(self)
         paced.rate_limiter = limiter
@@ -215,12 +218,14 @@ class TaskCenterClient:
     def _attempt(
         self, method: str, path: str, params: dict[str, str] | None, attempt_number: int
     ) -> httpx.Response:
-        if self.rate_limiter is not None:
-            self.rate_limiter.acquire()
+        limiter = self.rate_limiter
+        ticket = limiter.acquire() if limiter is not None else 0
         try:
             response = self._http.request(method, path, params=params)
         except httpx.TransportError as exc:
             raise _Transient(error_from_transport(exc, attempts=attempt_number), None) from None
+        if limiter is not None:
+            limiter.record(ticket, response)
         if response.status_code in RETRYABLE_STATUSES:
             error = error_from_response(response, attempts=attempt_number)
             raise _Transient(error, _retry_after(response, self.retry.deadline))
