@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass, replace
 
@@ -10,6 +9,7 @@ import httpx
 
 from failjob_reaper.errors import ConfigError
 from failjob_reaper.events import EventTypes
+from failjob_reaper.logs import configure_from_settings
 from failjob_reaper.outcomes import Emitter, Publisher, SinkEmitter, StdoutEmitter
 from failjob_reaper.policy import Policy, PolicyError, default_policy, load_policy
 from failjob_reaper.reaper import Clock, Reaper, ReaperConfig, utc_now
@@ -124,16 +124,6 @@ def _policy(settings: Settings) -> Policy:
         raise ConfigError("RETENTION_POLICY_FILE: " + "; ".join(exc.problems)) from None
 
 
-def configure_logging(level: str) -> None:
-    logger = logging.getLogger("failjob_reaper")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("failjob-reaper %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
-    logger.setLevel(level)
-
-
 def load_app(*, context_credentials: bool = False) -> App:
     """Build from the environment; raise ConfigError naming the variable.
 
@@ -147,7 +137,7 @@ def load_app(*, context_credentials: bool = False) -> App:
     if context_credentials and settings.credential_kind == "none":
         context_auth = RotatingAkSkAuth(project_id=settings.project_id)
     app = build_app(settings, auth=context_auth)
-    configure_logging(settings.log_level)
+    configure_from_settings(settings)
     return replace(app, context_auth=context_auth)
 
 

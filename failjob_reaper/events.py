@@ -55,6 +55,20 @@ class SweepRequest:
 
 
 @dataclass(frozen=True)
+class ResourceRequest:
+    """Decide every failed task of one ``resource_id`` (a CTS trace names a resource).
+
+    ``server_group_id`` is only a hint of where to look first.
+    """
+
+    resource_id: str
+    trigger: Trigger
+    causation: Causation
+    server_group_id: str | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
 class Rejected:
     reason: str
     trigger: Trigger

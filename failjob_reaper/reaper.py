@@ -1,30 +1,50 @@
-"""Decide one failed task: look it up, ask the policy, delete when it says so.
+"""The one executor of plans: list, plan (``failjob_reaper.plan``), delete, report.
 
-This is the one code path behind job-failed and expiry events, manual retries
-and each task of a sweep. It returns an ``Outcome``; publishing is the
-caller's (``Reaper.handle``) so that a sweep can batch and count.
+A single event, a resource request (a CTS trace) and a sweep are the same
+thing here: read the scopes the target may live in, build one pure
+:class:`~failjob_reaper.plan.Plan`, send its DELETEs, interpret each answer.
+Every DELETE goes through :meth:`Reaper.send_delete` and every outcome through
+:meth:`Reaper.publish_outcome`: the one place to record what was decided
+before a DELETE, and what came of it after.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from failjob_reaper.errors import OutcomeDeliveryError
-from failjob_reaper.events import Rejected, TaskRequest
-from failjob_reaper.ids import is_valid_id
-from failjob_reaper.lookup import Found, Scope, find_task, still_listed
-from failjob_reaper.outcomes import Outcome, Publisher
+from failjob_reaper.events import Rejected, ResourceRequest, TaskRequest, Trigger
+from failjob_reaper.logs import outcome_fields
+from failjob_reaper.lookup import Scope, read_scope, scopes_to_search
+from failjob_reaper.outcomes import Causation, Outcome, Publisher
+from failjob_reaper.plan import (
+    Everything,
+    OneResource,
+    OneTask,
+    Plan,
+    PlannedDelete,
+    PlannedRecord,
+    ScopeListing,
+    Settlement,
+    Target,
+    interpret_delete,
+    make_plan,
+)
 from failjob_reaper.policy import Decision, Policy, decide
-from failjob_reaper.sdrs import SdrsError, TaskCenterClient
+from failjob_reaper.sdrs import DeleteResult, SdrsError, TaskCenterClient
 
 log = logging.getLogger("failjob_reaper")
 
 Clock = Callable[[], datetime]
+Emit = Callable[[Outcome], None]
+Progress = Callable[[str, int, int], None]
+"""Called with (phase, done, total); phases: "listing", "deleting"."""
 
 
 def utc_now() -> datetime:
@@ -36,6 +56,32 @@ class ReaperConfig:
     project_id: str
     id_field: str = "resource_id"
     dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one execution is for, and how it reports."""
+
+    target: Target
+    trigger: Trigger
+    causation: Causation
+    dry_run: bool
+    force: bool = False
+    task_id: str | None = None
+    """The id the request named (reported when nothing is found)."""
+    hint_group: str | None = None
+
+
+@dataclass
+class Execution:
+    """What happened in one execution besides its outcomes (the sweep summary uses it)."""
+
+    plan: Plan | None = None
+    scopes: list[Scope] = field(default_factory=list)
+    partial_reasons: list[str] = field(default_factory=list)
+    listing_error: SdrsError | None = None
+    """The first listing failure (single events report it as their outcome)."""
+    left_over: int = 0
 
 
 class Reaper:
@@ -58,7 +104,7 @@ class Reaper:
         # Outcomes decided but not delivered, by input (source, id): bounded, per process.
         self._undelivered: dict[tuple[str, str], Outcome] = {}
 
-    # -- one task ---------------------------------------------------------------
+    # -- entry points -----------------------------------------------------------
 
     def handle(self, request: TaskRequest | Rejected) -> Outcome:
         """Decide, act, publish; return the outcome (publishing errors propagate)."""
@@ -71,9 +117,8 @@ class Reaper:
             self._undelivered.pop(key, None)
             return replayed
         outcome = self.reject(request) if isinstance(request, Rejected) else self.decide(request)
-        _log_outcome(outcome)
         try:
-            self.publisher.outcome(outcome)
+            self.publish_outcome(outcome)
         except OutcomeDeliveryError as exc:
             exc.outcome, exc.failure_job_id = outcome.outcome, outcome.failure_job_id
             if key:
@@ -82,6 +127,26 @@ class Reaper:
                     self._undelivered.pop(next(iter(self._undelivered)))
             raise
         return outcome
+
+    def handle_resource(self, request: ResourceRequest) -> list[Outcome]:
+        """Decide every failed task of one resource; publish and return the outcomes.
+
+        Publishing errors propagate after every outcome was tried (the rest are kept in
+        the publisher's outbox).
+        """
+        outcomes = self.decide_resource(request)
+        failure: OutcomeDeliveryError | None = None
+        for outcome in outcomes:
+            if failure is not None:
+                self.publisher.defer(outcome)
+                continue
+            try:
+                self.publish_outcome(outcome)
+            except OutcomeDeliveryError as exc:
+                failure = exc
+        if failure is not None:
+            raise failure
+        return outcomes
 
     def reject(self, request: Rejected) -> Outcome:
         return Outcome(
@@ -95,32 +160,270 @@ class Reaper:
         )
 
     def decide(self, request: TaskRequest) -> Outcome:
-        base = _OutcomeBase(self, request)
+        """Decide one task and act on it; the outcome is not published."""
+        job = self.task_job(request)
+        outcomes: list[Outcome] = []
+        self.execute(job, outcomes.append)
+        # One task named, one outcome: the first is the one for the record named.
+        return outcomes[0]
+
+    def decide_resource(self, request: ResourceRequest) -> list[Outcome]:
+        job = Job(OneResource(request.resource_id), request.trigger, request.causation,
+                  self.dry_run(request.dry_run), task_id=request.resource_id,
+                  hint_group=request.server_group_id)
+        outcomes: list[Outcome] = []
+        self.execute(job, outcomes.append)
+        return outcomes
+
+    def task_job(self, request: TaskRequest) -> Job:
+        return Job(OneTask(request.match_field, request.task_id), request.trigger,
+                   request.causation, self.dry_run(request.dry_run), force=request.force,
+                   task_id=request.task_id, hint_group=request.server_group_id)
+
+    def dry_run(self, requested: bool) -> bool:
+        """A request may turn dry run on, never off."""
+        return requested or self.config.dry_run or self.policy.dry_run
+
+    # -- the two doors: every DELETE and every outcome passes here -----------------
+
+    def send_delete(
+        self, client: TaskCenterClient, delete: PlannedDelete, job: Job
+    ) -> DeleteResult:
+        """Send one planned DELETE (SdrsError when refused or out of retries)."""
+        return client.delete_failure_job(delete.failure_job_id)
+
+    def publish_outcome(self, outcome: Outcome) -> None:
+        """Log and publish one outcome (OutcomeDeliveryError when the sink refuses)."""
+        _log_outcome(outcome)
+        self.publisher.outcome(outcome)
+
+    # -- the executor ---------------------------------------------------------------
+
+    def read(
+        self,
+        job: Job,
+        *,
+        client: TaskCenterClient | None = None,
+        scopes: Sequence[Scope] | None = None,
+        concurrency: int = 1,
+        stop_at: Callable[[], bool] = lambda: False,
+        progress: Progress | None = None,
+        execution: Execution | None = None,
+    ) -> tuple[list[ScopeListing], Execution]:
+        """List what the plan for ``job`` needs. A scope that could not be listed (error,
+        deadline) is an incomplete listing, with the reason."""
+        client = client or self.client
+        execution = execution or Execution()
+        if scopes is None:
+            scopes = scopes_to_search(client, job.hint_group)
+        execution.scopes = list(scopes)
+        lock = threading.Lock()
+        done = 0
+
+        def list_one(scope: Scope) -> ScopeListing:
+            nonlocal done
+            if stop_at():
+                listing = ScopeListing(scope.server_group_id, (), complete=False,
+                                       why_incomplete="deadline reached while listing")
+            elif execution.listing_error is not None and not isinstance(job.target,
+                                                                        Everything):
+                # One task's search that already failed: its outcome is that failure.
+                listing = ScopeListing(scope.server_group_id, (), complete=False,
+                                       why_incomplete="not listed after an earlier failure")
+            else:
+                try:
+                    listing = read_scope(client, scope, self.clock)
+                except SdrsError as exc:
+                    with lock:
+                        execution.listing_error = execution.listing_error or exc
+                    listing = ScopeListing(scope.server_group_id, (), complete=False,
+                                           why_incomplete=f"listing failed: {exc.message}")
+            with lock:
+                done += 1
+                if progress is not None:
+                    progress("listing", done, len(scopes))
+            return listing
+
+        if concurrency > 1 and len(scopes) > 1:
+            with ThreadPoolExecutor(min(concurrency, len(scopes))) as pool:
+                listings = list(pool.map(list_one, scopes))
+        else:
+            listings = [list_one(scope) for scope in scopes]
+        for listing in listings:
+            if not listing.complete:
+                execution.partial_reasons.append(
+                    f"{listing.where}: {listing.why_incomplete}"
+                    if listing.why_incomplete and "deadline" not in listing.why_incomplete
+                    else "deadline reached while listing")
+        execution.partial_reasons[:] = list(dict.fromkeys(execution.partial_reasons))
+        return listings, execution
+
+    def plan(self, job: Job, listings: Sequence[ScopeListing]) -> Plan:
+        return make_plan(listings, self.policy, self.clock(), id_field=self.config.id_field,
+                         target=job.target, force=job.force, dry_run=job.dry_run)
+
+    def preview(self, job: Job, **read: Any) -> tuple[Plan, Execution]:
+        """List and plan without executing (``sweep --dry-run``, ``plan``)."""
+        listings, execution = self.read(job, **read)
+        execution.plan = self.plan(job, listings)
+        return execution.plan, execution
+
+    def execute(
+        self,
+        job: Job,
+        emit: Emit,
+        *,
+        client: TaskCenterClient | None = None,
+        scopes: Sequence[Scope] | None = None,
+        concurrency: int = 1,
+        stop_at: Callable[[], bool] = lambda: False,
+        stop_deleting: Callable[[], bool] = lambda: False,
+        progress: Progress | None = None,
+        on_plan: Callable[[Plan], None] | None = None,
+    ) -> Execution:
+        """List, plan, delete, interpret; hand every outcome to ``emit``."""
+        client = client or self.client
+        report = _Reporter(self, job)
+        if scopes is None:
+            try:
+                scopes = scopes_to_search(client, job.hint_group)
+            except SdrsError as exc:
+                emit(report.failed(exc, f"could not list protection groups: {exc.message}"))
+                return Execution()
+        listings, execution = self.read(job, client=client, scopes=scopes,
+                                         concurrency=concurrency, stop_at=stop_at,
+                                         progress=progress)
+        error = execution.listing_error
+        if error is not None and not isinstance(job.target, Everything):
+            # A single event whose search could not finish: a redelivery may do better.
+            emit(report.failed(error, f"could not list failed tasks: {error.message}"))
+            return execution
+        plan = self.plan(job, listings)
+        execution.plan = plan
+        if on_plan is not None:
+            on_plan(plan)
+        for settlement in plan.settled:
+            emit(report.settled(settlement))
+        self._delete_all(plan, job, client, report, emit, execution,
+                         concurrency=concurrency,
+                         stop=lambda: stop_at() or stop_deleting(), progress=progress)
+        return execution
+
+    def _delete_all(
+        self,
+        plan: Plan,
+        job: Job,
+        client: TaskCenterClient,
+        report: _Reporter,
+        emit: Emit,
+        execution: Execution,
+        *,
+        concurrency: int,
+        stop: Callable[[], bool],
+        progress: Progress | None,
+    ) -> None:
+        total = len(plan.deletes)
+        if not total:
+            return
+        done = 0
+        lock = threading.Lock()
+        not_found: list[tuple[PlannedDelete, DeleteResult]] = []
+
+        def delete_one(delete: PlannedDelete) -> None:
+            nonlocal done
+            if stop():
+                return  # left for the next run; the summary says partial
+            if plan.dry_run:
+                emit(report.of(delete, "would_delete", dry_run=True))
+            else:
+                result = self._delete(client, delete, job, report, emit)
+                if result is not None:
+                    with lock:
+                        not_found.append((delete, result))
+            with lock:
+                done += 1
+                if progress is not None:
+                    progress("deleting", done, total)
+
+        # `concurrency` workers pull from one iterator: no Future per task (a 20,000-task
+        # sweep would hold 20,000 of them), and an unexpected error still propagates.
+        pending = iter(plan.deletes)
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    delete = next(pending, None)
+                if delete is None:
+                    return
+                delete_one(delete)
+
+        workers = min(concurrency, total) or 1
+        if workers == 1:
+            worker()
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                for future in [pool.submit(worker) for _ in range(workers)]:
+                    future.result()
+        execution.left_over = total - done
+        self._settle_not_found(client, not_found, report, emit)
+
+    def _delete(
+        self,
+        client: TaskCenterClient,
+        delete: PlannedDelete,
+        job: Job,
+        report: _Reporter,
+        emit: Emit,
+    ) -> DeleteResult | None:
+        """Send one DELETE and report it, or return the 404 that needs a re-listing."""
         try:
-            found = find_task(
-                self.client, request.match_field, request.task_id, request.server_group_id
-            )
+            result = self.send_delete(client, delete, job)
         except SdrsError as exc:
-            return base.failed(exc, f"could not list failed tasks: {exc.message}")
-        if found is None:
-            return base.make(
-                "already_deleted",
-                reason="not listed at the top level nor in any protection group",
-            )
-        failure_job_id = found.record.get(self.config.id_field)
-        if not is_valid_id(failure_job_id):
-            return base.make(
-                "delete_failed",
-                found=found,
-                reason=(
-                    f"the listed record has no usable {self.config.id_field!r}; "
-                    "check SDRS_FAILURE_JOB_ID_FIELD"
-                ),
-                error={"code": "reaper.no_id", "message": "no failure_job_id", "retryable": False},
-            )
-        listing = Listing(found.scope_records, self.config.id_field)
-        decision = self.decide_record(found.record, listing, found.scope, force=request.force)
-        return self.act(base, found, str(failure_job_id), decision, self.dry_run(request.dry_run))
+            emit(report.failed(exc, _delete_failure(exc), delete))
+            return None
+        verdict = interpret_delete(result.status_code, earlier_answer_lost=result.lost_answers
+                                   > 0, still_listed=None, id_field=self.config.id_field)
+        if verdict.outcome is None:
+            return result
+        emit(report.of(delete, verdict.outcome, reason=verdict.reason,
+                       status_code=result.status_code, attempts=result.attempts))
+        return None
+
+    def _settle_not_found(
+        self,
+        client: TaskCenterClient,
+        not_found: list[tuple[PlannedDelete, DeleteResult]],
+        report: _Reporter,
+        emit: Emit,
+    ) -> None:
+        # One re-listing per scope tells "gone" from "wrong id field" for every 404 in it.
+        id_field = self.config.id_field
+        fresh: dict[str | None, set[str] | SdrsError] = {}
+        for delete, result in not_found:
+            still: bool | None = False
+            failure: SdrsError | None = None
+            for group in delete.scopes:
+                if group not in fresh:
+                    try:
+                        listing = read_scope(client, Scope(group), self.clock)
+                        fresh[group] = {str(r.get(id_field)) for r in listing.records}
+                    except SdrsError as exc:
+                        fresh[group] = exc
+                ids = fresh[group]
+                if isinstance(ids, SdrsError):
+                    failure = ids
+                elif delete.failure_job_id in ids:
+                    still = True
+            if not still and failure is not None:
+                emit(report.failed(failure, "DELETE answered 404 and the re-check failed",
+                                   delete))
+                continue
+            verdict = interpret_delete(404, earlier_answer_lost=False, still_listed=still,
+                                       id_field=id_field)
+            emit(report.of(delete, verdict.outcome or "delete_failed", reason=verdict.reason,
+                           status_code=404, attempts=result.attempts, error=verdict.error))
+
+    # -- compatibility for explain ------------------------------------------------------
 
     def decide_record(
         self,
@@ -131,129 +434,42 @@ class Reaper:
         force: bool = False,
         now: datetime | None = None,
     ) -> Decision:
-        """The policy's word on ``record``, given the other records of its listing."""
+        """The plan's word on ``record`` within one scope's listing (``explain``)."""
         now = now or self.clock()
-        siblings = listing.same_resource(record)
-        decision = decide(
-            record, self.policy, now, siblings=siblings, force=force,
-            server_group_id=scope.server_group_id,
-        )
-        if decision.action != "delete":
-            return decision
-        # One DELETE path may name several listed records (the id field is a setting):
-        # delete only when the policy lets every one of them go.
-        for other in listing.same_delete_id(record):
-            if other is record:
-                continue
-            other_decision = decide(
-                other, self.policy, now, siblings=listing.same_resource(other), force=force,
-                server_group_id=scope.server_group_id,
-            )
-            if other_decision.action != "delete":
-                return Decision(
-                    action="retain",
-                    rule=other_decision.rule,
-                    reason=(
-                        f"another failed task with the same {self.config.id_field} is kept: "
-                        f"{other_decision.reason}"
-                    ),
-                    retain_until=other_decision.retain_until,
-                )
-        return decision
-
-    def act(
-        self,
-        base: _OutcomeBase,
-        found: Found,
-        failure_job_id: str,
-        decision: Decision,
-        dry_run: bool,
-    ) -> Outcome:
-        """Turn a decision into an outcome, sending the DELETE when it is due."""
-        if decision.action == "retain":
-            return base.make("retained", found=found, failure_job_id=failure_job_id,
-                             decision=decision, dry_run=dry_run)
-        if dry_run:
-            return base.make("would_delete", found=found, failure_job_id=failure_job_id,
-                             decision=decision, dry_run=True)
-        try:
-            result = self.client.delete_failure_job(failure_job_id)
-        except SdrsError as exc:
-            return base.failed(exc, f"DELETE refused: {exc.message}", found=found,
-                               failure_job_id=failure_job_id, decision=decision)
-        if result.found:
-            return base.make("deleted", found=found, failure_job_id=failure_job_id,
-                             decision=decision, status_code=result.status_code,
-                             attempts=result.attempts)
-        return self._after_404(base, found, failure_job_id, decision, result.attempts)
-
-    def _after_404(
-        self, base: _OutcomeBase, found: Found, failure_job_id: str, decision: Decision,
-        attempts: int,
-    ) -> Outcome:
-        # 404 means gone - unless the record is still listed, then the id field is wrong.
-        try:
-            listed = still_listed(self.client, found.scope, self.config.id_field, failure_job_id)
-        except SdrsError as exc:
-            return base.failed(exc, "DELETE answered 404 and the re-check failed",
-                               found=found, failure_job_id=failure_job_id, decision=decision)
-        if listed:
-            return base.make(
-                "delete_failed", found=found, failure_job_id=failure_job_id, decision=decision,
-                status_code=404, attempts=attempts,
-                reason=(
-                    f"DELETE by {self.config.id_field} answered 404 but the task is still "
-                    "listed: SDRS_FAILURE_JOB_ID_FIELD probably names the wrong field"
-                ),
-                error={"code": "HTTP.404", "message": "still listed after 404",
-                       "retryable": False},
-            )
-        return base.make("already_deleted", found=found, failure_job_id=failure_job_id,
-                         decision=decision, status_code=404, attempts=attempts,
-                         reason="DELETE answered 404: deleted by someone else")
-
-    def dry_run(self, requested: bool) -> bool:
-        """A request may turn dry run on, never off."""
-        return requested or self.config.dry_run or self.policy.dry_run
+        raw_id = record.get(self.config.id_field)
+        target: Target = (OneTask(self.config.id_field, raw_id) if isinstance(raw_id, str)
+                          else OneTask("job_id", str(record.get("job_id"))))
+        plan = make_plan([ScopeListing(scope.server_group_id, listing.records)], self.policy,
+                         now, id_field=self.config.id_field, target=target, force=force)
+        for settlement in plan.settled:
+            if settlement.decision is not None:
+                return settlement.decision
+        for delete in plan.deletes:
+            return delete.decision
+        return decide(record, self.policy, now, siblings=listing.records, force=force,
+                      server_group_id=scope.server_group_id)
 
 
 class Listing:
-    """The records of one listing, indexed for keep-latest and shared DELETE ids."""
+    """The records of one listing (kept for ``explain``)."""
 
     def __init__(self, records: Iterable[Mapping[str, Any]], id_field: str) -> None:
         self.records = list(records)
-        self._by_resource: dict[object, list[Mapping[str, Any]]] = defaultdict(list)
-        self._by_id: dict[object, list[Mapping[str, Any]]] = defaultdict(list)
-        for record in self.records:
-            self._by_resource[_hashable(record.get("resource_id"))].append(record)
-            self._by_id[_hashable(record.get(id_field))].append(record)
         self._id_field = id_field
 
-    def same_resource(self, record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-        key = _hashable(record.get("resource_id"))
-        return self._by_resource.get(key, []) if key is not None else []
 
-    def same_delete_id(self, record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-        key = _hashable(record.get(self._id_field))
-        return self._by_id.get(key, []) if key is not None else []
+class _Reporter:
+    """Fills in the fields every outcome of one job shares."""
 
-
-def _hashable(value: object) -> object:
-    return value if isinstance(value, str | int) else None
-
-
-class _OutcomeBase:
-    """Fills in the fields every outcome of one request shares."""
-
-    def __init__(self, reaper: Reaper, request: TaskRequest) -> None:
+    def __init__(self, reaper: Reaper, job: Job) -> None:
         self.reaper = reaper
-        self.request = request
+        self.job = job
 
     def make(
         self,
         outcome: str,
         *,
-        found: Found | None = None,
+        planned: PlannedRecord | None = None,
         failure_job_id: str | None = None,
         decision: Decision | None = None,
         reason: str | None = None,
@@ -262,39 +478,48 @@ class _OutcomeBase:
         error: Mapping[str, Any] | None = None,
         dry_run: bool | None = None,
     ) -> Outcome:
-        request = self.request
+        job = self.job
         return Outcome(
             outcome=outcome,
             project_id=self.reaper.config.project_id,
-            failure_job_id=failure_job_id or request.task_id,
-            trigger=request.trigger,
-            dry_run=self.reaper.dry_run(request.dry_run) if dry_run is None else dry_run,
-            causation=request.causation,
+            failure_job_id=failure_job_id or job.task_id,
+            trigger=job.trigger,
+            dry_run=job.dry_run if dry_run is None else dry_run,
+            causation=job.causation,
             rule=decision.rule if decision else None,
             reason=reason if reason is not None else (decision.reason if decision else ""),
             retain_until=decision.retain_until if decision else None,
             status_code=status_code,
             attempts=attempts,
-            job=found.record if found else None,
+            job=planned.record if planned else None,
             error=error,
             forced=bool(decision and decision.forced),
-            server_group_id=found.scope.server_group_id if found else request.server_group_id,
+            server_group_id=planned.server_group_id if planned else job.hint_group,
         )
 
-    def failed(
-        self,
-        exc: SdrsError,
-        reason: str,
-        *,
-        found: Found | None = None,
-        failure_job_id: str | None = None,
-        decision: Decision | None = None,
+    def of(
+        self, delete: PlannedDelete, outcome: str, *, reason: str | None = None,
+        status_code: int | None = None, attempts: int = 0,
+        error: Mapping[str, Any] | None = None, dry_run: bool | None = None,
     ) -> Outcome:
-        return self.make(
-            "delete_failed", found=found, failure_job_id=failure_job_id, decision=decision,
-            reason=reason, status_code=exc.status_code, attempts=exc.attempts,
-            error=exc.as_dict(),
-        )
+        return self.make(outcome, planned=delete.record, failure_job_id=delete.failure_job_id,
+                         decision=delete.decision, reason=reason, status_code=status_code,
+                         attempts=attempts, error=error, dry_run=dry_run)
+
+    def settled(self, settlement: Settlement) -> Outcome:
+        return self.make(settlement.outcome, planned=settlement.record,
+                         failure_job_id=settlement.failure_job_id,
+                         decision=settlement.decision, reason=settlement.reason,
+                         error=settlement.error)
+
+    def failed(
+        self, exc: SdrsError, reason: str, delete: PlannedDelete | None = None
+    ) -> Outcome:
+        if delete is None:
+            return self.make("delete_failed", reason=reason, status_code=exc.status_code,
+                             attempts=exc.attempts, error=exc.as_dict())
+        return self.of(delete, "delete_failed", reason=reason, status_code=exc.status_code,
+                       attempts=exc.attempts, error=exc.as_dict())
 
 
 _REPLAY_LIMIT = 1000
@@ -307,9 +532,16 @@ def _replay_key(request: TaskRequest | Rejected) -> tuple[str, str] | None:
     return None
 
 
+def _delete_failure(exc: SdrsError) -> str:
+    # A 2xx/3xx other than 204 is no refusal: say what came back (sdrs/_errors.py).
+    if exc.status_code is not None and exc.status_code < 400:
+        return f"DELETE got an {exc.message}"
+    return f"DELETE refused: {exc.message}"
+
+
 def _log_outcome(outcome: Outcome) -> None:
     log.info(
         "%s failure_job_id=%s trigger=%s rule=%s status=%s attempts=%d reason=%s",
         outcome.outcome, outcome.failure_job_id, outcome.trigger, outcome.rule,
-        outcome.status_code, outcome.attempts, outcome.reason,
+        outcome.status_code, outcome.attempts, outcome.reason, extra=outcome_fields(outcome),
     )

@@ -7,6 +7,7 @@ here, at start-up, with one line naming the variable and never its value.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -29,7 +30,10 @@ class Settings(BaseSettings):
     """All settings; attribute names are short, the environment names are the aliases."""
 
     model_config = SettingsConfigDict(
-        env_ignore_empty=True, extra="ignore", frozen=True, populate_by_name=False
+        env_ignore_empty=True, extra="ignore", frozen=True, populate_by_name=False,
+        # NaN passes no bound check with a message that makes sense ("should be <= 300"):
+        # refuse NaN and infinities as such.
+        allow_inf_nan=False,
     )
 
     # SDRS API
@@ -218,6 +222,40 @@ class Settings(BaseSettings):
             )
 
 
+    def check_consistency(self, environ: Mapping[str, str]) -> None:
+        """Refuse settings that contradict each other (SPEC section 3), naming one variable."""
+        if self.backoff_initial > self.backoff_max:
+            raise ConfigError(
+                f"SDRS_BACKOFF_INITIAL: {self.backoff_initial:g} is above "
+                f"SDRS_BACKOFF_MAX {self.backoff_max:g}; the first wait cannot exceed the cap"
+            )
+        ours, sdks = environ.get("SDRS_PROJECT_ID"), environ.get("HUAWEICLOUD_SDK_PROJECT_ID")
+        if ours and sdks and ours != sdks:
+            raise ConfigError(
+                "SDRS_PROJECT_ID: differs from HUAWEICLOUD_SDK_PROJECT_ID; "
+                "set one of them, or both to the same project"
+            )
+        self._check_event_types()
+
+    def _check_event_types(self) -> None:
+        from failjob_reaper.events import PING_TYPE
+        from failjob_reaper.outcomes import OUTCOMES, SWEEP_COMPLETED, TYPE_PREFIX
+
+        fixed = {PING_TYPE: "the PingSource's type, which sweeps already"}
+        fixed.update({TYPE_PREFIX + name: "an outcome type (the function would consume its "
+                      "own outcomes)" for name in (*OUTCOMES, SWEEP_COMPLETED)})
+        seen: dict[str, str] = {}
+        for variable, value in (("EVENT_TYPE_JOB_FAILED", self.type_job_failed),
+                                ("EVENT_TYPE_EXPIRED", self.type_expired),
+                                ("EVENT_TYPE_SWEEP", self.type_sweep)):
+            if value in seen:
+                raise ConfigError(f"{variable}: the same type as {seen[value]}; "
+                                  "each input type needs a name of its own")
+            if value in fixed:
+                raise ConfigError(f"{variable}: {value} is {fixed[value]}")
+            seen[value] = variable
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -227,18 +265,17 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _alias_names() -> frozenset[str]:
-    names: set[str] = set()
-    for field in Settings.model_fields.values():
-        alias = field.validation_alias
-        if isinstance(alias, str):
-            names.add(alias)
-        elif isinstance(alias, AliasChoices):
-            names.update(str(choice) for choice in alias.choices)
-    return frozenset(names)
+def env_names(name: str) -> tuple[str, ...]:
+    """The environment variables of one settings field, the preferred first."""
+    alias = Settings.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(choice) for choice in alias.choices)
+    return (alias,) if isinstance(alias, str) else ()
 
 
-ENV_VARS: frozenset[str] = _alias_names()
+ENV_VARS: frozenset[str] = frozenset(
+    variable for name in Settings.model_fields for variable in env_names(name)
+)
 """Every environment variable the settings read (infra tests check manifests against it)."""
 
 
@@ -256,6 +293,7 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
     settings.check_credentials(context_credentials=context_credentials)
+    settings.check_consistency(os.environ if environ is None else environ)
     return settings
 
 
@@ -264,7 +302,35 @@ def _one_line(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
         name = str(error["loc"][0]) if error["loc"] else "settings"
-        message = "required" if error["type"] == "missing" else error["msg"]
-        message = message.removeprefix("Value error, ")
-        problems.append(f"{name}: {message}")
+        problems.append(f"{name}: {_message(error['type'], error.get('ctx') or {}, error['msg'])}")
     return "; ".join(problems)
+
+
+_MESSAGES = {
+    "missing": "required",
+    "finite_number": "must be a finite number",
+    "greater_than": "must be greater than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "literal_error": "must be {expected}",
+    "json_invalid": "must be JSON",
+}
+"""pydantic's error types in the words of the rest of the settings' messages."""
+
+
+def _message(kind: str, ctx: Mapping[str, Any], fallback: str) -> str:
+    template = _MESSAGES.get(kind)
+    if template is not None:
+        try:
+            return template.format(**{k: f"{v:g}" if isinstance(v, float) else v
+                                      for k, v in ctx.items()})
+        except (KeyError, IndexError):
+            pass
+    message = fallback.removeprefix("Value error, ")
+    return "must be" + message.removeprefix("Input should be") if message.startswith(
+        "Input should be") else message

@@ -196,8 +196,7 @@ def refresh_credentials(app: App, context: Context | None) -> None:
     ak = _text(_ask(context, "getSecurityAccessKey"))
     sk = _text(_ask(context, "getSecuritySecretKey"))
     token = _text(_ask(context, "getSecurityToken"))
-    if not ak or not sk:
-        auth.clear()
+    if not ak or not sk:  # nothing is cleared: concurrent invocations keep theirs
         raise ConfigurationFailed(
             f"{CONFIG_ERROR_PREFIX}HUAWEICLOUD_SDK_AK: not set, and the invocation context "
             "carries no agency credentials: give the function an agency, or set "

@@ -20,6 +20,7 @@ from werkzeug.test import TestResponse
 
 from failjob_reaper.settings import ENV_VARS
 from standin import OutcomeSink, TaskCenterStandIn, format_begin_time
+from standin.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "0605767f0a00d5762fe0c0148c8ba0d3"
@@ -167,3 +168,22 @@ def data_of(event: CloudEvent) -> dict[str, Any]:
         data = json.loads(data)
     assert isinstance(data, dict)
     return data
+
+
+# -- a real redis-server for the shared state (SPEC section 10) ---------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One ``redis-server`` per test session (per xdist worker) on a free loopback port."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    if not redis_server.running:  # a test stopped it (Redis going away): bring it back
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url

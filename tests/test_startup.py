@@ -17,7 +17,8 @@ import pytest
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from failjob_reaper.settings import ENV_VARS
+from failjob_reaper.errors import ConfigError
+from failjob_reaper.settings import ENV_VARS, load_settings
 from standin import OutcomeSink, TaskCenterStandIn
 from tests.conftest import AK, EXPIRED, PROJECT, ROOT, SK, TOKEN, FunctionFactory, failed_task
 
@@ -58,6 +59,17 @@ def _import_main(**values: str) -> subprocess.CompletedProcess[str]:
           "K_CE_OVERRIDES": '{"extensions": {"Bad-Name": "x"}}'}, "K_CE_OVERRIDES:"),
         ({"SDRS_ENDPOINT": "http://127.0.0.1:1", "SDRS_PROJECT_ID": PROJECT,
           "RETRY_API_TOKEN": "short"}, "RETRY_API_TOKEN: must be at least 16"),
+        ({"SDRS_ENDPOINT": "http://127.0.0.1:1", "SDRS_PROJECT_ID": PROJECT,
+          "SDRS_REQUEST_TIMEOUT": "NaN"}, "SDRS_REQUEST_TIMEOUT: must be a finite number"),
+        ({"SDRS_ENDPOINT": "http://127.0.0.1:1", "SDRS_PROJECT_ID": PROJECT,
+          "SDRS_BACKOFF_INITIAL": "5", "SDRS_BACKOFF_MAX": "1"},
+         "SDRS_BACKOFF_INITIAL: 5 is above SDRS_BACKOFF_MAX 1"),
+        ({"SDRS_ENDPOINT": "http://127.0.0.1:1", "SDRS_PROJECT_ID": PROJECT,
+          "HUAWEICLOUD_SDK_PROJECT_ID": "another-project"},
+         "SDRS_PROJECT_ID: differs from HUAWEICLOUD_SDK_PROJECT_ID"),
+        ({"SDRS_ENDPOINT": "http://127.0.0.1:1", "SDRS_PROJECT_ID": PROJECT,
+          "EVENT_TYPE_EXPIRED": "sdrs.job.failed"},
+         "EVENT_TYPE_EXPIRED: the same type as EVENT_TYPE_JOB_FAILED"),
     ],
 )
 def test_bad_settings_stop_the_import_with_one_line_naming_the_variable(
@@ -70,6 +82,60 @@ def test_bad_settings_stop_the_import_with_one_line_naming_the_variable(
     assert lines[0].startswith("failjob-reaper: configuration error: ")
     assert expected in lines[0]
     assert "Traceback" not in result.stderr
+
+
+LOOPBACK = {"SDRS_ENDPOINT": "http://127.0.0.1:1", "SDRS_PROJECT_ID": PROJECT}
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"SDRS_REQUEST_TIMEOUT": "nan"}, "SDRS_REQUEST_TIMEOUT: must be a finite number"),
+        ({"SDRS_RETRY_DEADLINE": "inf"}, "SDRS_RETRY_DEADLINE: must be a finite number"),
+        ({"SWEEP_RATE_LIMIT": "-Infinity"}, "SWEEP_RATE_LIMIT: must be a finite number"),
+        ({"SWEEP_RATE_LIMIT": "inf"}, "SWEEP_RATE_LIMIT: must be a finite number"),
+        ({"SDRS_REQUEST_TIMEOUT": "1000"}, "SDRS_REQUEST_TIMEOUT: must be at most 300"),
+        ({"SDRS_REQUEST_TIMEOUT": "0"}, "SDRS_REQUEST_TIMEOUT: must be greater than 0"),
+        ({"SDRS_MAX_ATTEMPTS": "0"}, "SDRS_MAX_ATTEMPTS: must be at least 1"),
+        ({"SDRS_MAX_ATTEMPTS": "2.5"}, "SDRS_MAX_ATTEMPTS: must be a whole number"),
+        ({"SWEEP_DEADLINE": "soon"}, "SWEEP_DEADLINE: must be a number"),
+        ({"RETENTION_DRY_RUN": "maybe"}, "RETENTION_DRY_RUN: must be true or false"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT: must be 'json' or 'text'"),
+        ({"SDRS_BACKOFF_INITIAL": "2", "SDRS_BACKOFF_MAX": "1.5"},
+         "SDRS_BACKOFF_INITIAL: 2 is above SDRS_BACKOFF_MAX 1.5"),
+        ({"SDRS_BACKOFF_INITIAL": "9"}, "SDRS_BACKOFF_INITIAL: 9 is above SDRS_BACKOFF_MAX 8"),
+        ({"HUAWEICLOUD_SDK_PROJECT_ID": "other"},
+         "SDRS_PROJECT_ID: differs from HUAWEICLOUD_SDK_PROJECT_ID"),
+        ({"EVENT_TYPE_SWEEP": "sdrs.failurejob.expired"},
+         "EVENT_TYPE_SWEEP: the same type as EVENT_TYPE_EXPIRED"),
+        ({"EVENT_TYPE_JOB_FAILED": "x.y", "EVENT_TYPE_SWEEP": "x.y"},
+         "EVENT_TYPE_SWEEP: the same type as EVENT_TYPE_JOB_FAILED"),
+        ({"EVENT_TYPE_SWEEP": "dev.knative.sources.ping"},
+         "EVENT_TYPE_SWEEP: dev.knative.sources.ping is the PingSource's type"),
+        ({"EVENT_TYPE_JOB_FAILED": "sdrs.failurejob.delete_failed"},
+         "EVENT_TYPE_JOB_FAILED: sdrs.failurejob.delete_failed is an outcome type"),
+    ],
+)
+def test_bad_and_contradictory_settings_are_explained_in_plain_words(
+    values: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({**LOOPBACK, **values})
+    assert str(raised.value).startswith(expected), str(raised.value)
+    assert "Input should" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"HUAWEICLOUD_SDK_PROJECT_ID": PROJECT},  # the same project twice is no contradiction
+        {"SDRS_BACKOFF_INITIAL": "8", "SDRS_BACKOFF_MAX": "8"},
+        {"SDRS_BACKOFF_INITIAL": "0", "SDRS_BACKOFF_MAX": "0"},
+        {"RUNTIME_PROJECT_ID": "the-functions-own-project"},  # FunctionGraph sets it
+    ],
+)
+def test_consistent_settings_are_accepted(values: dict[str, str]) -> None:
+    assert load_settings({**LOOPBACK, **values}).project_id == PROJECT
 
 
 def test_a_secret_in_a_bad_setting_is_not_echoed() -> None:

@@ -55,6 +55,8 @@ class DeleteResult:
     found: bool
     status_code: int
     attempts: int
+    lost_answers: int = 0
+    """Earlier attempts that got no answer (timeout, reset): they may have been applied."""
 
 
 class _Transient(Exception):
@@ -151,8 +153,10 @@ class TaskCenterClient:
         """DELETE one failed task: 204 and 404 are answers, anything else raises SdrsError."""
         job_id = validate_id(failure_job_id)
         path = f"/v1/{self.project_id}/task-center/failure-jobs/{job_id}"
-        response, attempts = self._send("DELETE", path, None, ok=(204, 404))
-        return DeleteResult(response.status_code == 204, response.status_code, attempts)
+        lost: list[SdrsError] = []
+        response, attempts = self._send("DELETE", path, None, ok=(204, 404), lost=lost)
+        return DeleteResult(response.status_code == 204, response.status_code, attempts,
+                            lost_answers=len(lost))
 
     def with_rate_limit(self, limiter: RateLimiter | None) -> TaskCenterClient:
         """The same client (and connection pool) pacing its requests with ``limiter``.
@@ -192,6 +196,7 @@ class TaskCenterClient:
         params: dict[str, str] | None,
         *,
         ok: tuple[int, ...],
+        lost: list[SdrsError] | None = None,
     ) -> tuple[httpx.Response, int]:
         policy = self.retry
         retrying = Retrying(
@@ -206,7 +211,12 @@ class TaskCenterClient:
             for attempt in retrying:
                 with attempt:
                     attempt_number = attempt.retry_state.attempt_number
-                    response = self._attempt(method, path, params, attempt_number)
+                    try:
+                        response = self._attempt(method, path, params, attempt_number)
+                    except _Transient as exc:
+                        if lost is not None and _maybe_applied(exc.error):
+                            lost.append(exc.error)
+                        raise
                     if response.status_code in ok:
                         return response, attempt_number
                     raise error_from_response(response, attempts=attempt_number)
@@ -230,6 +240,14 @@ class TaskCenterClient:
             error = error_from_response(response, attempts=attempt_number)
             raise _Transient(error, _retry_after(response, self.retry.deadline))
         return response
+
+
+def _maybe_applied(error: SdrsError) -> bool:
+    """No answer after the request may have gone out (a read timeout, a reset): not a
+    connection that was never made (httpx's ConnectError/ConnectTimeout send nothing)."""
+    return error.status_code is None and not error.message.endswith(
+        ("ConnectError", "ConnectTimeout")
+    )
 
 
 def _page(

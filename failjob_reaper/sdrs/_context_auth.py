@@ -5,14 +5,20 @@ through the invocation context (``getSecurityAccessKey()``,
 ``getSecuritySecretKey()``, ``getSecurityToken()``), and they rotate. The
 process builds one ``TaskCenterClient`` (one connection pool) and reuses it, so
 its auth must be able to change credentials under it: the FunctionGraph handler
-calls ``update()`` at the start of every invocation, and every request (and
-every retry of it) is signed with whatever was set last, exactly like
-``AkSkAuth`` signs (the security token is sent and signed as
-``X-Security-Token``).
+calls ``update()`` at the start of every invocation, exactly like ``AkSkAuth``
+signs (the security token is sent and signed as ``X-Security-Token``).
+
+Concurrent invocations share the process: ``update()`` binds the credentials to
+the calling invocation's context (a ``ContextVar``: its thread, or its task) and
+also makes them the newest, which threads without a binding of their own (a
+sweep's worker pool) sign with. Nothing is ever cleared: there is no moment in
+which a running invocation finds no credentials, and an invocation that brings
+none fails before it sends anything (the handler checks the context first).
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Generator
 from datetime import datetime
@@ -24,6 +30,12 @@ from failjob_reaper.sdrs._signing import AkSkAuth
 __all__ = ["MissingCredentials", "RotatingAkSkAuth"]
 
 
+_BOUND: contextvars.ContextVar[tuple[int, AkSkAuth] | None] = contextvars.ContextVar(
+    "failjob_reaper_invocation_signer", default=None
+)
+"""(id of the RotatingAkSkAuth, its signer for this invocation's context)."""
+
+
 class MissingCredentials(RuntimeError):
     """A request was about to be sent before any credentials were set."""
 
@@ -33,7 +45,8 @@ class RotatingAkSkAuth(httpx.Auth):
 
     Thread-safe: a sweep signs from several threads while the next invocation
     may already be updating; each request is signed with one consistent
-    (AK, SK, token) triple, the newest at the time it is (re)sent.
+    (AK, SK, token) triple: its invocation's own when the request is sent from
+    that invocation's context, else the newest at the time it is (re)sent.
     """
 
     requires_request_body = True
@@ -51,20 +64,20 @@ class RotatingAkSkAuth(httpx.Auth):
         self._signer: AkSkAuth | None = None
 
     def update(self, ak: str, sk: str, security_token: str | None = None) -> None:
-        """Sign from now on with these credentials; ValueError if the AK or SK is empty."""
+        """Sign this invocation's requests (its context) with these credentials, and make
+        them the newest for everyone else; ValueError if the AK or SK is empty.
+
+        One atomic swap: the previous credentials stay valid for requests already
+        being signed, and no one ever sees none."""
         token = security_token or None
         credentials = (ak, sk, token)
         with self._lock:
-            if credentials == self._current:
-                return
-            signer = AkSkAuth(ak, sk, security_token=token, project_id=self._project_id,
-                              clock=self._clock)
-            self._current, self._signer = credentials, signer
-
-    def clear(self) -> None:
-        """Forget the credentials: requests fail with MissingCredentials until the next update."""
-        with self._lock:
-            self._current, self._signer = None, None
+            signer = self._signer
+            if credentials != self._current or signer is None:
+                signer = AkSkAuth(ak, sk, security_token=token, project_id=self._project_id,
+                                  clock=self._clock)
+                self._current, self._signer = credentials, signer
+        _BOUND.set((id(self), signer))
 
     @property
     def has_credentials(self) -> bool:
@@ -78,8 +91,12 @@ class RotatingAkSkAuth(httpx.Auth):
             return self._signer.ak if self._signer is not None else None
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        with self._lock:
-            signer = self._signer
+        bound = _BOUND.get()
+        if bound is not None and bound[0] == id(self):
+            signer: AkSkAuth | None = bound[1]
+        else:
+            with self._lock:
+                signer = self._signer
         if signer is None:
             raise MissingCredentials(
                 "no credentials: RotatingAkSkAuth.update() was not called before the request"

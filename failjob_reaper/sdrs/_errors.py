@@ -48,7 +48,11 @@ class SdrsError(ReaperError):
 
 
 def error_from_response(response: httpx.Response, *, attempts: int) -> SdrsError:
-    code, message = parse_error_body(response)
+    if response.status_code < 400:
+        # Not a refusal: an answer the call does not expect (a 200 to a DELETE, say).
+        code, message = f"HTTP.{response.status_code}", f"unexpected answer {response.status_code}"
+    else:
+        code, message = parse_error_body(response)
     return SdrsError(
         message,
         code=code,

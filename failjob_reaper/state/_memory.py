@@ -103,6 +103,11 @@ class MemoryStore:
                 if not current:
                     del self._values[key]
 
+    def hash_len(self, key: str) -> int:
+        with self._lock:
+            current = self._live(key)
+        return len(current) if isinstance(current, dict) else 0
+
     def close(self) -> None:
         return None
 

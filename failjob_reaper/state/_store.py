@@ -69,6 +69,10 @@ class StateStore(Protocol):
 
     def hash_delete(self, key: str, field: str) -> None: ...
 
+    def hash_len(self, key: str) -> int:
+        """How many fields a hash has (0 when absent)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -81,7 +85,7 @@ def open_store(url: str, *, namespace: str) -> StateStore:
         return MemoryStore(namespace=namespace)
     if scheme in ("redis", "rediss"):
         # Imported here: a memory:// deployment never pays for redis-py at cold start.
-        from failjob_reaper.state._redis import RedisStore  # type: ignore[import-not-found]
+        from failjob_reaper.state._redis import RedisStore
 
         store: StateStore = RedisStore(url, namespace=namespace)
         return store

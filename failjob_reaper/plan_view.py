@@ -1,0 +1,198 @@
+"""A plan as an operator reviews it: one row per listed task, as a table, JSON lines or CSV.
+
+Every distinct record the sweep read gets a row: what happens to it (``would_delete``,
+``retained``; after a real sweep ``deleted``, ``already_deleted``, ``delete_failed``, or
+``left_over`` when the deadline came first), its DELETE id, where it was listed, the rule
+that decided and ``retain_until``. The guard verdict says, with numbers, whether a guard
+stops the sweep and how far the plan is over it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from failjob_reaper.plan import GUARD_RULE, GuardVerdict, Plan, PlannedRecord
+from failjob_reaper.policy import Decision
+
+OutputFormat = Literal["table", "json", "csv"]
+
+_DELETING = ("would_delete", "deleted", "already_deleted", "delete_failed", "left_over")
+_ORDER = {action: n for n, action in enumerate((*_DELETING, "retained"))}
+
+
+@dataclass(frozen=True)
+class Row:
+    action: str
+    failure_job_id: str | None
+    job_id: str | None
+    resource_id: str | None
+    resource_name: str | None
+    server_group_id: str | None
+    rule: str | None
+    retain_until: str | None
+    begin_time: str | None
+    reason: str
+
+
+def plan_rows(plan: Plan, done: Mapping[str, Mapping[str, Any]] | None = None) -> list[Row]:
+    """One row per distinct record of ``plan``, the deletes first.
+
+    ``done``: after a real sweep, the outcome data of each DELETE id (what the DELETE
+    answered); None for a dry run, where a planned DELETE is ``would_delete``.
+    """
+    sharing: dict[str | None, list[PlannedRecord]] = defaultdict(list)
+    for planned in plan.records:
+        sharing[planned.failure_job_id].append(planned)
+
+    def group(failure_job_id: str | None, planned: PlannedRecord) -> list[PlannedRecord]:
+        # Records sharing one DELETE id share its fate; a record without an id is alone.
+        return sharing[failure_job_id] if failure_job_id is not None else [planned]
+
+    rows: dict[str, Row] = {}
+    for delete in plan.deletes:
+        answer = (done or {}).get(delete.failure_job_id)
+        for planned in delete.removes:
+            rows[planned.key] = _deleting_row(planned, delete.decision, answer, done is None)
+    for settlement in plan.settled:
+        lead = settlement.record
+        if lead is None:
+            continue
+        for member in group(settlement.failure_job_id, lead):
+            if member.key in rows:
+                continue
+            decision = settlement.decision
+            if decision is not None and decision.rule == GUARD_RULE:
+                # Stopped by a guard: show what the policy says, the guard line says why not.
+                rows[member.key] = (_row("would_delete", member, member.decision) if done is None
+                                    else _row("retained", member, decision))
+            elif settlement.outcome == "retained" and member.decision.action == "retain":
+                rows[member.key] = _row("retained", member, member.decision)
+            else:
+                rows[member.key] = _row(settlement.outcome, member, decision,
+                                        reason=settlement.reason)
+    ordered = [rows[p.key] for p in plan.records if p.key in rows]
+    return sorted(ordered, key=lambda row: _ORDER.get(row.action, len(_ORDER)))
+
+
+def _deleting_row(
+    planned: PlannedRecord, decision: Decision, answer: Mapping[str, Any] | None, dry: bool
+) -> Row:
+    if dry:
+        return _row("would_delete", planned, decision)
+    if answer is None:
+        return _row("left_over", planned, decision,
+                    reason="not sent: the sweep stopped first (deadline or sink down)")
+    return _row(str(answer.get("outcome")), planned, decision,
+                reason=str(answer.get("reason") or decision.reason))
+
+
+def _row(
+    action: str, planned: PlannedRecord, decision: Decision | None, *, reason: str | None = None
+) -> Row:
+    record = planned.record
+    return Row(
+        action=action,
+        failure_job_id=planned.failure_job_id,
+        job_id=planned.job_id,
+        resource_id=_text(record.get("resource_id")),
+        resource_name=_text(record.get("resource_name")),
+        server_group_id=planned.server_group_id,
+        rule=decision.rule if decision else None,
+        retain_until=_iso(decision.retain_until) if decision else None,
+        begin_time=_text(record.get("begin_time")),
+        reason=reason if reason is not None else (decision.reason if decision else ""),
+    )
+
+
+# -- the guard, in numbers -------------------------------------------------------------------
+
+
+def guard_data(guard: GuardVerdict) -> dict[str, Any]:
+    """The verdict with how far over (or under) each guard the plan is."""
+    fraction = guard.planned / guard.listed if guard.listed else 0.0
+    return {
+        "planned": guard.planned,
+        "listed": guard.listed,
+        "max_deletions_per_sweep": guard.max_deletions,
+        "max_deletion_fraction": guard.max_fraction,
+        "planned_fraction": round(fraction, 4),
+        "tripped": guard.tripped,
+        "over_by": (guard.planned - guard.max_deletions
+                    if guard.tripped == "max_deletions_per_sweep" else
+                    round(fraction - guard.max_fraction, 4)
+                    if guard.tripped == "max_deletion_fraction" else 0),
+        "reason": guard.reason,
+    }
+
+
+def guard_text(guard: GuardVerdict, *, dry_run: bool) -> str:
+    data = guard_data(guard)
+    if guard.tripped is None:
+        fraction = (f"at most {guard.max_fraction:.1%}" if guard.max_fraction < 1 else "off")
+        return (f"guards: {guard.planned} deletions planned, at most {guard.max_deletions} "
+                f"(max_deletions_per_sweep); {data['planned_fraction']:.1%} of the "
+                f"{guard.listed} listed, max_deletion_fraction {fraction}")
+    stops = "would stop this sweep" if dry_run else "stopped this sweep"
+    if guard.tripped == "max_deletions_per_sweep":
+        numbers = (f"{guard.planned} deletions planned, the limit is {guard.max_deletions} "
+                   f"({data['over_by']} over)")
+        raise_to = f"guards.max_deletions_per_sweep to {guard.planned} or more"
+    else:
+        numbers = (f"{guard.planned} of {guard.listed} listed tasks planned "
+                   f"({data['planned_fraction']:.1%}), the limit is {guard.max_fraction:.1%}")
+        raise_to = f"guards.max_deletion_fraction to {data['planned_fraction']:g} or more"
+    return (f"guard {guard.tripped} {stops}: {numbers}; nothing "
+            f"{'would be' if dry_run else 'was'} deleted. After reviewing the plan above, "
+            f"raise {raise_to} in the policy file (RETENTION_POLICY_FILE) to let it run.")
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+_COLUMNS = ("action", "failure_job_id", "server_group_id", "rule", "retain_until", "reason")
+_HEADINGS = {"failure_job_id": "task (failure_job_id)", "server_group_id": "group"}
+
+
+def render_table(rows: Sequence[Row]) -> str:
+    """Aligned columns, the reason last and unpadded (it is the long one)."""
+    cells = [[_HEADINGS.get(c, c).upper() for c in _COLUMNS]]
+    cells += [[_cell(getattr(row, c)) for c in _COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS) - 1)]
+    return "\n".join(
+        "  ".join(value.ljust(width) for value, width in zip(line, widths, strict=False))
+        + "  " + line[-1]
+        for line in cells
+    )
+
+
+def render_json_lines(rows: Sequence[Row]) -> str:
+    return "\n".join(json.dumps({"type": "task", **asdict(row)}) for row in rows)
+
+
+def render_csv(rows: Sequence[Row]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(Row.__dataclass_fields__), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(asdict(row))
+    return out.getvalue().rstrip("\n")
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat(timespec="seconds").replace("+00:00", "Z")

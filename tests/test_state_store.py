@@ -1,0 +1,209 @@
+"""The StateStore contract, run against both backends: the in-process one and a real
+redis-server (started by the test session on a free loopback port)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from failjob_reaper.state import MemoryStore, StateStore, StateUnavailable, open_store
+from standin.redis_server import RedisServer
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
+    if request.param == "memory":
+        opened: StateStore = open_store("memory://", namespace="fjr:test:")
+    else:
+        url = request.getfixturevalue("redis_url")
+        opened = open_store(url, namespace="fjr:test:")
+    yield opened
+    opened.close()
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)  # polling a condition, bounded
+    return True
+
+
+def test_get_of_a_missing_key_is_none(store: StateStore) -> None:
+    assert store.get("missing") is None
+    assert store.get_many(["a", "b"]) == [None, None]
+    assert store.get_many([]) == []
+
+
+def test_put_then_get_and_put_many(store: StateStore) -> None:
+    store.put("a", "1", 60)
+    store.put("a", "2", 60)
+    store.put_many({"b": "3", "c": "4"}, 60)
+    assert store.get("a") == "2"
+    assert store.get_many(["a", "missing", "c"]) == ["2", None, "4"]
+
+
+def test_add_sets_only_when_absent(store: StateStore) -> None:
+    assert store.add("k", "first", 60) is True
+    assert store.add("k", "second", 60) is False
+    assert store.get("k") == "first"
+
+
+def test_replace_if_is_compare_and_set(store: StateStore) -> None:
+    store.put("k", "v1", 60)
+    assert store.replace_if("k", "other", "v2", 60) is False
+    assert store.get("k") == "v1"
+    assert store.replace_if("k", "v1", "v2", 60) is True
+    assert store.get("k") == "v2"
+    assert store.replace_if("absent", "v1", "v2", 60) is False
+    assert store.get("absent") is None
+
+
+def test_delete_if_is_compare_and_delete(store: StateStore) -> None:
+    store.put("k", "mine", 60)
+    assert store.delete_if("k", "theirs") is False
+    assert store.get("k") == "mine"
+    assert store.delete_if("k", "mine") is True
+    assert store.get("k") is None
+    store.put("j", "x", 60)
+    store.delete("j")
+    store.delete("never-there")
+    assert store.get("j") is None
+
+
+def test_incr_counts_from_zero_and_keeps_the_ttl_of_creation(store: StateStore) -> None:
+    assert store.incr("n", 1, 0.3) == 1
+    assert store.incr("n", 5, 3600) == 6  # a later, longer TTL does not extend the window
+    assert store.incr("n", -2, 3600) == 4
+    assert eventually(lambda: store.get("n") is None)
+    assert store.incr("n", 1, 60) == 1  # a new window starts at zero
+
+
+def test_every_kind_of_key_expires(store: StateStore) -> None:
+    store.put("s", "v", 0.1)
+    store.add("a", "v", 0.1)
+    store.put_many({"m": "v"}, 0.1)
+    store.hash_put("h", "f", "v", 0.1)
+    store.put("r", "old", 60)
+    store.replace_if("r", "old", "new", 0.1)
+    assert eventually(lambda: store.get_many(["s", "a", "m", "r"]) == [None] * 4
+                      and store.hash_get_all("h") == {})
+    assert store.add("a", "again", 60) is True  # an expired key is absent for add
+
+
+def test_hash_fields(store: StateStore) -> None:
+    assert store.hash_get_all("h") == {}
+    assert store.hash_len("h") == 0
+    store.hash_put("h", "a", "1", 60)
+    store.hash_put("h", "b", "2", 60)
+    store.hash_put("h", "a", "3", 60)
+    assert store.hash_get_all("h") == {"a": "3", "b": "2"}
+    assert store.hash_len("h") == 2
+    store.hash_delete("h", "a")
+    store.hash_delete("h", "missing")
+    assert store.hash_get_all("h") == {"b": "2"}
+    store.hash_delete("h", "b")
+    assert store.hash_get_all("h") == {}
+
+
+def test_hash_put_refreshes_the_ttl_of_the_whole_hash(store: StateStore) -> None:
+    store.hash_put("h", "a", "1", 0.4)
+    store.hash_put("h", "b", "2", 60)
+    time.sleep(0.5)  # past the first TTL: the question is whether the refresh held
+    assert store.hash_get_all("h") == {"a": "1", "b": "2"}
+
+
+def test_a_ttl_must_be_positive(store: StateStore) -> None:
+    with pytest.raises(ValueError):
+        store.put("k", "v", 0)
+    with pytest.raises(ValueError):
+        store.add("k", "v", -1)
+
+
+def test_add_lets_exactly_one_of_many_concurrent_callers_win(store: StateStore) -> None:
+    wins: list[bool] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def contend() -> None:
+        start.wait(timeout=5)
+        won = store.add("lease", threading.current_thread().name, 60)
+        with lock:
+            wins.append(won)
+
+    threads = [threading.Thread(target=contend) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert wins.count(True) == 1
+
+
+def test_concurrent_incr_loses_no_update(store: StateStore) -> None:
+    def add_many() -> None:
+        for _ in range(50):
+            store.incr("count", 1, 60)
+
+    threads = [threading.Thread(target=add_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert store.get("count") == "200"
+
+
+def test_namespaces_do_not_see_each_other(redis_url: str) -> None:
+    first = open_store(redis_url, namespace="fjr:p1:")
+    second = open_store(redis_url, namespace="fjr:p2:")
+    first.put("k", "one", 60)
+    assert second.get("k") is None
+    assert first.get("k") == "one"
+    memory_a, memory_b = MemoryStore(namespace="a"), MemoryStore(namespace="b")
+    memory_a.put("k", "v", 60)
+    assert memory_b.get("k") is None
+
+
+def test_redis_keys_carry_the_namespace_and_a_ttl(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    store = open_store(redis_url, namespace="fjr:proj:")
+    store.put("s", "v", 60)
+    store.hash_put("h", "f", "v", 60)
+    store.incr("n", 1, 60)
+    with redis_server.client() as client:
+        keys = sorted(client.keys("*"))
+        assert keys == ["fjr:proj:h", "fjr:proj:n", "fjr:proj:s"]
+        assert all(0 < client.pttl(key) <= 60_000 for key in keys)
+
+
+def test_an_unreachable_redis_is_state_unavailable_without_the_password() -> None:
+    with RedisServer() as server:
+        port = server.port
+    store = open_store(f"redis://:Pa55-w0rd-secret@127.0.0.1:{port}/0?socket_timeout=0.5",
+                       namespace="fjr:x:")
+    with pytest.raises(StateUnavailable) as raised:
+        store.get("k")
+    message = str(raised.value)
+    assert "Pa55-w0rd-secret" not in message
+    assert f"127.0.0.1:{port}" in message
+
+
+def test_a_wrong_password_is_state_unavailable_without_the_password() -> None:
+    with RedisServer(password="R1ght-secret-pw") as server:
+        url = server.url.replace("redis://", "redis://:Wr0ng-secret-pw@")
+        store = open_store(url, namespace="fjr:x:")
+        with pytest.raises(StateUnavailable) as raised:
+            store.put("k", "v", 60)
+        assert "Wr0ng-secret-pw" not in str(raised.value)
+        good = open_store(url.replace("Wr0ng", "R1ght"), namespace="fjr:x:")
+        good.put("k", "v", 60)
+        assert good.get("k") == "v"
+
+
+def test_an_unknown_scheme_is_refused() -> None:
+    with pytest.raises(StateUnavailable):
+        open_store("memcached://127.0.0.1", namespace="x")
