@@ -79,5 +79,5 @@ def test_every_request_of_the_deployment_is_paced_under_the_ceiling(
 
     assert len(standin.deletes()) == 4
     starts = sorted(r.started for r in standin.requests)
-    assert len(starts) == 8
-    assert starts[-1] - starts[0] >= 7 / 5 * 0.9  # eight requests at five a second
+    assert len(starts) >= 8  # a listing and a DELETE each, at least
+    assert starts[-1] - starts[0] >= (len(starts) - 1) / 5 * 0.9  # five a second

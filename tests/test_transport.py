@@ -13,7 +13,13 @@ from cloudevents.http import CloudEvent
 
 from failjob_reaper import tls
 from failjob_reaper.outcomes import SinkEmitter
-from failjob_reaper.sdrs import AkSkAuth, RetryPolicy, SdrsError, TaskCenterClient
+from failjob_reaper.sdrs import (
+    AkSkAuth,
+    RetryPolicy,
+    SdrsError,
+    TaskCenterClient,
+    transport_for,
+)
 from standin import Fault, OutcomeSink, TaskCenterStandIn
 
 PROJECT = "0123456789abcdef0123456789abcdef"
@@ -183,8 +189,9 @@ def test_a_closed_port_is_a_retryable_connection_error() -> None:
 # -- proxies and TLS -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("wrapped", [False, True], ids=["default", "transport_for"])
 def test_a_proxy_in_the_environment_carries_the_requests(
-    api: TaskCenterStandIn, monkeypatch: pytest.MonkeyPatch
+    api: TaskCenterStandIn, monkeypatch: pytest.MonkeyPatch, wrapped: bool
 ) -> None:
     # The stand-in serves absolute-form targets too, so it can play the forward proxy of a
     # plain-http origin that nothing listens on: only a proxied request gets an answer.
@@ -193,7 +200,9 @@ def test_a_proxy_in_the_environment_carries_the_requests(
         bound.bind(("127.0.0.1", 0))
         origin = f"http://127.0.0.1:{bound.getsockname()[1]}"
         monkeypatch.setenv("HTTP_PROXY", api.url)
-        client = TaskCenterClient(origin, PROJECT, retry=QUICK)
+        # transport_for: the transport as callers that wrap it (the CLI) get it.
+        client = TaskCenterClient(origin, PROJECT, retry=QUICK,
+                                  transport=transport_for(origin) if wrapped else None)
         try:
             listed = client.list_failure_jobs()
         finally:

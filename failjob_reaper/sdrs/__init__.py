@@ -1,6 +1,11 @@
 """The SDRS task-center API: one client, its auth and its errors."""
 
-from failjob_reaper.sdrs._client import DeleteResult, RetryPolicy, TaskCenterClient
+from failjob_reaper.sdrs._client import (
+    DeleteResult,
+    RetryPolicy,
+    TaskCenterClient,
+    transport_for,
+)
 from failjob_reaper.sdrs._context_auth import MissingCredentials, RotatingAkSkAuth
 from failjob_reaper.sdrs._errors import RETRYABLE_STATUSES, SdrsError
 from failjob_reaper.sdrs._pacing import AdaptiveLimiter, RateLimiter, limiter_for
@@ -19,4 +24,5 @@ __all__ = [
     "TaskCenterClient",
     "TokenAuth",
     "limiter_for",
+    "transport_for",
 ]

@@ -284,3 +284,20 @@ def _retry_after(response: httpx.Response, cap: float) -> float | None:
     except (TypeError, ValueError):
         return None
     return min(max(0.0, when.timestamp() - time.time()), cap)
+
+
+def transport_for(url: str, *, max_connections: int = 32) -> httpx.HTTPTransport:
+    """httpx's pooled transport for ``url``, as ``TaskCenterClient`` gets it by default:
+    for callers that wrap the transport (the CLI). A proxy from the environment
+    (HTTP_PROXY/HTTPS_PROXY/ALL_PROXY, minus NO_PROXY) is honoured, as httpx does."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()  # the variables httpx reads
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        proxy = None
+    limits = httpx.Limits(max_connections=max_connections,
+                          max_keepalive_connections=max_connections)
+    return httpx.HTTPTransport(verify=context_for(url), limits=limits, proxy=proxy)
