@@ -10,6 +10,7 @@ import httpx
 from failjob_reaper.errors import ConfigError
 from failjob_reaper.events import EventTypes
 from failjob_reaper.logs import configure_from_settings
+from failjob_reaper.lookup import LookupIndex
 from failjob_reaper.outcomes import Emitter, Publisher, SinkEmitter, StdoutEmitter
 from failjob_reaper.policy import Policy, PolicyError, default_policy, load_policy
 from failjob_reaper.reaper import Clock, Reaper, ReaperConfig, utc_now
@@ -87,6 +88,7 @@ def build_app(
         dry_run=settings.dry_run,
     )
     reaper = Reaper(client, policy, publisher, config, clock=clock)
+    reaper.index = LookupIndex(state, settings.failure_job_id_field)
     sweeper = Sweeper(
         reaper,
         SweepLimits(

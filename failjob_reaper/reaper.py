@@ -21,7 +21,7 @@ from typing import Any
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, ResourceRequest, TaskRequest, Trigger
 from failjob_reaper.logs import outcome_fields
-from failjob_reaper.lookup import Scope, read_scope, scopes_to_search
+from failjob_reaper.lookup import LookupIndex, Scope, read_scope, scopes_to_search
 from failjob_reaper.outcomes import Causation, Outcome, Publisher
 from failjob_reaper.plan import (
     Everything,
@@ -101,6 +101,8 @@ class Reaper:
         self.publisher = publisher
         self.config = config
         self.clock = clock
+        self.index: LookupIndex | None = None
+        """Where tasks were last listed (app.py sets it): one event reads one scope."""
         # Outcomes decided but not delivered, by input (source, id): bounded, per process.
         self._undelivered: dict[tuple[str, str], Outcome] = {}
 
@@ -256,6 +258,10 @@ class Reaper:
                     if listing.why_incomplete and "deadline" not in listing.why_incomplete
                     else "deadline reached while listing")
         execution.partial_reasons[:] = list(dict.fromkeys(execution.partial_reasons))
+        if self.index is not None:
+            self.index.record(listings, whole=isinstance(job.target, Everything)
+                              and job.hint_group is None
+                              and all(listing.complete for listing in listings))
         return listings, execution
 
     def plan(self, job: Job, listings: Sequence[ScopeListing]) -> Plan:
@@ -284,15 +290,22 @@ class Reaper:
         """List, plan, delete, interpret; hand every outcome to ``emit``."""
         client = client or self.client
         report = _Reporter(self, job)
-        if scopes is None:
-            try:
+        indexed = scopes is None and self.index is not None
+        if indexed and self.index is not None:
+            scopes = self.index.scopes_for(job.target)
+            indexed = scopes is not None
+        try:
+            if scopes is None:
                 scopes = scopes_to_search(client, job.hint_group)
-            except SdrsError as exc:
-                emit(report.failed(exc, f"could not list protection groups: {exc.message}"))
-                return Execution()
-        listings, execution = self.read(job, client=client, scopes=scopes,
-                                         concurrency=concurrency, stop_at=stop_at,
-                                         progress=progress)
+            listings, execution = self.read(job, client=client, scopes=scopes,
+                                             concurrency=concurrency, stop_at=stop_at,
+                                             progress=progress)
+            if indexed and self.index is not None and execution.listing_error is None:
+                listings = self._read_beyond_the_index(job, client, listings, execution,
+                                                       stop_at=stop_at)
+        except SdrsError as exc:
+            emit(report.failed(exc, f"could not list protection groups: {exc.message}"))
+            return Execution()
         error = execution.listing_error
         if error is not None and not isinstance(job.target, Everything):
             # A single event whose search could not finish: a redelivery may do better.
@@ -308,6 +321,30 @@ class Reaper:
                          concurrency=concurrency,
                          stop=lambda: stop_at() or stop_deleting(), progress=progress)
         return execution
+
+    def _read_beyond_the_index(
+        self,
+        job: Job,
+        client: TaskCenterClient,
+        listings: list[ScopeListing],
+        execution: Execution,
+        *,
+        stop_at: Callable[[], bool],
+    ) -> list[ScopeListing]:
+        """The index named where to look; read what it did not cover. The target not
+        there: every other scope (the index was wrong). Found: any scope the index knows
+        for the same DELETE id or resource that was not read yet."""
+        assert self.index is not None
+        more = self.index.scopes_to_weigh(job.target, listings)
+        read = [Scope(listing.server_group_id) for listing in listings]
+        if more is None:
+            more = [s for s in scopes_to_search(client, job.hint_group) if s not in read]
+        if not more:
+            return listings
+        extra, _ = self.read(job, client=client, scopes=more, stop_at=stop_at,
+                             execution=execution)
+        execution.scopes = [*read, *more]
+        return [*listings, *extra]
 
     def _delete_all(
         self,

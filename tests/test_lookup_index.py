@@ -1,0 +1,126 @@
+"""The lookup index: one event for a task in the last of many groups costs O(1) calls once
+any listing has seen it; a cold index costs one scan; a wrong entry is only a hint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from standin import OutcomeSink, TaskCenterStandIn
+from tests.conftest import EXPIRED, FRESH, FunctionFactory, data_of, failed_task
+
+EXPIRED_TYPE = "sdrs.failurejob.expired"
+FAILED = "sdrs.job.failed"
+
+
+def groups_with_tasks(standin: TaskCenterStandIn, n: int) -> list[tuple[str, dict[str, Any]]]:
+    """``n`` groups, one expired task in each: (group id, record)."""
+    world = []
+    for i in range(n):
+        group = f"group-{i:03d}"
+        standin.add_group(group)
+        record = failed_task(EXPIRED)
+        standin.add_job(record, group)
+        world.append((group, record))
+    return world
+
+
+def expire(function: Any, record: dict[str, Any]) -> None:
+    response = function.send(EXPIRED_TYPE, {"failure_job_id": record["resource_id"]})
+    assert response.status_code == 200
+
+
+def test_a_cold_index_costs_one_scan_then_a_task_in_the_last_group_costs_two_calls(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
+) -> None:
+    world = groups_with_tasks(standin, 30)
+    function = make_function()
+
+    expire(function, world[0][1])  # cold: the groups, the top level and all 30 groups
+    cold = len(standin.requests)
+    standin.reset_log()
+    last_group, last = world[-1]
+    expire(function, last)
+
+    assert cold == 1 + 1 + 30 + 1
+    warm = standin.requests
+    assert [(r.method, r.query.get("server_group_id")) for r in warm] == [
+        ("GET", last_group), ("DELETE", None)]
+    assert standin.deletes() == [last["resource_id"]]
+    assert not standin.listed(last["resource_id"])
+    assert [e["type"] for e in sink.events][-1] == "sdrs.failurejob.deleted"
+
+
+def test_a_sweep_warms_the_index_for_the_events_after_it(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
+) -> None:
+    world = groups_with_tasks(standin, 12)
+    kept = failed_task(FRESH)
+    standin.add_job(kept, world[-1][0])
+    function = make_function()
+    function.send("sdrs.failurejob.sweep", {"dry_run": True})
+    standin.reset_log()
+
+    expire(function, world[-1][1])
+
+    assert len(standin.requests) == 2
+    assert standin.deletes() == [world[-1][1]["resource_id"]]
+
+
+def test_a_wrong_index_entry_falls_back_to_the_scan(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
+) -> None:
+    world = groups_with_tasks(standin, 5)
+    function = make_function()
+    expire(function, world[0][1])  # warms the index: the last task is in group-004
+    _, moved = world[-1]
+    standin.remove_job(moved["resource_id"])  # it moves to group-001
+    standin.add_job(moved, world[1][0])
+    standin.reset_log()
+
+    expire(function, moved)
+
+    assert standin.deletes() == [moved["resource_id"]]
+    listed = [r.query.get("server_group_id") for r in standin.requests if r.method == "GET"]
+    assert listed[0] == "group-004"  # the index's hint first, then the scan
+    assert "group-001" in listed
+    assert data_of(sink.events[-1])["outcome"] == "deleted"
+
+
+def test_the_index_names_every_scope_holding_the_same_delete_id(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
+) -> None:
+    # The DELETE path is project-wide: the expired record in group-000 shares its
+    # resource_id (the DELETE id) with a fresh record in group-003, which the policy keeps.
+    # Found through the index, the event must still weigh group-003: no DELETE at all.
+    world = groups_with_tasks(standin, 4)
+    _, expired = world[0]
+    twin = failed_task(FRESH, resource_id=expired["resource_id"])
+    standin.add_job(twin, world[3][0])
+    function = make_function()
+    expire(function, world[1][1])  # warms the index
+    standin.reset_log()
+
+    response = function.send(FAILED, {"job_id": expired["job_id"]})
+
+    assert response.status_code == 200
+    assert standin.deletes() == []
+    listed = {r.query.get("server_group_id") for r in standin.requests if r.method == "GET"}
+    assert listed == {"group-000", "group-003"}
+    assert standin.listed(expired["resource_id"])
+    assert data_of(sink.events[-1])["outcome"] == "retained"
+
+
+def test_instances_share_the_index_through_redis(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
+    redis_url: str,
+) -> None:
+    world = groups_with_tasks(standin, 10)
+    first = make_function(STATE_URL=redis_url)
+    expire(first, world[0][1])  # this instance's scan warms the shared index
+    second = make_function(STATE_URL=redis_url)  # a fresh instance
+    standin.reset_log()
+
+    expire(second, world[-1][1])
+
+    assert len(standin.requests) == 2
+    assert standin.deletes() == [world[-1][1]["resource_id"]]
