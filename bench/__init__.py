@@ -18,4 +18,4 @@ Benchmarks (``--only`` names):
 * ``memory``     - RSS of the function process over many cheap events, vs hello world.
 """
 
-BENCHMARKS = ("sweep", "coldstart", "overhead", "throughput", "memory", "ratelimit")
+BENCHMARKS = ("sweep", "coldstart", "overhead", "throughput", "memory", "ratelimit", "lookup")
