@@ -7,11 +7,19 @@ from dataclasses import dataclass, replace
 
 import httpx
 
+from failjob_reaper.alerts import Alerts, SmnPublisher
 from failjob_reaper.errors import ConfigError
 from failjob_reaper.events import EventTypes
 from failjob_reaper.logs import configure_from_settings
 from failjob_reaper.lookup import LookupIndex
-from failjob_reaper.outcomes import Emitter, Publisher, SinkEmitter, StdoutEmitter
+from failjob_reaper.outcomes import (
+    Emitter,
+    EventGridEmitter,
+    FanoutEmitter,
+    Publisher,
+    SinkEmitter,
+    StdoutEmitter,
+)
 from failjob_reaper.policy import Policy, PolicyError, default_policy, load_policy
 from failjob_reaper.reaper import Clock, Reaper, ReaperConfig, utc_now
 from failjob_reaper.sdrs import (
@@ -43,6 +51,8 @@ class App:
     context_auth: RotatingAkSkAuth | None = None
     """Set when the SDRS calls are signed with credentials the platform hands over per
     invocation (FunctionGraph agency); the entry point must ``update()`` it each time."""
+    alerts: Alerts | None = None
+    """Operator alerts through SMN (SMN_ENDPOINT, SMN_TOPIC_URN); None without them."""
 
 
 def build_app(
@@ -58,12 +68,14 @@ def build_app(
     policy = _policy(settings)
     if state is None:
         state = open_store(settings.state_url, namespace=f"fjr:{settings.project_id}:")
+    if auth is None:
+        auth = auth_from_settings(settings)
     # One adaptive rate for every SDRS request of the deployment (SPEC section 6).
     limiter = limiter_for(settings.sweep_rate_limit, state)
     client = TaskCenterClient(
         settings.endpoint,
         settings.project_id,
-        auth=auth if auth is not None else auth_from_settings(settings),
+        auth=auth,
         timeout=settings.request_timeout,
         retry=RetryPolicy(
             max_attempts=settings.max_attempts,
@@ -76,11 +88,7 @@ def build_app(
         transport=transport,
     )
     if emitter is None:
-        emitter = (
-            SinkEmitter(settings.sink, timeout=settings.sink_timeout,
-                        attempts=settings.sink_attempts)
-            if settings.sink else StdoutEmitter()
-        )
+        emitter = outcome_emitter(settings, auth)
     publisher = Publisher(emitter, source=settings.outcome_source, overrides=settings.ce_overrides)
     config = ReaperConfig(
         project_id=settings.project_id,
@@ -99,7 +107,33 @@ def build_app(
         rate_limiter=limiter.bulk() if limiter is not None else None,
     )
     types = EventTypes(settings.type_job_failed, settings.type_expired, settings.type_sweep)
-    return App(settings, reaper, sweeper, types, state)
+    reaper.alerts = smn_alerts(settings, auth, state)
+    return App(settings, reaper, sweeper, types, state, alerts=reaper.alerts)
+
+
+def outcome_emitter(settings: Settings, auth: httpx.Auth | None) -> Emitter:
+    """K_SINK and/or the EventGrid channel (both: each event to both); else stdout."""
+    emitters: list[Emitter] = []
+    if settings.sink:
+        emitters.append(SinkEmitter(settings.sink, timeout=settings.sink_timeout,
+                                    attempts=settings.sink_attempts))
+    if settings.eg_endpoint and settings.eg_channel_id:
+        # Signed with the deployment's credentials, like the SDRS calls (SPEC section 11).
+        emitters.append(EventGridEmitter(settings.eg_endpoint, settings.project_id,
+                                         settings.eg_channel_id, auth=auth,
+                                         timeout=settings.sink_timeout,
+                                         attempts=settings.sink_attempts))
+    if not emitters:
+        return StdoutEmitter()
+    return emitters[0] if len(emitters) == 1 else FanoutEmitter(emitters)
+
+
+def smn_alerts(settings: Settings, auth: httpx.Auth | None, state: StateStore) -> Alerts | None:
+    if not (settings.smn_endpoint and settings.smn_topic_urn):
+        return None
+    publisher = SmnPublisher(settings.smn_endpoint, settings.project_id, settings.smn_topic_urn,
+                             auth=auth, timeout=settings.sink_timeout)
+    return Alerts(publisher, state, max_per_hour=settings.smn_max_per_hour)
 
 
 def auth_from_settings(settings: Settings) -> httpx.Auth | None:

@@ -76,7 +76,7 @@ class Rejected:
     task_id: str | None = None
 
 
-Request = TaskRequest | SweepRequest | Rejected
+Request = TaskRequest | SweepRequest | ResourceRequest | Rejected
 
 
 def parse_cloudevent(
@@ -99,6 +99,17 @@ def parse_cloudevent(
             payload = None
         dry_run = isinstance(payload, dict) and payload.get("dry_run") is True
         return SweepRequest(trigger="timer", causation=causation, dry_run=dry_run)
+    if isinstance(event_type, str) and ":CloudTrace:" in event_type:
+        from failjob_reaper import cts  # cts builds on this module
+
+        if cts.is_cloudtrace_event(attributes):  # EventGrid cloud-service event: a CTS trace
+            try:
+                trace = _decode(data)
+            except InvalidInput as exc:
+                return Rejected(str(exc), "event", causation)
+            return cts.trace_request(trace, project_id=project_id, trigger="event",
+                                     causation=causation,
+                                     service=cts.cloudevent_service(attributes))
     try:
         payload = _decode(data)
         if event_type in (types.job_failed, types.expired):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, ResourceRequest, TaskRequest, Trigger
@@ -38,6 +38,9 @@ from failjob_reaper.plan import (
 )
 from failjob_reaper.policy import Decision, Policy, decide
 from failjob_reaper.sdrs import DeleteResult, SdrsError, TaskCenterClient
+
+if TYPE_CHECKING:
+    from failjob_reaper.alerts import Alerts
 
 log = logging.getLogger("failjob_reaper")
 
@@ -105,6 +108,8 @@ class Reaper:
         """Where tasks were last listed (app.py sets it): one event reads one scope."""
         # Outcomes decided but not delivered, by input (source, id): bounded, per process.
         self._undelivered: dict[tuple[str, str], Outcome] = {}
+        self.alerts: Alerts | None = None
+        """SMN alerts (app wiring): permanent failures outside sweeps, sweep digests."""
 
     # -- entry points -----------------------------------------------------------
 
@@ -119,6 +124,8 @@ class Reaper:
             self._undelivered.pop(key, None)
             return replayed
         outcome = self.reject(request) if isinstance(request, Rejected) else self.decide(request)
+        if self.alerts is not None:
+            self.alerts.task_failed(outcome)  # never raises: a person's mailbox waits
         try:
             self.publish_outcome(outcome)
         except OutcomeDeliveryError as exc:
@@ -137,17 +144,10 @@ class Reaper:
         the publisher's outbox).
         """
         outcomes = self.decide_resource(request)
-        failure: OutcomeDeliveryError | None = None
-        for outcome in outcomes:
-            if failure is not None:
-                self.publisher.defer(outcome)
-                continue
-            try:
-                self.publish_outcome(outcome)
-            except OutcomeDeliveryError as exc:
-                failure = exc
-        if failure is not None:
-            raise failure
+        if self.alerts is not None:
+            for outcome in outcomes:
+                self.alerts.task_failed(outcome)
+        self.publish_outcomes(outcomes)
         return outcomes
 
     def reject(self, request: Rejected) -> Outcome:
@@ -198,6 +198,13 @@ class Reaper:
         """Log and publish one outcome (OutcomeDeliveryError when the sink refuses)."""
         _log_outcome(outcome)
         self.publisher.outcome(outcome)
+
+    def publish_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        """``publish_outcome`` for several, in batches where the emitter takes batches
+        (EventGrid); on a refusal what was not taken stays in the outbox."""
+        for outcome in outcomes:
+            _log_outcome(outcome)
+        self.publisher.outcomes(outcomes)
 
     # -- the executor ---------------------------------------------------------------
 

@@ -20,6 +20,10 @@ from failjob_reaper.errors import ConfigError
 
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# SMN topic URN: urn:smn:{region}:{project id}:{topic name (1-255: letters, digits, - _)}.
+_TOPIC_URN = re.compile(
+    r"urn:smn:[a-z0-9-]{1,64}:[A-Za-z0-9]{1,64}:[A-Za-z0-9][A-Za-z0-9_-]{0,254}"
+)
 
 
 def _env(*names: str) -> Any:
@@ -83,6 +87,7 @@ class Settings(BaseSettings):
     eg_channel_id: str | None = Field(None, validation_alias="EG_CHANNEL_ID")
     smn_endpoint: str | None = Field(None, validation_alias="SMN_ENDPOINT")
     smn_topic_urn: str | None = Field(None, validation_alias="SMN_TOPIC_URN")
+    smn_max_per_hour: int = Field(6, ge=1, le=1000, validation_alias="SMN_MAX_MESSAGES_PER_HOUR")
 
     # Input event types
     type_job_failed: str = Field(
@@ -120,6 +125,38 @@ class Settings(BaseSettings):
         if parts.query or parts.fragment:
             raise ValueError("must not carry a query or fragment")
         return value.rstrip("/")
+
+    @field_validator("eg_endpoint", "smn_endpoint")
+    @classmethod
+    def _service_endpoint(cls, value: str | None) -> str | None:
+        # These requests carry the deployment's credentials: https, unless loopback.
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an https URL such as "
+                             "https://eg.ap-southeast-3.myhuaweicloud.com")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError("must use https unless it is a loopback address")
+        if parts.query or parts.fragment or parts.path.strip("/"):
+            raise ValueError("must be a base URL, without path, query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("eg_channel_id")
+    @classmethod
+    def _channel_is_token(cls, value: str | None) -> str | None:
+        from failjob_reaper.ids import is_valid_id
+
+        if value is not None and not is_valid_id(value):
+            raise ValueError("must be the channel's id: 1-64 letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("smn_topic_urn")
+    @classmethod
+    def _topic_urn(cls, value: str | None) -> str | None:
+        if value is not None and not _TOPIC_URN.fullmatch(value):
+            raise ValueError("must look like urn:smn:<region>:<project_id>:<topic name>")
+        return value
 
     @field_validator("project_id")
     @classmethod
@@ -220,6 +257,22 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "SDRS_AUTH_TOKEN: required, or HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK"
             )
+        self.check_outputs(has_credentials=has_token or has_ak or context_credentials)
+
+    def check_outputs(self, *, has_credentials: bool) -> None:
+        """EventGrid and SMN settings come in pairs, and need credentials unless loopback."""
+        pairs = (("EG_ENDPOINT", self.eg_endpoint, "EG_CHANNEL_ID", self.eg_channel_id),
+                 ("SMN_ENDPOINT", self.smn_endpoint, "SMN_TOPIC_URN", self.smn_topic_urn))
+        for first, first_value, second, second_value in pairs:
+            if (first_value is None) != (second_value is None):
+                given, missing = (first, second) if first_value is not None else (second, first)
+                raise ConfigError(f"{missing}: required with {given}")
+            if first_value is not None and not has_credentials and not _is_loopback(
+                urlsplit(first_value).hostname or ""
+            ):
+                raise ConfigError(
+                    f"{first}: needs credentials (SDRS_AUTH_TOKEN or HUAWEICLOUD_SDK_AK/_SK)"
+                )
 
 
     def check_consistency(self, environ: Mapping[str, str]) -> None:

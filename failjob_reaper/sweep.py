@@ -17,11 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from failjob_reaper.alerts import SweepWatch
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import SweepRequest
 from failjob_reaper.logs import summary_fields
 from failjob_reaper.lookup import TOP_LEVEL, Scope, group_scopes
-from failjob_reaper.outcomes import Outcome, SweepSummary
+from failjob_reaper.outcomes import MAX_BATCH, Outcome, SweepSummary
 from failjob_reaper.plan import Everything, Plan
 from failjob_reaper.reaper import Execution, Job, Progress, Reaper
 from failjob_reaper.sdrs import RateLimiter, SdrsError
@@ -120,13 +121,18 @@ class Sweeper:
                 stop_deleting=run.sink_down.is_set,
                 progress=progress, on_plan=on_plan,
             )
+            run.drain()
             summary = run.summary(started, execution)
         log.info(
             "sweep_completed listed=%d deleted=%d partial=%s aborted=%s outcomes=%s",
             summary.listed, summary.deleted, summary.partial, summary.aborted,
             dict(summary.outcomes), extra=summary_fields(summary),
         )
-        self.reaper.publisher.sweep_completed(summary)
+        try:
+            self.reaper.publisher.sweep_completed(summary)
+        finally:
+            if self.reaper.alerts is not None:  # SMN digest and notice; never raises
+                self.reaper.alerts.sweep_finished(summary, run.watch)
         if run.tally.delivery_error is not None:
             raise run.tally.delivery_error
         return summary
@@ -145,17 +151,47 @@ class _Run:
         self.job = sweeper.job(request)
         self.tally = _Tally()
         self.sink_down = threading.Event()
+        self.watch = (SweepWatch(self.reaper.clock(), self.reaper.policy.notice)
+                      if self.reaper.alerts is not None else None)
+        # An emitter that takes batches (EventGrid) gets outcomes ten at a time.
+        self._batch: list[Outcome] | None = (
+            [] if callable(getattr(self.reaper.publisher.emitter, "emit_many", None)) else None)
+        self._batch_lock = threading.Lock()
 
     def publish(self, outcome: Outcome) -> None:
         self.tally.count(outcome)
+        if self.watch is not None:
+            self.watch.observe(outcome)
         if outcome.outcome == "retained" and not self.sweeper.limits.emit_retained:
             return
         if self.sink_down.is_set():
             # Kept for the next delivery attempt (the summary's, or the next invocation's).
             self.reaper.publisher.defer(outcome)
             return
+        if self._batch is not None:
+            with self._batch_lock:
+                self._batch.append(outcome)
+                if len(self._batch) < MAX_BATCH:
+                    return
+                ready, self._batch = self._batch, []
+            self._send(ready)
+            return
+        self._send([outcome])
+
+    def drain(self) -> None:
+        """Send what the batch still holds (the execution has ended)."""
+        if self._batch:
+            with self._batch_lock:
+                ready, self._batch = self._batch, []
+            if self.sink_down.is_set():
+                for outcome in ready:
+                    self.reaper.publisher.defer(outcome)
+            else:
+                self._send(ready)
+
+    def _send(self, outcomes: list[Outcome]) -> None:
         try:
-            self.reaper.publish_outcome(outcome)
+            self.reaper.publish_outcomes(outcomes)
         except OutcomeDeliveryError as exc:
             self.sink_down.set()
             with self.tally.lock:

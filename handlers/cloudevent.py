@@ -13,7 +13,7 @@ from werkzeug.exceptions import BadRequest, ServiceUnavailable
 
 from failjob_reaper.app import App
 from failjob_reaper.errors import OutcomeDeliveryError
-from failjob_reaper.events import SweepRequest, parse_cloudevent
+from failjob_reaper.events import ResourceRequest, SweepRequest, parse_cloudevent
 
 
 class Redeliver(Exception):
@@ -36,11 +36,15 @@ def process(app: App, attributes: Mapping[str, Any], data: object) -> None:
             if summary.transient_failure:
                 raise Redeliver(summary.aborted_reason or "sweep failed")
             return
-        outcome = app.reaper.handle(request)
+        if isinstance(request, ResourceRequest):  # a CTS trace: every task of its resource
+            outcomes = app.reaper.handle_resource(request)
+        else:
+            outcomes = [app.reaper.handle(request)]
     except OutcomeDeliveryError as exc:
         raise Redeliver(str(exc)) from None
-    if outcome.transient_failure:
-        raise Redeliver(outcome.reason)
+    for outcome in outcomes:
+        if outcome.transient_failure:
+            raise Redeliver(outcome.reason)
 
 
 def on_event(app: App, event: CloudEvent) -> None:

@@ -6,7 +6,10 @@ invocation with one line (and no request to SDRS):
 
 * timer trigger (``trigger_type == "TIMER"``): a sweep, ``trigger: timer``;
 * EventGrid, a structured CloudEvent 1.0 (``specversion``, ``id``, ``source``,
-  ``type``, ``data``): ``cloudevent.process``, the path of ``on_event``;
+  ``type``, ``data``): ``cloudevent.process``, the path of ``on_event``; also several
+  wrapped as ``{"events": [...]}``, each decided on its own;
+* CTS trigger (``{"cts": {trace}}``, or the older ``{"data": {trace}}``): the trace as
+  the cloud-service CloudEvent EventGrid delivers for it, the same path;
 * APIG request (``httpMethod`` and ``path``): ``http.on_http``, the path of ``on_http``.
 
 A *failed invocation* (an exception out of ``handler``) is what makes
@@ -50,10 +53,12 @@ from werkzeug.datastructures import Headers
 from werkzeug.test import EnvironBuilder
 
 from failjob_reaper.app import CONFIG_ERROR_PREFIX, App, load_app, load_app_or_exit
+from failjob_reaper.cts import unwrap_trigger_payload
 from failjob_reaper.errors import ConfigError, InvalidInput, OutcomeDeliveryError
 from failjob_reaper.events import sweep_request
 from failjob_reaper.outcomes import Causation
 from handlers import http as _http
+from handlers._envelope import EnvelopeRefused, envelope_events, process_envelope
 from handlers.cloudevent import Redeliver, process
 
 log = logging.getLogger("failjob_reaper")
@@ -75,7 +80,7 @@ _TEXT_TYPES = ("application/json", "application/problem+json")
 # Re-framed from the decoded body; the original values would not match it.
 _HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
 
-Kind = Literal["timer", "eventgrid", "apig"]
+Kind = Literal["timer", "eventgrid", "envelope", "cts", "apig"]
 
 
 class Context(Protocol):
@@ -158,6 +163,10 @@ def handle(app: App, event: object, context: Context | None) -> dict[str, Any]:
         return _timer(app, event, context, request_id)
     if kind == "eventgrid":
         return _eventgrid(app, event)
+    if kind == "envelope":
+        return _envelope(app, event)
+    if kind == "cts":
+        return _eventgrid(app, cts_event(event, request_id))
     return _apig(app, event)
 
 
@@ -177,10 +186,18 @@ def classify(event: object) -> Kind:
     if "specversion" in event:
         _check_cloudevent(event)
         return "eventgrid"
+    if unwrap_trigger_payload(event) is not None:
+        return "cts"
+    try:
+        if envelope_events(event) is not None:
+            return "envelope"
+    except EnvelopeRefused as exc:
+        raise InvalidEvent(f"failjob-reaper: EventGrid envelope: {exc}") from None
     keys = ", ".join(sorted(repr(key)[:40] for key in event)[:8]) or "none"
     raise InvalidEvent(
         "failjob-reaper: unsupported FunctionGraph event: expected a TIMER trigger, an "
-        f"EventGrid CloudEvent or an APIG request (keys: {keys})"
+        f"EventGrid CloudEvent (or an envelope of them), a CTS trace or an APIG request "
+        f"(keys: {keys})"
     )
 
 
@@ -311,6 +328,38 @@ def _eventgrid(app: App, event: dict[str, Any]) -> dict[str, Any]:
                     _printable(attributes.get("id")), exc)
         raise RetryLater(f"failjob-reaper: event not done, retry: {exc}") from None
     return {"status": "done", "id": attributes["id"], "type": attributes["type"]}
+
+
+def _envelope(app: App, event: dict[str, Any]) -> dict[str, Any]:
+    """``{"events": [...]}``: each event on its own; retry when any of them asks."""
+    def one(item: Mapping[str, Any]) -> None:
+        _eventgrid(app, dict(item))
+
+    result = process_envelope(list(event["events"]), one, RetryLater)
+    if result.retry:
+        raise RetryLater(f"failjob-reaper: {len(result.retry)} event(s) not done, retry: "
+                         f"{result.retry[0]}")
+    return result.as_data()
+
+
+def cts_event(event: Mapping[str, Any], request_id: str | None) -> dict[str, Any]:
+    """A CTS trigger payload as the cloud-service CloudEvent EventGrid would deliver for it,
+    so that both reach the same path: ``<SERVICE>:CloudTrace:<trace_type>``, the trace as data.
+    The trace id names the input: a retried invocation yields the same outcome ids."""
+    trace = unwrap_trigger_payload(event)
+    fields = trace if isinstance(trace, Mapping) else {}
+    service = fields.get("service_type")
+    service = service if isinstance(service, str) and service.isalnum() else "UNKNOWN"
+    kind = fields.get("trace_type")
+    kind = kind if isinstance(kind, str) and kind.isalpha() else "ApiCall"
+    trace_id = _text(fields.get("trace_id"))
+    return {
+        "specversion": "1.0",
+        "id": trace_id or request_id or str(uuid.uuid4()),
+        "source": "/functiongraph/triggers/cts",
+        "type": f"{service}:CloudTrace:{kind}",
+        "data": trace,
+    }
 
 
 def _base64_data(value: object) -> object:

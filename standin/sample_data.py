@@ -7,6 +7,7 @@ retention at that instant.
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ __all__ = [
     "JobRecord",
     "World",
     "bulk_world",
+    "cts_trace",
+    "eventgrid_cloudtrace",
     "format_begin_time",
     "parse_begin_time",
     "sample_world",
@@ -185,6 +188,72 @@ def sample_world(now: datetime, *, project_id: str = DEFAULT_PROJECT_ID) -> Worl
         )
         jobs.append((record, group))
     return groups, jobs
+
+
+def cts_trace(
+    resource_id: object,
+    *,
+    now: datetime,
+    service_type: str = "SDRS",
+    trace_name: str = "createProtectedInstance",
+    resource_type: str = "protectedInstance",
+    resource_name: str = "",
+    code: int | str = 400,
+    trace_type: str = "ApiCall",
+    request: object = None,
+    project_id: str | None = None,
+    read_only: bool | None = None,
+) -> dict[str, Any]:
+    """A CTS trace of an SDRS operation, in the fields of the CTS trace structure.
+
+    ``resource_id`` may be an object, as the FunctionGraph CTS trigger sample shows it.
+    Wrap it as ``{"cts": trace}`` for a FunctionGraph CTS trigger, or pass it to
+    ``eventgrid_cloudtrace`` for the EventGrid shape.
+    """
+    millis = int(now.timestamp() * 1000)
+    trace: dict[str, Any] = {
+        "time": millis,
+        "user": None if trace_type == "SystemAction" else {
+            "name": "ops", "id": "5b726c4fbfd84821ba866bafaaf56aa1",
+            "domain": {"name": "acme", "id": "b2b3853af40448fcb9e40dc3b89505ba"},
+        },
+        "request": json.dumps(request) if request is not None else "",
+        "response": "",
+        "code": code,
+        "service_type": service_type,
+        "event_type": "system",
+        "resource_type": resource_type,
+        "resource_name": resource_name,
+        "resource_id": resource_id,
+        "source_ip": None if trace_type == "SystemAction" else "192.0.2.10",
+        "trace_name": trace_name,
+        "trace_rating": "warning" if str(code).startswith(("4", "5")) else "normal",
+        "trace_type": trace_type,
+        "api_version": "v1",
+        "record_time": millis + 120,
+        "trace_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"trace:{resource_id}:{millis}")),
+    }
+    if project_id is not None:
+        trace["project_id"] = project_id
+    if read_only is not None:
+        trace["read_only"] = read_only
+    return trace
+
+
+def eventgrid_cloudtrace(trace: dict[str, Any], *, service: str = "SDRS") -> dict[str, Any]:
+    """The CloudEvent (structured JSON) EventGrid delivers for a cloud-service trace."""
+    kind = str(trace.get("trace_type") or "ApiCall")
+    return {
+        "specversion": "1.0",
+        "id": str(trace.get("trace_id") or uuid.uuid4()),
+        "source": f"HC.{service}",
+        "type": f"{service}:CloudTrace:{kind}",
+        "datacontenttype": "application/json",
+        "subject": str(trace.get("resource_name") or trace.get("trace_name") or ""),
+        "time": datetime.fromtimestamp(int(trace.get("time") or 0) / 1000, UTC)
+        .strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "data": trace,
+    }
 
 
 def bulk_world(

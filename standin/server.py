@@ -18,19 +18,16 @@ Choices where the real API is not settled (see reference/sdrs-task-center.md):
 from __future__ import annotations
 
 import bisect
-import hmac
 import json
 import random
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, get_args
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from failjob_reaper.sdrs._signing import verify_signature
-
+from ._auth import auth_failure
 from ._http import (
     Fault,
     RecordedRequest,
@@ -327,22 +324,8 @@ class TaskCenterStandIn(ServerBase):
     def _auth_failure(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes
     ) -> str | None:
-        if self._token is None and self._credentials is None:
-            return None
-        given = headers.get("x-auth-token")
-        token = self._token
-        if token is not None and given is not None and hmac.compare_digest(
-            given.encode(), token.encode()
-        ):
-            return None
-        if self._credentials is not None and "authorization" in headers:
-            url = f"http://{headers.get('host', self.url.partition('://')[2])}{target}"
-            return verify_signature(
-                method, url, headers, body, self._credentials, now=datetime.now(UTC)
-            )
-        if self._token is not None:
-            return "invalid X-Auth-Token" if given is not None else "missing X-Auth-Token"
-        return "missing Authorization header"
+        return auth_failure(method, target, headers, body, base_url=self.url,
+                            token=self._token, credentials=self._credentials)
 
     def _list_jobs(self, query: Mapping[str, str]) -> Response:
         limit = min(_int_param(query, "limit", _API_MAX_LIMIT, _API_MAX_LIMIT), self.max_page)

@@ -2,9 +2,12 @@
 
 Every decision becomes one ``Outcome``; ``Publisher`` turns it into a
 CloudEvent (SPEC section 7) and hands it to an ``Emitter``: the sink from
-``K_SINK`` in binary mode, or one JSON line on stdout when there is none.
+``K_SINK`` in binary mode, the EventGrid channel (``EG_ENDPOINT``/``EG_CHANNEL_ID``),
+both, or one JSON line on stdout when there is neither.
 """
 
+from failjob_reaper.outcomes._eventgrid import MAX_BATCH, EventGridEmitter, PartialDelivery
+from failjob_reaper.outcomes._fanout import FanoutEmitter
 from failjob_reaper.outcomes._model import (
     OUTCOMES,
     SWEEP_COMPLETED,
@@ -19,12 +22,16 @@ from failjob_reaper.outcomes._sink import SinkEmitter
 from failjob_reaper.outcomes._stdout import StdoutEmitter
 
 __all__ = [
+    "MAX_BATCH",
     "OUTCOMES",
     "SWEEP_COMPLETED",
     "TYPE_PREFIX",
     "Causation",
     "Emitter",
+    "EventGridEmitter",
+    "FanoutEmitter",
     "Outcome",
+    "PartialDelivery",
     "Publisher",
     "SinkEmitter",
     "StdoutEmitter",

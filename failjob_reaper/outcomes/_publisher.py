@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -60,6 +60,34 @@ class Publisher:
             TYPE_PREFIX + SWEEP_COMPLETED, None, summary.causation, summary.as_data()
         )
         return self._send(event)
+
+    def outcomes(self, outcomes: Sequence[Outcome]) -> list[CloudEvent]:
+        """Publish several outcomes, in batches when the emitter takes batches (EventGrid).
+
+        Like ``outcome`` for each; on failure only the events not taken are kept
+        (``PartialDelivery`` names them) and the error is raised.
+        """
+        events = [self.outcome_event(outcome) for outcome in outcomes]
+        emit_many = getattr(self.emitter, "emit_many", None)
+        if not callable(emit_many) or len(events) < 2:
+            for position, event in enumerate(events):
+                try:
+                    self._send(event)
+                except OutcomeDeliveryError:
+                    for rest in events[position + 1:]:  # the emitter is down: keep them
+                        self._keep(rest)
+                    raise
+            return events
+        try:
+            self.flush()
+            emit_many(events)
+        except OutcomeDeliveryError as exc:
+            undelivered = getattr(exc, "undelivered", None)
+            for event in events:
+                if undelivered is None or event["id"] in undelivered:
+                    self._keep(event)
+            raise
+        return events
 
     def defer(self, outcome: Outcome) -> None:
         """Queue without trying: the caller knows the sink is down right now."""
