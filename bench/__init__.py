@@ -15,7 +15,12 @@ Benchmarks (``--only`` names):
 * ``overhead``   - one job-failed event through the function vs the same three
                    HTTP calls made directly (the floor);
 * ``throughput`` - events/s with N concurrent clients, vs hello world;
-* ``memory``     - RSS of the function process over many cheap events, vs hello world.
+* ``memory``     - RSS of the function process over many cheap events, vs hello world;
+* ``ratelimit``  - a sweep against the stand-in throttling like the API gateway (R
+                   requests/s), adaptive vs the limiter off, the fixed limiter before
+                   and the SDK loop; client CPU per task, httpx's transport vs the old one;
+* ``lookup``     - calls and latency of one event against the number of groups, cold
+                   and warm lookup index, vs before.
 """
 
 BENCHMARKS = ("sweep", "coldstart", "overhead", "throughput", "memory", "ratelimit", "lookup")
