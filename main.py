@@ -56,11 +56,9 @@ else:
     app = load_app_or_exit()
     _target = _started_target()
     if _target == "on_event":
-        from handlers import _envelope
         from handlers import cloudevent as _cloudevent
 
-        _envelope.install(app)  # EventGrid's {"events": [...]} envelope, before the guard
-        _cloudevent.install_request_guard()
+        _cloudevent.install_request_guard(app)  # 400s, and EventGrid's {"events": [...]}
     elif _target == "on_http":
         from handlers import http as _http  # noqa: F401 - imported now, not at the 1st call
 

@@ -16,7 +16,7 @@ import sys
 import textwrap
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -323,7 +323,7 @@ def _progress(args: argparse.Namespace, dry_run: bool) -> Iterator[Progress | No
 
 
 def _report(
-    output: OutputFormat, rows: list[Row], plan: Plan | None, summary: dict[str, Any], *,
+    output: OutputFormat, rows: list[Row], plan: Plan | None, summary: Mapping[str, Any], *,
     dry_run: bool, title: str,
 ) -> None:
     """The plan's rows, the guard verdict and the summary, in the chosen format."""
@@ -349,7 +349,7 @@ def _report(
     _print_summary(title, summary, out)
 
 
-def _print_summary(title: str, data: dict[str, Any], out: TextIO) -> None:
+def _print_summary(title: str, data: Mapping[str, Any], out: TextIO) -> None:
     rows: list[tuple[str, str]] = [(key, str(data[key]))
                                    for key in ("listed", "groups", "decided", "deleted")
                                    if key in data]

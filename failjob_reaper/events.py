@@ -11,13 +11,14 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from failjob_reaper._text import printable
 from failjob_reaper.errors import InvalidInput
 from failjob_reaper.ids import is_valid_id, validate_id
 from failjob_reaper.outcomes import Causation
+from failjob_reaper.outcomes import Trigger as Trigger  # defined with the outcomes it names
 
-Trigger = Literal["event", "timer", "http", "cli"]
 PING_TYPE = "dev.knative.sources.ping"
 
 # Fields of an input that name a task, most specific first. `failure_job_id` is
@@ -123,7 +124,7 @@ def parse_cloudevent(
     except InvalidInput as exc:
         return Rejected(str(exc), "event", causation, _safe_task_id(data))
     return Rejected(
-        f"unsupported event type {_printable(event_type)}", "event", causation,
+        f"unsupported event type {printable(event_type)}", "event", causation,
         _safe_task_id(data),
     )
 
@@ -262,8 +263,3 @@ def _safe_task_id(data: object) -> str | None:
             if is_valid_id(data.get(key)):
                 return str(data[key])
     return None
-
-
-def _printable(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -22,7 +22,7 @@ from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, ResourceRequest, TaskRequest, Trigger
 from failjob_reaper.logs import outcome_fields
 from failjob_reaper.lookup import LookupIndex, Scope, read_scope, scopes_to_search
-from failjob_reaper.outcomes import Causation, Outcome, Publisher
+from failjob_reaper.outcomes import Causation, Outcome, OutcomeName, Publisher
 from failjob_reaper.plan import (
     Everything,
     OneResource,
@@ -511,7 +511,7 @@ class _Reporter:
 
     def make(
         self,
-        outcome: str,
+        outcome: OutcomeName,
         *,
         planned: PlannedRecord | None = None,
         failure_job_id: str | None = None,
@@ -542,7 +542,7 @@ class _Reporter:
         )
 
     def of(
-        self, delete: PlannedDelete, outcome: str, *, reason: str | None = None,
+        self, delete: PlannedDelete, outcome: OutcomeName, *, reason: str | None = None,
         status_code: int | None = None, attempts: int = 0,
         error: Mapping[str, Any] | None = None, dry_run: bool | None = None,
     ) -> Outcome:

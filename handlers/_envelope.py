@@ -8,22 +8,21 @@ tried: the redelivery decides the others again, which is safe (deletes are
 idempotent, outcome ids stable).
 
 ``on_event`` sees the envelope as a plain JSON POST, which the framework would refuse
-as no CloudEvent; ``install`` puts a hook in front that serves it instead.
+as no CloudEvent; the request guard of ``handlers/cloudevent.py`` serves it instead
+(``envelope_answer``). No web framework here: FunctionGraph imports it too.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import flask
-
 from failjob_reaper.app import App
+from failjob_reaper.http_api import error_body
+from handlers._events import Redeliver, event_problem, process, split
 
 log = logging.getLogger("failjob_reaper")
 
@@ -58,31 +57,6 @@ def envelope_events(payload: object) -> list[object] | None:
     return None
 
 
-def cloudevent_problem(event: object) -> str | None:
-    """Why this structured-JSON event cannot be served (None: it can)."""
-    if not isinstance(event, Mapping):
-        return "an event must be a JSON object"
-    if event.get("specversion") != "1.0":
-        return 'specversion must be "1.0"'
-    bad = [name for name in ("id", "source", "type")
-           if not isinstance(event.get(name), str) or not event[name].strip()]
-    return f"{', '.join(bad)} must be non-empty strings" if bad else None
-
-
-def split(event: Mapping[str, Any]) -> tuple[dict[str, Any], object]:
-    """Attributes and data of a structured-JSON CloudEvent (``data_base64`` decoded)."""
-    attributes = {name: value for name, value in event.items()
-                  if name not in ("data", "data_base64")}
-    data: object = event.get("data")
-    if "data_base64" in event and data is None:
-        raw = event["data_base64"]
-        try:
-            data = base64.b64decode(raw, validate=True) if isinstance(raw, str) else raw
-        except (binascii.Error, ValueError):
-            data = raw  # undecodable: the core rejects it as malformed (acknowledged)
-    return attributes, data
-
-
 def process_envelope(
     events: list[object], handle: Callable[[Mapping[str, Any]], None],
     retry: type[Exception],
@@ -90,7 +64,7 @@ def process_envelope(
     """``handle`` each event; ``retry`` is the exception that asks for redelivery."""
     result = EnvelopeResult()
     for position, event in enumerate(events):
-        problem = cloudevent_problem(event)
+        problem = event_problem(event)
         if problem is not None:
             log.warning("eventgrid envelope: event %d refused: %s", position, problem)
             result.refused.append(f"event {position}: {problem}")
@@ -105,35 +79,15 @@ def process_envelope(
     return result
 
 
-def install(app: App | None) -> None:
-    """Serve envelopes POSTed to the ``on_event`` target (before any other hook)."""
-    if app is None or not flask.has_app_context():
-        return
-    flask.current_app.before_request(lambda: _serve_envelope(app))
-
-
-def _serve_envelope(app: App) -> flask.Response | None:
-    request = flask.request
-    # Only the cloudevent function, only plain JSON: a binary-mode CloudEvent carries
-    # ce-* headers, a structured one application/cloudevents+json.
-    if request.endpoint != "cloudevent" or request.mimetype != "application/json":
-        return None
-    if "ce-specversion" in request.headers:
-        return None
+def envelope_answer(app: App, body: bytes) -> tuple[int, Mapping[str, Any]] | None:
+    """The answer (status, JSON) to a plain JSON POST that is an envelope; None if it is not."""
     try:
-        payload = json.loads(request.get_data())
-        events = envelope_events(payload)
-    except (ValueError, RecursionError):
-        return None  # not ours: the framework and its guard answer
+        events = envelope_events(json.loads(body))
     except EnvelopeRefused as exc:
-        return _answer(400, {"error": {"code": "invalid_envelope", "message": str(exc)}})
+        return 400, error_body("invalid_envelope", str(exc))
+    except (ValueError, RecursionError):
+        return None  # not an envelope: the CloudEvent parse answers
     if events is None:
         return None
-    from handlers.cloudevent import Redeliver, process
-
     result = process_envelope(events, lambda event: process(app, *split(event)), Redeliver)
-    return _answer(503 if result.retry else 200, result.as_data())
-
-
-def _answer(status: int, body: dict[str, Any]) -> flask.Response:
-    return flask.Response(json.dumps(body), status=status, mimetype="application/json")
+    return (503 if result.retry else 200), result.as_data()

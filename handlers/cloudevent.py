@@ -1,96 +1,88 @@
-"""The cloudevent adapter: one input CloudEvent -> one decision or one sweep."""
+"""The functions-framework ``cloudevent`` target: one input CloudEvent -> one decision
+or one sweep, and the one request guard in front of it."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import flask
 from cloudevents.exceptions import GenericException
-from cloudevents.http import CloudEvent
-from werkzeug.exceptions import BadRequest, ServiceUnavailable
+from cloudevents.http import CloudEvent, from_http
+from werkzeug.exceptions import ServiceUnavailable
 
 from failjob_reaper.app import App
-from failjob_reaper.errors import OutcomeDeliveryError
-from failjob_reaper.events import ResourceRequest, SweepRequest, parse_cloudevent
+from failjob_reaper.http_api import JSON, error_body
+from handlers._envelope import envelope_answer
+from handlers._events import Redeliver, attribute_problem, process
 
+__all__ = ["Redeliver", "install_request_guard", "on_event", "process"]
 
-class Redeliver(Exception):
-    """The input was not fully handled; the trigger should deliver it again."""
+log = logging.getLogger("failjob_reaper")
 
+CLOUDEVENT_ENDPOINT = "cloudevent"
+"""The endpoint functions-framework routes a ``cloudevent`` function's requests to (its
+signature type); the app is configured after main.py is loaded, so it is checked per request."""
 
-def process(app: App, attributes: Mapping[str, Any], data: object) -> None:
-    """Decide or sweep; raise Redeliver when a redelivery could still help."""
-    settings = app.settings
-    request = parse_cloudevent(
-        attributes,
-        data,
-        types=app.types,
-        project_id=settings.project_id,
-        id_field=settings.failure_job_id_field,
-    )
-    try:
-        if isinstance(request, SweepRequest):
-            summary = app.sweeper.run(request)
-            if summary.transient_failure:
-                raise Redeliver(summary.aborted_reason or "sweep failed")
-            return
-        if isinstance(request, ResourceRequest):  # a CTS trace: every task of its resource
-            outcomes = app.reaper.handle_resource(request)
-        else:
-            outcomes = [app.reaper.handle(request)]
-    except OutcomeDeliveryError as exc:
-        raise Redeliver(str(exc)) from None
-    for outcome in outcomes:
-        if outcome.transient_failure:
-            raise Redeliver(outcome.reason)
+UNPARSABLE: tuple[type[Exception], ...] = (
+    GenericException, ValueError, TypeError, AttributeError, RecursionError,
+)
+"""What ``cloudevents.http.from_http`` raises for a request it cannot read: its own
+errors, the JSON decoder's (ValueError, UnicodeDecodeError, RecursionError for JSON
+nested thousands deep), ValueError for a null ``id``, and TypeError/AttributeError
+for a structured body that is JSON but not an object."""
 
 
 def on_event(app: App, event: CloudEvent) -> None:
     """functions-framework: return acknowledges (200); 503 asks for redelivery."""
-    attributes = event.get_attributes()
-    for name in ("id", "source"):
-        # Outcome ids derive from these: without them two inputs could not be told apart.
-        value = attributes.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise BadRequest(f"CloudEvent attribute {name!r} must be a non-empty string")
     try:
-        process(app, attributes, event.data)
+        process(app, event.get_attributes(), event.data)
     except Redeliver as exc:
         raise ServiceUnavailable(description=str(exc)) from None
 
 
-def install_request_guard() -> None:
-    """Answer 400 for CloudEvents the CloudEvents SDK itself cannot parse.
+def install_request_guard(app: App | None) -> None:
+    """Put ``guard_request`` in front of the CloudEvent function of this Flask app.
 
-    functions-framework parses the request before our function runs; JSON nested
-    thousands deep or a null ``id`` make the SDK raise RecursionError/ValueError,
-    which the framework turns into a 500 - and a trigger redelivers a 500 forever.
-    Error handlers, so the happy path pays nothing; they answer 400 only for errors
-    raised inside the SDK or the JSON decoder, anything else stays a 500.
-    Called while main.py is loaded inside the framework's app context; elsewhere
+    Called while main.py is loaded inside functions-framework's app context; elsewhere
     (FunctionGraph) there is no Flask app and nothing to guard.
     """
-    # functions-framework names its Flask app after the target: on_event only.
-    if flask.has_app_context() and flask.current_app.name == "on_event":
-        for kind in (GenericException, ValueError, RecursionError):
-            flask.current_app.register_error_handler(kind, _refuse_unparsable_cloudevent)
+    if app is not None and flask.has_app_context():
+        flask.current_app.before_request(lambda: guard_request(app))
 
 
-_PARSERS = ("/cloudevents/", "/json/")
+def guard_request(app: App) -> flask.Response | None:
+    """What comes before the framework's own CloudEvent parse; None lets it go on.
+
+    1. An EventGrid envelope ``{"events": [...]}`` (plain JSON, no ``ce-`` headers) is
+       served here, each event on its own (``handlers/_envelope.py``).
+    2. Anything else must be a CloudEvent the SDK can parse, with a usable ``id`` and
+       ``source``: else 400. The framework would answer a 500 (redelivered forever) for
+       some of it, or try it as a legacy background event. Decided by the exception type
+       of the SDK's own parse, at the point of parsing: an error raised later, in our
+       code, stays a 500.
+    """
+    request = flask.request
+    if request.endpoint != CLOUDEVENT_ENDPOINT:
+        return None  # another signature's app, or the framework's own 404/405
+    if request.mimetype == JSON and "ce-specversion" not in request.headers:
+        answer = envelope_answer(app, request.get_data())
+        if answer is not None:
+            return _answer(*answer)
+    try:
+        event = from_http(request.headers, request.get_data())  # as the framework does
+    except UNPARSABLE as exc:
+        log.info("on_event: refused a request that is not a CloudEvent: %s",
+                 type(exc).__name__)
+        return _answer(400, error_body("invalid_cloudevent",
+                                       f"not a valid CloudEvent: {type(exc).__name__}"))
+    problem = attribute_problem(event.get_attributes())
+    if problem is not None:
+        return _answer(400, error_body("invalid_cloudevent", f"CloudEvent attributes: {problem}"))
+    return None
 
 
-def _refuse_unparsable_cloudevent(exc: Exception) -> flask.Response:
-    frame, raised_in_parser = exc.__traceback__, False
-    while frame is not None:  # where was it raised? the innermost frame decides
-        filename = frame.tb_frame.f_code.co_filename
-        raised_in_parser = any(part in filename for part in _PARSERS)
-        frame = frame.tb_next
-    if not raised_in_parser:
-        raise exc  # ours: a real 500
-    message = f"not a valid CloudEvent: {type(exc).__name__}"
-    return flask.Response(
-        json.dumps({"error": {"code": "invalid_cloudevent", "message": message}}),
-        status=400, mimetype="application/json",
-    )
+def _answer(status: int, body: Mapping[str, Any]) -> flask.Response:
+    return flask.Response(json.dumps(body), status=status, mimetype=JSON)

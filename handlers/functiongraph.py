@@ -1,16 +1,17 @@
 """The Huawei FunctionGraph adapter: ``handler(event, context)`` onto the same core paths.
 
 FunctionGraph calls an event function with the parsed JSON payload of its trigger
-and a context object. Three payloads are served; anything else fails the
+and a context object. These payloads are served; anything else fails the
 invocation with one line (and no request to SDRS):
 
 * timer trigger (``trigger_type == "TIMER"``): a sweep, ``trigger: timer``;
 * EventGrid, a structured CloudEvent 1.0 (``specversion``, ``id``, ``source``,
-  ``type``, ``data``): ``cloudevent.process``, the path of ``on_event``; also several
+  ``type``, ``data``): ``process``, the path of ``on_event``; also several
   wrapped as ``{"events": [...]}``, each decided on its own;
 * CTS trigger (``{"cts": {trace}}``, or the older ``{"data": {trace}}``): the trace as
   the cloud-service CloudEvent EventGrid delivers for it, the same path;
-* APIG request (``httpMethod`` and ``path``): ``http.on_http``, the path of ``on_http``.
+* APIG request (``httpMethod`` and ``path``): the HTTP core ``http_api.serve``, the
+  path of ``on_http`` (no Flask here: the event is mapped onto an ``HttpRequest``).
 
 A *failed invocation* (an exception out of ``handler``) is what makes
 FunctionGraph retry an asynchronous invocation (EventGrid, timer), so:
@@ -43,23 +44,20 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import urlencode
 
-import flask
-from werkzeug.datastructures import Headers
-from werkzeug.test import EnvironBuilder
-
+from failjob_reaper._text import json_kind, printable
 from failjob_reaper.app import CONFIG_ERROR_PREFIX, App, load_app, load_app_or_exit
 from failjob_reaper.cts import unwrap_trigger_payload
 from failjob_reaper.errors import ConfigError, InvalidInput, OutcomeDeliveryError
 from failjob_reaper.events import sweep_request
+from failjob_reaper.http_api import HttpRequest, HttpResponse, error_response, header_map, serve
 from failjob_reaper.outcomes import Causation
-from handlers import http as _http
 from handlers._envelope import EnvelopeRefused, envelope_events, process_envelope
-from handlers.cloudevent import Redeliver, process
+from handlers._events import Redeliver, event_problem, process, split
 
 log = logging.getLogger("failjob_reaper")
 
@@ -76,9 +74,6 @@ TIMER_KEYS = frozenset({"dry_run", "server_group_id", "project_id"})
 """What a timer's ``user_event`` may carry: the data of an ``sdrs.failurejob.sweep`` event."""
 
 _TRIGGER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-_TEXT_TYPES = ("application/json", "application/problem+json")
-# Re-framed from the decoded body; the original values would not match it.
-_HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
 
 Kind = Literal["timer", "eventgrid", "envelope", "cts", "apig"]
 
@@ -261,7 +256,7 @@ def _timer(
         raise RetryLater(f"failjob-reaper: sweep not reported, retry: {exc}") from None
     if summary.transient_failure:
         raise RetryLater(f"failjob-reaper: sweep failed, retry: {summary.aborted_reason}")
-    return summary.as_data()
+    return dict(summary.as_data())
 
 
 def timer_payload(user_event: object) -> dict[str, Any]:
@@ -289,7 +284,7 @@ def timer_payload(user_event: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidEvent(
             'failjob-reaper: timer user_event: must be a JSON object such as {"dry_run": true}, '
-            f"not {_http.json_kind(value)}"
+            f"not {json_kind(value)}"
         )
     unknown = sorted(str(key) for key in value if key not in TIMER_KEYS)
     if unknown:
@@ -305,27 +300,18 @@ def timer_payload(user_event: object) -> dict[str, Any]:
 
 
 def _check_cloudevent(event: Mapping[str, Any]) -> None:
-    if event.get("specversion") != "1.0":
-        raise InvalidEvent("failjob-reaper: EventGrid event: specversion must be \"1.0\"")
-    missing = [name for name in ("id", "source", "type")
-               if not isinstance(event.get(name), str) or not event[name]]
-    if missing:
-        raise InvalidEvent(
-            f"failjob-reaper: EventGrid event: {', '.join(missing)} must be non-empty strings"
-        )
+    problem = event_problem(event)
+    if problem is not None:
+        raise InvalidEvent(f"failjob-reaper: EventGrid event: {problem}")
 
 
 def _eventgrid(app: App, event: dict[str, Any]) -> dict[str, Any]:
-    attributes = {name: value for name, value in event.items()
-                  if name not in ("data", "data_base64")}
-    data: object = event.get("data")
-    if "data_base64" in event and data is None:
-        data = _base64_data(event["data_base64"])
+    attributes, data = split(event)
     try:
         process(app, attributes, data)
     except Redeliver as exc:
         log.warning("functiongraph: event %s not done, asking for a retry: %s",
-                    _printable(attributes.get("id")), exc)
+                    printable(attributes.get("id")), exc)
         raise RetryLater(f"failjob-reaper: event not done, retry: {exc}") from None
     return {"status": "done", "id": attributes["id"], "type": attributes["type"]}
 
@@ -362,20 +348,7 @@ def cts_event(event: Mapping[str, Any], request_id: str | None) -> dict[str, Any
     }
 
 
-def _base64_data(value: object) -> object:
-    # Undecodable data is passed on as it is: the core rejects it as malformed (acknowledged).
-    if not isinstance(value, str):
-        return value
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return value
-
-
 # -- APIG ---------------------------------------------------------------------------------
-
-_FLASK = flask.Flask(__name__)
-"""Only for request/app contexts and make_response; it serves nothing itself."""
 
 
 class _BadApigRequest(Exception):
@@ -383,88 +356,55 @@ class _BadApigRequest(Exception):
 
 
 def _apig(app: App, event: dict[str, Any]) -> dict[str, Any]:
-    method = event["httpMethod"].upper()
     try:
-        environ = apig_environ(event)
+        request = apig_request(event)
     except _BadApigRequest as exc:
-        error = _http.error_response(400, "invalid_request", str(exc))
-        return apig_response(error, head=method == "HEAD")
-    with _FLASK.request_context(environ) as ctx:
-        result = _http.on_http(app, ctx.request)
-        response = _FLASK.make_response(result)
-        return apig_response(response, head=method == "HEAD")
+        return apig_response(error_response(400, "invalid_request", str(exc)))
+    return apig_response(serve(app, request))
 
 
-def apig_environ(event: Mapping[str, Any]) -> dict[str, Any]:
-    """A WSGI environ for the request an APIG event describes."""
-    method = str(event["httpMethod"]).upper()
+def apig_request(event: Mapping[str, Any]) -> HttpRequest:
+    """The request an APIG event describes (headers and query values may be lists)."""
     path = str(event["path"])
     if not path.startswith("/") or "?" in path or "#" in path:
         raise _BadApigRequest("the request path is malformed")
-    headers = Headers()
-    raw_headers = event.get("headers")
-    if isinstance(raw_headers, Mapping):
-        for name, value in raw_headers.items():
-            if not isinstance(name, str) or name.lower() in _HOP_HEADERS:
-                continue
+    headers = event.get("headers")
+    query = event.get("queryStringParameters")
+    return HttpRequest(
+        method=str(event["httpMethod"]).upper(),
+        path=path,
+        headers=header_map((name, value) for name, value in _pairs(headers)),
+        body=_apig_body(event),
+        query=urlencode(list(_pairs(query))),
+    )
+
+
+def _pairs(values: object) -> Iterator[tuple[str, str]]:
+    if isinstance(values, Mapping):
+        for name, value in values.items():
             for item in value if isinstance(value, list) else [value]:
-                if item is not None:
-                    headers.add(name, str(item))
-    query: list[tuple[str, str]] = []
-    raw_query = event.get("queryStringParameters")
-    if isinstance(raw_query, Mapping):
-        for name, value in raw_query.items():
-            for item in value if isinstance(value, list) else [value]:
-                if item is not None:
-                    query.append((str(name), str(item)))
+                if isinstance(name, str) and item is not None:
+                    yield name, str(item)
+
+
+def _apig_body(event: Mapping[str, Any]) -> bytes:
     body = event.get("body")
     if body is None or body == "":
-        data = b""
-    elif not isinstance(body, str):
+        return b""
+    if not isinstance(body, str):
         raise _BadApigRequest("the body must be text (or base64 with isBase64Encoded)")
-    elif event.get("isBase64Encoded") is True:
-        try:
-            data = base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError):
-            raise _BadApigRequest("isBase64Encoded is true but the body is not base64") from None
-    else:
-        data = body.encode("utf-8")
-    environ_base: dict[str, str] = {}
-    context = event.get("requestContext")
-    if isinstance(context, Mapping) and isinstance(context.get("sourceIp"), str):
-        environ_base["REMOTE_ADDR"] = context["sourceIp"]
-    builder = EnvironBuilder(
-        path=path,
-        method=method,
-        headers=headers,
-        data=data,
-        query_string=urlencode(query),
-        environ_base=environ_base,
-    )
+    if event.get("isBase64Encoded") is not True:
+        return body.encode("utf-8")
     try:
-        return builder.get_environ()
-    finally:
-        builder.close()
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise _BadApigRequest("isBase64Encoded is true but the body is not base64") from None
 
 
-def apig_response(response: flask.Response, *, head: bool = False) -> dict[str, Any]:
-    """The APIG answer for a Flask response: JSON and text bodies as text, others base64."""
-    data = b"" if head else response.get_data()
-    headers: dict[str, str] = {}
-    for name, value in response.headers.items():
-        if name.lower() == "content-length":
-            continue  # APIG frames the body itself
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    mimetype = response.mimetype or ""
-    textual = mimetype in _TEXT_TYPES or mimetype.startswith("text/") or mimetype.endswith("+json")
-    if textual:
-        try:
-            return {"statusCode": response.status_code, "headers": headers,
-                    "body": data.decode("utf-8"), "isBase64Encoded": False}
-        except UnicodeDecodeError:
-            pass
-    return {"statusCode": response.status_code, "headers": headers,
-            "body": base64.b64encode(data).decode("ascii"), "isBase64Encoded": True}
+def apig_response(answer: HttpResponse) -> dict[str, Any]:
+    """The APIG answer: the core answers JSON only, so the body is always text."""
+    return {"statusCode": answer.status, "headers": dict(answer.headers),
+            "body": answer.body.decode("utf-8"), "isBase64Encoded": False}
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -478,8 +418,3 @@ def _ask(context: object, method: str) -> object:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _printable(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."

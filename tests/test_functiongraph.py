@@ -498,6 +498,39 @@ def test_apig_bad_base64_body_is_400_and_unknown_path_404(
     assert standin.requests == []
 
 
+def test_apig_query_options_are_refused_and_head_answers_no_body(
+    standin: TaskCenterStandIn, sink: OutcomeSink, functiongraph: FunctionGraph
+) -> None:
+    standin.add_job(failed_task(EXPIRED))
+    function = functiongraph()
+    sweep = apig_event("POST", "/sweep", b"{}")
+    sweep["queryStringParameters"] = {"dry_run": ["true"]}  # APIG may hand over lists
+
+    refused = function(sweep)
+    head = function(apig_event("HEAD", "/healthz", token=None))
+
+    assert refused["statusCode"] == 400
+    assert "query parameters" in body_of(refused)["error"]["message"]
+    assert (head["statusCode"], head["body"]) == (200, "")
+    assert standin.requests == []
+
+
+def test_apig_repeated_headers_take_the_first_and_names_ignore_case(
+    standin: TaskCenterStandIn, sink: OutcomeSink, functiongraph: FunctionGraph
+) -> None:
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    event = apig_event("POST", "/retry", json.dumps({"failure_job_id": record["resource_id"]})
+                       .encode(), token=None)
+    event["headers"]["AUTHORIZATION"] = [f"Bearer {API_TOKEN}", "Bearer wrong-token"]
+
+    answer = functiongraph()(event)
+
+    assert answer["statusCode"] == 200
+    assert body_of(answer)["outcome"] == "deleted"
+    assert standin.deletes() == [record["resource_id"]]
+
+
 # -- credentials ----------------------------------------------------------------------
 
 

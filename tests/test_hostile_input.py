@@ -24,6 +24,7 @@ from failjob_reaper.events import (
     parse_cloudevent,
 )
 from failjob_reaper.policy import PolicyError, parse_policy
+from failjob_reaper.reaper import Reaper
 from standin import OutcomeSink, TaskCenterStandIn
 from tests.conftest import EXPIRED, PROJECT, FunctionFactory, data_of, failed_task
 from tests.reliability_support import (
@@ -87,7 +88,7 @@ def assert_refused_quietly(
 
 
 @pytest.mark.parametrize("drop", ["ce-id", "ce-source", "ce-type", "ce-specversion"])
-def test_binary_event_missing_a_required_attribute_gets_the_frameworks_400(
+def test_binary_event_missing_a_required_attribute_gets_400(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
     capfd: pytest.CaptureFixture[str], drop: str,
 ) -> None:
@@ -163,6 +164,48 @@ def test_not_json_at_all_in_structured_mode_gets_400(
     response = make_function().post_raw({"content-type": CE_JSON}, b"{not json")
     assert response.status_code == 400
     assert standin.requests == []
+
+
+@pytest.mark.parametrize("shape", ["string", "array", "number", "null", "true"])
+def test_structured_body_that_is_json_but_not_an_object_gets_400_and_no_delete(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
+    capfd: pytest.CaptureFixture[str], shape: str,
+) -> None:
+    # The framework would try it as a legacy background event and crash (500, redelivered
+    # forever); each of these wraps a valid event for a task that would be deleted.
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    event = json.loads(structured(data={"failure_job_id": record["resource_id"]}))
+    body = {"string": json.dumps(json.dumps(event)), "array": json.dumps([event]),
+            "number": "42", "null": "null", "true": "true"}[shape]
+
+    response = make_function().post_raw({"content-type": CE_JSON}, body.encode())
+
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_cloudevent"
+    assert standin.requests == []
+    assert sink.events == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_value_error_from_our_own_code_is_a_500_not_a_dropped_event(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The guard decides by where the error is raised: the SDK's parse. The old one read
+    # the traceback's file names, and a ValueError out of the json package (a json.loads
+    # in our code) became a 400: the trigger dropped an event we had failed to handle.
+    def our_bug(self: Reaper, request: object) -> object:
+        return json.loads("{not json")
+
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    monkeypatch.setattr(Reaper, "handle", our_bug)
+
+    response = make_function().send(FAILED, record)
+
+    assert response.status_code == 500  # redelivered: a fixed version decides it
+    assert standin.deletes() == []
 
 
 # -- size and depth ------------------------------------------------------------------------

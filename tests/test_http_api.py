@@ -3,6 +3,7 @@ WSGI app, the stand-in over loopback, outcomes in a real HTTP sink."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -18,12 +19,15 @@ from cloudevents.conversion import to_structured
 from hypothesis import given
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
+from pydantic import TypeAdapter
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
+from failjob_reaper.http_api import _models, _openapi, token_matches
+from failjob_reaper.http_api._types import DELETE_FAILED_TYPE
 from failjob_reaper.ids import is_valid_id
-from failjob_reaper.outcomes import OUTCOMES, TYPE_PREFIX
-from handlers import _openapi
+from failjob_reaper.outcomes import OUTCOMES, TYPE_PREFIX, OutcomeData, SweepSummaryData
+from failjob_reaper.reaper import Reaper
 from standin import Fault, OutcomeSink, TaskCenterStandIn
 from tests.conftest import (
     EXPIRED,
@@ -186,13 +190,12 @@ def test_the_api_token_never_reaches_logs_outcomes_or_answers(
     assert TOKEN not in everything
 
 
-def test_token_compare_is_on_bytes_and_exact() -> None:
-    from handlers.http import token_matches
-
+def test_token_compare_is_exact() -> None:
     assert token_matches("abc", "abc")
     assert not token_matches("abc", "abcd")
     assert not token_matches("", "abc")
-    assert token_matches("pässwörd".encode().decode("latin-1"), "pässwörd")  # as WSGI hands it
+    assert token_matches("pässwörd", "pässwörd")
+    assert not token_matches("passwort", "pässwörd")
 
 
 # -- /retry -----------------------------------------------------------------------
@@ -220,7 +223,7 @@ def test_retry_deletes_an_expired_task_and_answers_the_outcome_it_emitted(
     assert event["type"] == "sdrs.failurejob.deleted"
     assert event["traceparent"] == TRACEPARENT
     assert data_of(event) == body
-    _openapi.OutcomeBody.model_validate(body)
+    TypeAdapter(OutcomeData).validate_python(body, strict=True)
 
 
 def test_retry_without_idempotency_key_gets_a_fresh_causation_id(
@@ -395,7 +398,7 @@ def test_sweep_dry_run_answers_a_summary_and_deletes_nothing(
     assert body["outcomes"]["retained"] == 1
     assert body["causation"]["type"] == "http.sweep"
     assert standin.deletes() == []
-    _openapi.SweepSummaryBody.model_validate(body)
+    TypeAdapter(SweepSummaryData).validate_python(body, strict=True)
     completed = sink.of_type(TYPE_PREFIX + "sweep_completed")
     assert [data_of(e) for e in completed] == [body]
 
@@ -592,43 +595,63 @@ def test_a_chunked_upload_is_never_read_past_the_limit(
     assert standin.requests == []
 
 
+@contextlib.contextmanager
+def served_over_a_socket(function: Function) -> Iterator[http.client.HTTPConnection]:
+    server = make_server("127.0.0.1", 0, function.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+    try:
+        yield connection
+    finally:
+        connection.close()
+        server.shutdown()
+        thread.join()
+
+
 def test_over_a_real_socket_a_chunked_upload_gets_413(
     standin: TaskCenterStandIn, sink: OutcomeSink, api: Callable[..., Function]
 ) -> None:
-    server = make_server("127.0.0.1", 0, api().app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        def chunks() -> Iterator[bytes]:
-            yield b'{"failure_job_id": "abc", "pad": "'
-            for _ in range(64):
-                yield b"x" * LIMIT
-            yield b'"}'
+    def chunks() -> Iterator[bytes]:
+        yield b'{"failure_job_id": "abc", "pad": "'
+        for _ in range(64):
+            yield b"x" * LIMIT
+        yield b'"}'
 
-        connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+    with served_over_a_socket(api()) as connection:
         connection.request("POST", "/retry", body=chunks(), encode_chunked=True, headers={
             "Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"})
         response = connection.getresponse()
         payload = json.loads(response.read())
-        connection.close()
-    finally:
-        server.shutdown()
-        thread.join()
     assert response.status == 413
     assert payload["error"]["code"] == "payload_too_large"
     assert standin.requests == []
 
 
+def test_over_a_real_socket_a_non_ascii_token_is_compared_as_its_utf8_bytes(
+    standin: TaskCenterStandIn, sink: OutcomeSink, api: Callable[..., Function]
+) -> None:
+    token = "pässwörd-token-Ünï-42"
+    answers = []
+    with served_over_a_socket(api(RETRY_API_TOKEN=token)) as connection:
+        for sent in (token.encode(), token.encode("latin-1"), b"p\xe4ssw\xf6rd"):
+            connection.request("POST", "/sweep", body=b'{"dry_run": true}', headers={
+                "Authorization": b"Bearer " + sent, "Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            answers.append(response.status)
+    assert answers == [200, 401, 401]
+    assert standin.deletes() == []
+
+
 def test_unexpected_errors_are_a_bare_500(
     standin: TaskCenterStandIn, api: Callable[..., Function], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import handlers.http
-
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret internals /etc/passwd")
 
     function = api()
-    monkeypatch.setattr(handlers.http, "task_request", boom)
+    monkeypatch.setattr(Reaper, "handle", boom)
     response = call(function, "POST", "/retry", {"failure_job_id": GOOD})
 
     assert response.status_code == 500
@@ -678,14 +701,14 @@ def test_the_openapi_document_is_public_valid_and_complete(
 
 def test_openapi_outcome_names_match_the_core() -> None:
     schemas = json.loads(_openapi.document_bytes())["components"]["schemas"]
-    assert tuple(schemas["OutcomeBody"]["properties"]["outcome"]["enum"]) == OUTCOMES
+    assert tuple(schemas["OutcomeData"]["properties"]["outcome"]["enum"]) == OUTCOMES
     assert tuple(schemas["OutcomeCounts"]["properties"]) == OUTCOMES
-    assert _openapi.DELETE_FAILED_TYPE == TYPE_PREFIX + "delete_failed"
+    assert DELETE_FAILED_TYPE == TYPE_PREFIX + "delete_failed"
 
 
 def _ecma_pattern_matches(value: str) -> bool:
     # JSON Schema patterns are ECMA 262: `$` does not match before a trailing newline.
-    python = _openapi.ID_PATTERN.removesuffix("$") + r"\Z"
+    python = _models.ID_PATTERN.removesuffix("$") + r"\Z"
     return re.search(python, value) is not None
 
 
@@ -694,7 +717,8 @@ def test_the_documented_id_pattern_is_the_id_rule(value: str) -> None:
     assert _ecma_pattern_matches(value) == is_valid_id(value)
 
 
-def test_importing_the_adapter_builds_no_model_and_no_document() -> None:
-    code = ("import sys, handlers.http; "
-            "assert 'handlers._openapi' not in sys.modules, 'models built at import'")
+def test_importing_the_adapters_builds_no_model_and_no_document() -> None:
+    code = ("import sys, handlers.http, handlers.functiongraph; "
+            "assert 'failjob_reaper.http_api._models' not in sys.modules, 'models built'; "
+            "assert 'failjob_reaper.http_api._openapi' not in sys.modules, 'document built'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)

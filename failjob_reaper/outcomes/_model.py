@@ -1,4 +1,12 @@
-"""What an outcome carries (SPEC section 7) and how its CloudEvent id is made."""
+"""What an outcome carries (SPEC section 7) and how its CloudEvent id is made.
+
+``Outcome.as_data()`` and ``SweepSummary.as_data()`` are declared to return the
+TypedDicts ``OutcomeData`` and ``SweepSummaryData``: mypy holds the two together,
+and the manual API's OpenAPI document is generated from the TypedDicts
+(``failjob_reaper.http_api``), so what the document says is what is sent. A new
+field of the event data is added in two places next to each other: the
+TypedDict and ``as_data``.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +14,97 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Final, Literal, get_args
+
+from pydantic import Field, WithJsonSchema
+from typing_extensions import TypedDict  # pydantic needs it for a schema on Python < 3.12
 
 TYPE_PREFIX = "sdrs.failurejob."
-OUTCOMES = (
+OutcomeName = Literal[
     "deleted",
     "already_deleted",
     "retained",
     "would_delete",
     "delete_failed",
     "rejected",
-)
-SWEEP_COMPLETED = "sweep_completed"
+]
+OUTCOMES: tuple[OutcomeName, ...] = get_args(OutcomeName)
+SWEEP_COMPLETED: Final = "sweep_completed"
+Trigger = Literal["event", "timer", "http", "cli"]
+"""What started the decision (the ``trigger`` of every outcome)."""
+
+Count = Annotated[int, Field(ge=0)]
+Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+
+
+class CausationData(TypedDict):
+    """The input that caused the outcome: its CloudEvent ``id``, ``source``, ``type``."""
+
+    id: str | None
+    source: str | None
+    type: str | None
+
+
+class ErrorData(TypedDict):
+    """Why a delete failed: the API's error code and message; worth a retry later?"""
+
+    code: str | None
+    message: str
+    retryable: bool
+
+
+class OutcomeData(TypedDict):
+    """The data of an outcome CloudEvent (SPEC section 7); the answer of ``POST /retry``."""
+
+    outcome: OutcomeName
+    project_id: str
+    failure_job_id: str | None
+    server_group_id: str | None
+    trigger: Trigger
+    dry_run: bool
+    forced: bool
+    rule: str | None
+    reason: str
+    retain_until: Timestamp | None
+    status_code: int | None
+    attempts: Count
+    job: Annotated[dict[str, Any] | None, Field(description="The authoritative record, as listed.")]
+    error: ErrorData | None
+    causation: CausationData
+
+
+class OutcomeCounts(TypedDict):
+    """Tasks per outcome (every outcome is named, 0 included)."""
+
+    deleted: Count
+    already_deleted: Count
+    retained: Count
+    would_delete: Count
+    delete_failed: Count
+    rejected: Count
+
+
+class SweepSummaryData(TypedDict):
+    """The data of the ``sweep_completed`` CloudEvent; the answer of ``POST /sweep``."""
+
+    outcome: Literal["sweep_completed"]
+    project_id: str
+    server_group_id: str | None
+    trigger: Trigger
+    dry_run: bool
+    listed: Count
+    groups: Count
+    decided: Count
+    deleted: Count
+    outcomes: OutcomeCounts
+    rules: dict[str, Count]
+    duration_seconds: Annotated[float, Field(ge=0)]
+    partial: bool
+    partial_reason: str | None
+    aborted: bool
+    aborted_reason: str | None
+    error: ErrorData | None
+    causation: CausationData
 
 # Fixed namespace so that the same (input, task, outcome) always gets the same id.
 _ID_NAMESPACE = uuid.UUID("6f1c3c52-5b0e-4f0e-9d53-6a4f7f2b9a10")
@@ -33,7 +120,7 @@ class Causation:
     traceparent: str | None = None
     tracestate: str | None = None
 
-    def as_dict(self) -> dict[str, str | None]:
+    def as_dict(self) -> CausationData:
         return {"id": self.id, "source": self.source, "type": self.type}
 
 
@@ -41,10 +128,10 @@ class Causation:
 class Outcome:
     """One decided task (SPEC section 7, "Data")."""
 
-    outcome: str
+    outcome: OutcomeName
     project_id: str
     failure_job_id: str | None
-    trigger: str
+    trigger: Trigger
     dry_run: bool
     causation: Causation
     rule: str | None = None
@@ -62,7 +149,7 @@ class Outcome:
         """A failure that a redelivery of the input may cure."""
         return self.outcome == "delete_failed" and bool(self.error and self.error.get("retryable"))
 
-    def as_data(self) -> dict[str, Any]:
+    def as_data(self) -> OutcomeData:
         return {
             "outcome": self.outcome,
             "project_id": self.project_id,
@@ -77,7 +164,7 @@ class Outcome:
             "status_code": self.status_code,
             "attempts": self.attempts,
             "job": dict(self.job) if self.job is not None else None,
-            "error": dict(self.error) if self.error is not None else None,
+            "error": _error_data(self.error),
             "causation": self.causation.as_dict(),
         }
 
@@ -87,7 +174,7 @@ class SweepSummary:
     """The result of one sweep, sent as ``sdrs.failurejob.sweep_completed``."""
 
     project_id: str
-    trigger: str
+    trigger: Trigger
     dry_run: bool
     causation: Causation
     listed: int = 0
@@ -108,7 +195,8 @@ class SweepSummary:
     def transient_failure(self) -> bool:
         return bool(self.error and self.error.get("retryable"))
 
-    def as_data(self) -> dict[str, Any]:
+    def as_data(self) -> SweepSummaryData:
+        counts = self.outcomes
         return {
             "outcome": SWEEP_COMPLETED,
             "project_id": self.project_id,
@@ -119,14 +207,21 @@ class SweepSummary:
             "groups": self.groups,
             "decided": self.decided,
             "deleted": self.deleted,
-            "outcomes": {name: self.outcomes.get(name, 0) for name in OUTCOMES},
+            "outcomes": {
+                "deleted": counts.get("deleted", 0),
+                "already_deleted": counts.get("already_deleted", 0),
+                "retained": counts.get("retained", 0),
+                "would_delete": counts.get("would_delete", 0),
+                "delete_failed": counts.get("delete_failed", 0),
+                "rejected": counts.get("rejected", 0),
+            },
             "rules": dict(self.rules),
             "duration_seconds": round(self.duration_seconds, 3),
             "partial": self.partial,
             "partial_reason": self.partial_reason,
             "aborted": self.aborted,
             "aborted_reason": self.aborted_reason,
-            "error": dict(self.error) if self.error is not None else None,
+            "error": _error_data(self.error),
             "causation": self.causation.as_dict(),
         }
 
@@ -137,6 +232,14 @@ def outcome_id(causation: Causation, task_id: str | None, event_type: str) -> st
         (causation.source or "", causation.id or "", task_id or "", event_type)
     )
     return str(uuid.uuid5(_ID_NAMESPACE, key))
+
+
+def _error_data(error: Mapping[str, Any] | None) -> ErrorData | None:
+    if error is None:
+        return None
+    code = error.get("code")
+    return {"code": None if code is None else str(code), "message": str(error.get("message", "")),
+            "retryable": bool(error.get("retryable"))}
 
 
 def _iso(value: datetime | None) -> str | None:

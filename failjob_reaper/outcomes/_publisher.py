@@ -17,7 +17,9 @@ from failjob_reaper.outcomes._model import (
     TYPE_PREFIX,
     Causation,
     Outcome,
+    OutcomeData,
     SweepSummary,
+    SweepSummaryData,
     outcome_id,
 )
 
@@ -133,7 +135,11 @@ class Publisher:
                     event["type"], event.get("subject") or "-")
 
     def _event(
-        self, event_type: str, subject: str | None, causation: Causation, data: dict[str, Any]
+        self,
+        event_type: str,
+        subject: str | None,
+        causation: Causation,
+        data: OutcomeData | SweepSummaryData,
     ) -> CloudEvent:
         attributes: dict[str, Any] = {
             **self._extensions,

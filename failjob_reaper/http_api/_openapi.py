@@ -1,198 +1,65 @@
-"""The manual HTTP API's request/response models and its OpenAPI 3.1 document.
+"""The OpenAPI 3.1 document of the manual HTTP API, generated from the core's own types.
 
-Imported lazily by ``handlers.http`` (on the first body to parse or the first
-``GET /openapi.json``): a cold start that only serves events never builds a
-pydantic model or the document.
-
-The request models describe the shape of a body and reject wrong types and
-unknown fields; the ids in them are still validated by
-``failjob_reaper.events.task_request`` (``ids.validate_id``), the one place
-ids are checked. ``ID_PATTERN`` documents that rule in the OpenAPI document and
-``tests/test_http_api.py`` checks that the two agree.
+The schemas are pydantic's JSON Schema of the very types the core parses and answers
+with: the request models (``_models``), the error and health bodies (``_types``), and
+the outcome and summary TypedDicts that ``Outcome.as_data()`` and
+``SweepSummary.as_data()`` are declared to return (``failjob_reaper.outcomes``). A
+field added there is in the document; nothing here restates a field.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import TypeAdapter
+from pydantic.json_schema import JsonSchemaMode
 
-from failjob_reaper.outcomes import TYPE_PREFIX
+from failjob_reaper.http_api._models import DeleteFailedEvent, RetryRequest, SweepBody
+from failjob_reaper.http_api._types import (
+    CLOUDEVENTS_JSON,
+    DELETE_FAILED_TYPE,
+    ErrorBody,
+    HealthBody,
+)
+from failjob_reaper.outcomes import OutcomeData, SweepSummaryData
 
 API_TITLE = "failjob-reaper manual API"
 API_VERSION = "1"
-DELETE_FAILED_TYPE = TYPE_PREFIX + "delete_failed"
-CLOUDEVENTS_JSON = "application/cloudevents+json"
-
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-"""The id rule of ``failjob_reaper.ids`` as a JSON Schema pattern (documentation only)."""
-
-_ID_SCHEMA: dict[str, Any] = {
-    "type": "string",
-    "pattern": ID_PATTERN,
-    "minLength": 1,
-    "maxLength": 64,
-}
-
-# Pydantic checks only that it is a string; the token rule is ids.validate_id's.
-IdStr = Annotated[str, WithJsonSchema(_ID_SCHEMA)]
-
-Outcomes = Literal[
-    "deleted", "already_deleted", "retained", "would_delete", "delete_failed", "rejected"
-]
-Trigger = Literal["event", "timer", "http", "cli"]
-
-_REQUEST = ConfigDict(extra="forbid", strict=True)
-
-
-# -- requests ---------------------------------------------------------------------
-
-
-class RetryRequest(BaseModel):
-    """Decide one failed task now, by the same path as an event."""
-
-    model_config = _REQUEST
-
-    failure_job_id: IdStr = Field(
-        description="The task, as the configured SDRS_FAILURE_JOB_ID_FIELD of its record "
-        "(resource_id by default)."
-    )
-    server_group_id: IdStr | None = Field(
-        None, description="Protection group to look in first (a hint, never required)."
-    )
-    dry_run: bool = Field(False, description="Decide and report, never delete.")
-    force: bool = Field(
-        False, description="Skip age, rules and keep-latest; holds still apply."
-    )
-
-
-class SweepBody(BaseModel):
-    """Start a sweep of every failed task of the project."""
-
-    model_config = _REQUEST
-
-    dry_run: bool = Field(False, description="Decide and report, never delete.")
-
-
-class DeleteFailedData(BaseModel):
-    """The data of an earlier ``delete_failed`` outcome (other fields are ignored)."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    failure_job_id: IdStr
-    server_group_id: IdStr | None = None
-
-
-class DeleteFailedEvent(BaseModel):
-    """A structured-mode CloudEvent of an earlier ``delete_failed`` outcome, retried as is."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    specversion: Literal["1.0"]
-    id: str = Field(min_length=1)
-    source: str = Field(min_length=1)
-    type: Literal["sdrs.failurejob.delete_failed"]
-    data: DeleteFailedData
-
-
-# -- responses --------------------------------------------------------------------
-
-
-class ErrorDetail(BaseModel):
-    code: str = Field(description="A stable, machine-readable code.")
-    message: str
-
-
-class ErrorBody(BaseModel):
-    """Every 4xx/5xx answer of this API."""
-
-    error: ErrorDetail
-
-
-class HealthBody(BaseModel):
-    status: Literal["ok"]
-
-
-class OutcomeError(BaseModel):
-    code: str | None
-    message: str
-    retryable: bool
-
-
-class CausationBody(BaseModel):
-    id: str | None
-    source: str | None
-    type: str | None
-
-
-class OutcomeBody(BaseModel):
-    """The data of the outcome CloudEvent that was also sent to the sink."""
-
-    outcome: Outcomes
-    project_id: str
-    failure_job_id: str | None
-    server_group_id: str | None
-    trigger: Trigger
-    dry_run: bool
-    forced: bool
-    rule: str | None
-    reason: str
-    retain_until: datetime | None
-    status_code: int | None
-    attempts: int = Field(ge=0)
-    job: dict[str, Any] | None = Field(description="The authoritative record, as listed.")
-    error: OutcomeError | None
-    causation: CausationBody
-
-
-class OutcomeCounts(BaseModel):
-    deleted: int = Field(ge=0)
-    already_deleted: int = Field(ge=0)
-    retained: int = Field(ge=0)
-    would_delete: int = Field(ge=0)
-    delete_failed: int = Field(ge=0)
-    rejected: int = Field(ge=0)
-
-
-class SweepSummaryBody(BaseModel):
-    """The data of the ``sweep_completed`` CloudEvent that was also sent to the sink."""
-
-    outcome: Literal["sweep_completed"]
-    project_id: str
-    server_group_id: str | None
-    trigger: Trigger
-    dry_run: bool
-    listed: int = Field(ge=0)
-    groups: int = Field(ge=0)
-    decided: int = Field(ge=0)
-    deleted: int = Field(ge=0)
-    outcomes: OutcomeCounts
-    rules: dict[str, int]
-    duration_seconds: float = Field(ge=0)
-    partial: bool
-    partial_reason: str | None
-    aborted: bool
-    aborted_reason: str | None
-    error: OutcomeError | None
-    causation: CausationBody
-
-
-_MODELS: tuple[type[BaseModel], ...] = (
-    RetryRequest,
-    SweepBody,
-    DeleteFailedEvent,
-    ErrorBody,
-    HealthBody,
-    OutcomeBody,
-    SweepSummaryBody,
-)
-
-# -- the document -----------------------------------------------------------------
 
 _REF = "#/components/schemas/{model}"
+
+# name in the document -> (type, whether it is read from requests or written in answers)
+_TYPES: dict[str, tuple[Any, JsonSchemaMode]] = {
+    "RetryRequest": (RetryRequest, "validation"),
+    "SweepBody": (SweepBody, "validation"),
+    "DeleteFailedEvent": (DeleteFailedEvent, "validation"),
+    "ErrorBody": (ErrorBody, "serialization"),
+    "HealthBody": (HealthBody, "serialization"),
+    "OutcomeData": (OutcomeData, "serialization"),
+    "SweepSummaryData": (SweepSummaryData, "serialization"),
+}
+
+
+def _schemas() -> dict[str, Any]:
+    inputs = [(name, mode, TypeAdapter(kind)) for name, (kind, mode) in _TYPES.items()]
+    top, definitions = TypeAdapter.json_schemas(inputs, ref_template=_REF)
+    schemas: dict[str, Any] = dict(definitions.get("$defs", {}))
+    for (name, _), schema in top.items():
+        if "$ref" not in schema:
+            schemas[name] = schema
+    return schemas
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+def _json(name: str, media: str = "application/json") -> dict[str, Any]:
+    return {media: {"schema": _ref(name)}}
+
+# -- the document -----------------------------------------------------------------
 
 _ERRORS: dict[int, str] = {
     400: "Malformed JSON, unknown fields, wrong types, a bad id or a task of another "
@@ -207,16 +74,8 @@ _ERRORS: dict[int, str] = {
 }
 
 
-def _ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": _REF.format(model=model.__name__)}
-
-
-def _json(model: type[BaseModel], media: str = "application/json") -> dict[str, Any]:
-    return {media: {"schema": _ref(model)}}
-
-
 def _error(status: int, **extra: Any) -> dict[str, Any]:
-    response: dict[str, Any] = {"description": _ERRORS[status], "content": _json(ErrorBody)}
+    response: dict[str, Any] = {"description": _ERRORS[status], "content": _json("ErrorBody")}
     response.update(extra)
     return response
 
@@ -244,16 +103,6 @@ def _body_errors() -> dict[str, Any]:
     return {"400": _error(400), "413": _error(413), "415": _error(415)}
 
 
-def _schemas() -> dict[str, Any]:
-    schemas: dict[str, Any] = {}
-    for model in _MODELS:
-        schema = model.model_json_schema(ref_template=_REF)
-        for name, definition in schema.pop("$defs", {}).items():
-            schemas[name] = definition
-        schemas[model.__name__] = schema
-    return schemas
-
-
 def _paths() -> dict[str, Any]:
     bearer: list[dict[str, list[str]]] = [{"bearerAuth": []}]
     return {
@@ -273,14 +122,14 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_idempotency_key(), _traceparent()],
                 "requestBody": {
                     "required": True,
-                    "content": {**_json(RetryRequest), **_json(DeleteFailedEvent,
+                    "content": {**_json("RetryRequest"), **_json("DeleteFailedEvent",
                                                                CLOUDEVENTS_JSON)},
                 },
                 "responses": {
                     "200": {
                         "description": "Decided; the outcome (any outcome, including "
                         "delete_failed: see error.retryable).",
-                        "content": _json(OutcomeBody),
+                        "content": _json("OutcomeData"),
                     },
                     **_body_errors(),
                     **_auth_errors(),
@@ -297,10 +146,10 @@ def _paths() -> dict[str, Any]:
                 "The body may be omitted.",
                 "security": bearer,
                 "parameters": [_idempotency_key(), _traceparent()],
-                "requestBody": {"required": False, "content": _json(SweepBody)},
+                "requestBody": {"required": False, "content": _json("SweepBody")},
                 "responses": {
                     "200": {"description": "The sweep's summary.",
-                            "content": _json(SweepSummaryBody)},
+                            "content": _json("SweepSummaryData")},
                     **_body_errors(),
                     **_auth_errors(),
                     **_common_errors(),
@@ -314,7 +163,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "Liveness; no authentication, discloses nothing",
                 "security": [],
                 "responses": {
-                    "200": {"description": "Alive.", "content": _json(HealthBody)},
+                    "200": {"description": "Alive.", "content": _json("HealthBody")},
                     **_common_errors(),
                 },
             }

@@ -1,0 +1,31 @@
+"""``Idempotency-Key`` and trace headers -> the causation of a manual call.
+
+The one place that reads the key: a plain token becomes the outcome's
+``causation.id``, so a repeated call yields outcome events with the same ids (and
+the reaper's replay gives it the decision made the first time); anything else
+gets a fresh UUID. Answer replay and the 422 for a key reused with another body
+(SPEC section 8) belong here too, with the record in the state store.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from failjob_reaper.events import trace_context
+from failjob_reaper.http_api._types import HttpRequest
+from failjob_reaper.ids import is_valid_id
+from failjob_reaper.outcomes import Causation
+
+
+def causation(request: HttpRequest, route: str) -> Causation:
+    key = request.header("idempotency-key")
+    traceparent, tracestate = trace_context(
+        request.header("traceparent"), request.header("tracestate")
+    )
+    return Causation(
+        id=key if is_valid_id(key) else str(uuid.uuid4()),
+        source=f"/http{route}",
+        type=f"http.{route.lstrip('/')}",
+        traceparent=traceparent,
+        tracestate=tracestate,
+    )
