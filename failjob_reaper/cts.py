@@ -146,9 +146,8 @@ def trace_request(
     try:
         target = trace_target(trace, project_id=project_id, service=service)
     except TraceRefused as exc:
-        resource = trace.get("resource_id") if isinstance(trace, Mapping) else None
-        return Rejected(str(exc), trigger, causation,
-                        str(resource) if is_valid_id(resource) else None)
+        # No task id: what a refused trace names is a resource, maybe another service's.
+        return Rejected(str(exc), trigger, causation)
     return ResourceRequest(resource_id=target.resource_id, trigger=trigger,
                            causation=causation, server_group_id=target.server_group_id)
 

@@ -2,7 +2,8 @@
 
 Starts the task-center stand-in with the sample world, starts
 ``functions-framework --target on_event`` wired to it (outcomes printed as
-JSON lines, since no K_SINK is set), sends a few sample events, then keeps
+JSON lines, since no K_SINK is set), sends a few sample events (CTS traces as
+EventGrid delivers them among them, bare and in an envelope), then keeps
 both serving until Ctrl-C. ``--once`` stops after the samples (used by tests).
 """
 
@@ -24,7 +25,7 @@ import httpx
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
-from .sample_data import DEFAULT_PROJECT_ID, sample_world
+from .sample_data import DEFAULT_PROJECT_ID, cts_trace, eventgrid_cloudtrace, sample_world
 from .server import TaskCenterStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,8 +96,19 @@ def _send_samples(url: str, jobs: list[tuple[dict[str, object], str | None]]) ->
          {"failure_job_id": by_name["etl-rep-04"]["resource_id"]}),
         ("an id that tries to escape the URL path", "sdrs.failurejob.expired",
          {"failure_job_id": "../../v1/other-project"}),
-        ("a dry-run sweep of the whole project", "sdrs.failurejob.sweep", {"dry_run": True}),
     ]
+    now = datetime.now(UTC)
+    trace = cts_trace(by_name["web-data-rep"]["resource_id"], now=now,
+                      trace_name="expandReplicationPair", resource_type="replication",
+                      resource_name="web-data-rep")
+    cloudtrace = eventgrid_cloudtrace(trace)
+    samples.append(("a CTS trace of an SDRS operation, as EventGrid delivers it (HC.SDRS)",
+                    cloudtrace["type"], cloudtrace["data"]))
+    samples.append(("a CTS trace of another service (VPC): acknowledged, rejected",
+                    "VPC:CloudTrace:ApiCall",
+                    cts_trace("vpc-1", now=now, service_type="VPC", trace_name="deleteVpc")))
+    samples.append(("a dry-run sweep of the whole project", "sdrs.failurejob.sweep",
+                    {"dry_run": True}))
     with httpx.Client(timeout=60) as client:
         for title, event_type, data in samples:
             print(f"--> {event_type}: {title}", flush=True)
@@ -105,6 +117,15 @@ def _send_samples(url: str, jobs: list[tuple[dict[str, object], str | None]]) ->
             headers, body = to_binary(event)
             response = client.post(url, headers=headers, content=body)
             print(f"<-- HTTP {response.status_code}\n", flush=True)
+        envelope = {"events": [eventgrid_cloudtrace(
+            cts_trace(by_name["drill-2023-q4"]["resource_id"], now=datetime.now(UTC),
+                      resource_type="drill", trace_name="deleteDisasterRecoveryDrill",
+                      resource_name="drill-2023-q4"))]}
+        print("--> an EventGrid envelope {\"events\": [...]} with one SDRS trace "
+              "(drill-2023-q4)",
+              flush=True)
+        response = client.post(url, json=envelope)
+        print(f"<-- HTTP {response.status_code} {response.text}\n", flush=True)
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:

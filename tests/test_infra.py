@@ -705,6 +705,13 @@ def test_terraform_user_data_names_are_settings() -> None:
 def test_terraform_user_data_defaults_are_a_valid_configuration() -> None:
     environ = {k: str(_tf_eval(v)) for k, v in _tf_locals()["user_data_all"].items()}
     environ["SDRS_ENDPOINT"] = "https://sdrs.ap-southeast-3.myhuaweicloud.com"  # computed local
+    # Computed from resources created with the defaults (the channel, the topic).
+    region = _tf_eval("${var.region}")
+    environ["EG_ENDPOINT"] = _tf_eval(_tf_locals()["eg_endpoint"])
+    environ["EG_CHANNEL_ID"] = "b7a1f0c2-3d4e-4f50-8a6b-7c8d9e0f1a2b"
+    environ["SMN_ENDPOINT"] = f"https://smn.{region}.myhuaweicloud.com"
+    environ["SMN_TOPIC_URN"] = (f"urn:smn:{region}:0605767f0a00d5762fe0c0148c8ba0d3:"
+                                f"{_tf_eval('${var.smn_topic_name}')}")
     environ = {k: v for k, v in environ.items() if v != ""}
     environ.setdefault("SDRS_PROJECT_ID", "0605767f0a00d5762fe0c0148c8ba0d3")
     # FunctionGraph signs with the agency's temporary credentials from the context.
@@ -742,6 +749,106 @@ def test_agency_delegates_to_functiongraph() -> None:
     assert agency["delegated_service_name"] == "op_svc_cff"
     (role,) = agency["project_role"]
     assert _tf_eval(role["roles"]), "the agency needs at least one role"
+
+
+def test_provider_versions_have_every_resource_and_attribute_used() -> None:
+    (terraform,) = _tf("versions.tf")["terraform"]
+    (providers,) = terraform["required_providers"]
+    # huaweicloud_fgs_function_trigger: 1.62.1; the APIG content_type and
+    # is_send_fg_body_base64: 1.72.0 (the provider's CHANGELOG and git tags).
+    assert providers["huaweicloud"]["version"] == ">= 1.72.0"
+    assert providers["archive"]["version"] == ">= 2.5.0"  # 2.4.x ignores glob excludes
+    assert "local" not in providers  # no file is written at apply any more
+
+
+def test_the_zip_is_built_while_planning_so_inline_upload_works_on_a_clean_checkout() -> None:
+    (archive,) = [body for t, _, body in _tf_blocks("data") if t == "archive_file"]
+    # depends_on on a managed resource would defer the read to apply, and filebase64()
+    # of a file that does not exist yet fails the plan.
+    assert "depends_on" not in archive
+    assert not [n for t, n, _ in _tf_blocks("resource") if t == "local_file"]
+    function = _tf_resource("huaweicloud_fgs_function", "reaper")
+    assert "filebase64(data.archive_file.code.output_path)" in function["func_code"]
+    (lifecycle,) = archive["lifecycle"]
+    assert "policy.yaml" in lifecycle["precondition"][0]["condition"]
+    assert 'cp "${policy}" "${out}/policy.yaml"' in (TERRAFORM / "package.sh").read_text()
+
+
+def test_cts_trigger_hands_sdrs_operations_to_the_function() -> None:
+    from failjob_reaper.cts import SERVICES
+
+    trigger = _tf_resource("huaweicloud_fgs_function_trigger", "cts")
+    assert trigger["type"] == "CTS"
+    assert trigger["function_urn"] == "${huaweicloud_fgs_function.reaper.urn}"
+    event_data = json.loads(_tf_eval(trigger["event_data"]))
+    assert event_data["name"]
+    operations = event_data["operations"]
+    assert 1 <= len(operations) <= 10
+    for operation in operations:
+        service, resource_type, names = operation.split(":")
+        assert service in SERVICES and resource_type
+        assert 1 <= len(names.split(";")) <= 10
+
+
+def test_eventgrid_cloudtrace_subscription_matches_what_the_function_accepts() -> None:
+    from failjob_reaper.cts import CLOUD_SOURCES, is_cloudtrace_event
+
+    subscription = _tf_resource("huaweicloud_eg_event_subscription", "cloudtrace")
+    (source,) = subscription["sources"]
+    assert (source["name"], source["provider_type"]) == ("HC.SDRS", "OFFICIAL")
+    rule = json.loads(_tf_eval(source["filter_rule"]))
+    assert set(rule["source"][0]["values"]) == CLOUD_SOURCES
+    types = rule["type"][0]["values"]
+    assert types and all(is_cloudtrace_event({"type": t}) for t in types)
+    (target,) = subscription["targets"]
+    assert target["name"] == "HC.FunctionGraph"
+    assert "huaweicloud_fgs_function.reaper.urn" in target["detail"]
+
+
+def test_outcomes_channel_and_its_source_match_the_function_settings() -> None:
+    channel = _tf_resource("huaweicloud_eg_custom_event_channel", "outcomes")
+    assert channel["name"]
+    source = _tf_resource("huaweicloud_eg_custom_event_source", "outcomes")
+    # Events name a source registered on the channel: the outcomes' CloudEvents source.
+    assert _tf_eval(source["name"]) == _settings_default("outcome_source")
+    user_data = _tf_locals()["user_data_all"]
+    assert {"EG_ENDPOINT", "EG_CHANNEL_ID", "SMN_ENDPOINT", "SMN_TOPIC_URN"} <= set(user_data)
+    assert "huaweicloud_eg_custom_event_channel.outcomes" in _tf_locals()[
+        "eg_outcomes_channel_id"]
+    assert "huaweicloud_smn_topic.alerts" in _tf_locals()["smn_topic_urn"]
+
+
+def test_smn_topic_and_subscriptions_come_from_variables() -> None:
+    topic = _tf_resource("huaweicloud_smn_topic", "alerts")
+    assert _tf_eval(topic["name"]) == _tf_eval("${var.smn_topic_name}")
+    subscription = _tf_resource("huaweicloud_smn_subscription", "alerts")
+    assert "var.alert_subscriptions" in subscription["for_each"]
+    assert _tf_variables()["alert_subscriptions"]["default"] == []
+
+
+def test_the_agency_may_publish_outcomes_and_alerts() -> None:
+    role = _tf_resource("huaweicloud_identity_role", "outputs")
+    assert role["type"] == "XA"
+    actions = _tf_locals()["output_actions"]
+    assert "eg:channels:putEvents" in actions and "smn:topic:publish" in actions
+    agency = _tf_resource("huaweicloud_identity_agency", "function")
+    (project_role,) = agency["project_role"]
+    assert "local.custom_role_names" in project_role["roles"]
+    assert "var.agency_roles" in project_role["roles"]  # the SDRS task-center rights
+
+
+def test_terraform_validate() -> None:
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not installed")
+    plugins = [Path.home() / ".terraform.d" / "plugins", TERRAFORM / ".terraform" / "providers"]
+    if not any(p.is_dir() and any(p.rglob("terraform-provider-huaweicloud*")) for p in plugins):
+        pytest.skip("terraform validate needs the huaweicloud and archive providers, which "
+                    "only `terraform init` can download; none is installed and tests use no "
+                    "network (terraform fmt -check and the HCL parse tests run instead)")
+    result = subprocess.run([terraform, "validate", "-no-color"], cwd=TERRAFORM,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_terraform_fmt() -> None:

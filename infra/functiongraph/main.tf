@@ -1,29 +1,37 @@
 # failjob-reaper on Huawei Cloud FunctionGraph.
 #
-# Run ./package.sh first: it fills build/package/ with the code and the
-# dependencies built for the FunctionGraph runtime. Terraform adds policy.yaml,
+# Run ./package.sh first: it fills build/package/ with the code, the
+# dependencies built for the FunctionGraph runtime and policy.yaml. Terraform
 # zips the directory and deploys it. See "Deployment" in ../../README.md.
+#
+# The Huawei Cloud inputs and outputs live in their own files: cts.tf (CTS
+# trigger), eventgrid.tf (cloud-service events for HC.SDRS, the outcome
+# channel), smn.tf (the alert topic), iam.tf (the agency's custom role).
 
 locals {
   sdrs_endpoint = var.sdrs_endpoint != "" ? trimsuffix(var.sdrs_endpoint, "/") : "https://sdrs.${var.region}.myhuaweicloud.com"
   package_dir   = abspath(startswith(var.package_dir, "/") ? var.package_dir : "${path.module}/${var.package_dir}")
-  policy_yaml   = var.policy_yaml != null ? var.policy_yaml : file("${path.module}/../knative/policy.yaml")
   agency_name   = var.create_agency ? huaweicloud_identity_agency.function[0].name : var.agency_name
 
   # The function's environment. Every key is a setting of failjob_reaper.settings
   # (tests/test_infra.py checks it); empty values are left out so the
   # function's own defaults apply.
   user_data_all = {
-    SDRS_ENDPOINT         = local.sdrs_endpoint
-    SDRS_PROJECT_ID       = var.project_id
-    RETENTION_POLICY_FILE = var.policy_file_path
-    RETENTION_DRY_RUN     = tostring(var.dry_run)
-    SWEEP_DEADLINE        = tostring(var.sweep_deadline)
-    EVENT_TYPE_JOB_FAILED = var.event_type_job_failed
-    EVENT_TYPE_EXPIRED    = var.event_type_expired
-    OUTCOME_SOURCE        = var.outcome_source
-    K_SINK                = var.outcome_sink_url
-    LOG_LEVEL             = var.log_level
+    SDRS_ENDPOINT             = local.sdrs_endpoint
+    SDRS_PROJECT_ID           = var.project_id
+    RETENTION_POLICY_FILE     = var.policy_file_path
+    RETENTION_DRY_RUN         = tostring(var.dry_run)
+    SWEEP_DEADLINE            = tostring(var.sweep_deadline)
+    EVENT_TYPE_JOB_FAILED     = var.event_type_job_failed
+    EVENT_TYPE_EXPIRED        = var.event_type_expired
+    OUTCOME_SOURCE            = var.outcome_source
+    K_SINK                    = var.outcome_sink_url
+    LOG_LEVEL                 = var.log_level
+    EG_ENDPOINT               = local.eg_outcomes_endpoint
+    EG_CHANNEL_ID             = local.eg_outcomes_channel_id
+    SMN_ENDPOINT              = local.smn_endpoint
+    SMN_TOPIC_URN             = local.smn_topic_urn
+    SMN_MAX_MESSAGES_PER_HOUR = tostring(var.alerts_per_hour)
   }
   user_data = { for key, value in local.user_data_all : key => value if value != "" }
 
@@ -67,7 +75,7 @@ resource "huaweicloud_identity_agency" "function" {
 
   project_role {
     project = var.region
-    roles   = var.agency_roles
+    roles   = concat(var.agency_roles, local.custom_role_names)
   }
 }
 
@@ -75,26 +83,20 @@ resource "huaweicloud_identity_agency" "function" {
 # Code package
 # ---------------------------------------------------------------------------
 
-resource "local_file" "policy" {
-  filename        = "${local.package_dir}/policy.yaml"
-  content         = local.policy_yaml
-  file_permission = "0644"
-
-  lifecycle {
-    precondition {
-      condition     = fileexists("${local.package_dir}/main.py")
-      error_message = "No code in package_dir: run infra/functiongraph/package.sh first."
-    }
-  }
-}
-
+# Read while planning (no depends_on): the zip exists before filebase64() reads it,
+# so code_upload = "zip" works on a clean checkout. package.sh puts policy.yaml in.
 data "archive_file" "code" {
   type        = "zip"
   source_dir  = local.package_dir
   output_path = "${path.module}/build/${var.function_name}.zip"
   excludes    = ["**/__pycache__/**"]
 
-  depends_on = [local_file.policy]
+  lifecycle {
+    precondition {
+      condition     = fileexists("${local.package_dir}/main.py") && fileexists("${local.package_dir}/policy.yaml")
+      error_message = "No code or policy in package_dir: run infra/functiongraph/package.sh first (POLICY_FILE=... to package your own policy)."
+    }
+  }
 }
 
 resource "huaweicloud_obs_bucket" "code" {

@@ -123,12 +123,6 @@ variable "agency_roles" {
 # Function configuration (user_data / encrypted_user_data: the environment)
 # ---------------------------------------------------------------------------
 
-variable "policy_yaml" {
-  description = "Retention policy (YAML text, SPEC section 5) packaged as policy.yaml. null: ../knative/policy.yaml."
-  type        = string
-  default     = null
-}
-
 variable "policy_file_path" {
   description = "RETENTION_POLICY_FILE as the function sees it: the code is unpacked in RUNTIME_CODE_ROOT (/opt/function/code)."
   type        = string

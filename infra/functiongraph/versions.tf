@@ -1,19 +1,19 @@
 terraform {
-  # precondition blocks and optional() need Terraform >= 1.3.
+  # precondition blocks (also on data sources) and optional() need Terraform >= 1.3.
   required_version = ">= 1.3.0"
 
   required_providers {
     huaweicloud = {
-      source  = "huaweicloud/huaweicloud"
-      version = ">= 1.60.0"
+      source = "huaweicloud/huaweicloud"
+      # 1.62.1 added huaweicloud_fgs_function_trigger, 1.68.0 the
+      # huaweicloud_eg_event_channels data source, 1.72.0 the APIG attributes
+      # content_type and is_send_fg_body_base64 (huaweicloud_apig_api) used here.
+      version = ">= 1.72.0"
     }
     archive = {
-      source  = "hashicorp/archive"
-      version = ">= 2.4.0"
-    }
-    local = {
-      source  = "hashicorp/local"
-      version = ">= 2.4.0"
+      source = "hashicorp/archive"
+      # 2.4.x ignores the glob pattern in `excludes`; 2.5.0 honours it.
+      version = ">= 2.5.0"
     }
   }
 }
