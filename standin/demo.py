@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             "SWEEP_EMIT_RETAINED": "true",
         }
         env.pop("K_SINK", None)
+        # A person reads this terminal: text log lines between the JSON outcomes.
+        env.setdefault("LOG_FORMAT", "text")
         command = [
             sys.executable, "-m", "functions_framework", "--source", str(ROOT / "main.py"),
             "--target", "on_event", "--signature-type", "cloudevent",
