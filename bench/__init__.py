@@ -16,6 +16,8 @@ Benchmarks (``--only`` names):
                    HTTP calls made directly (the floor);
 * ``throughput`` - events/s with N concurrent clients, vs hello world;
 * ``memory``     - RSS of the function process over many cheap events, vs hello world;
+* ``state``      - the extra latency per event that ``STATE_URL=redis://`` adds over
+                   ``memory://``, and Redis memory per 10,000 decided events;
 * ``ratelimit``  - a sweep against the stand-in throttling like the API gateway (R
                    requests/s), adaptive vs the limiter off, the fixed limiter before
                    and the SDK loop; client CPU per task, httpx's transport vs the old one;
@@ -23,4 +25,5 @@ Benchmarks (``--only`` names):
                    and warm lookup index, vs before.
 """
 
-BENCHMARKS = ("sweep", "coldstart", "overhead", "throughput", "memory", "ratelimit", "lookup")
+BENCHMARKS = ("sweep", "coldstart", "overhead", "throughput", "memory", "state", "ratelimit",
+              "lookup")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import httpx
 
 from failjob_reaper.alerts import Alerts, SmnPublisher
+from failjob_reaper.coordination import Shared, Timing
 from failjob_reaper.errors import ConfigError
 from failjob_reaper.events import EventTypes
 from failjob_reaper.logs import configure_from_settings
@@ -67,7 +68,8 @@ def build_app(
     """Build the process's objects; raise ConfigError for a bad policy file."""
     policy = _policy(settings)
     if state is None:
-        state = open_store(settings.state_url, namespace=f"fjr:{settings.project_id}:")
+        state = open_store(settings.state_url.get_secret_value(),
+                           namespace=f"fjr:{settings.project_id}:")
     if auth is None:
         auth = auth_from_settings(settings)
     # One adaptive rate for every SDRS request of the deployment (SPEC section 6).
@@ -89,13 +91,15 @@ def build_app(
     )
     if emitter is None:
         emitter = outcome_emitter(settings, auth)
-    publisher = Publisher(emitter, source=settings.outcome_source, overrides=settings.ce_overrides)
+    publisher = Publisher(emitter, source=settings.outcome_source, overrides=settings.ce_overrides,
+                          state=state, send_window=_send_window(settings))
     config = ReaperConfig(
         project_id=settings.project_id,
         id_field=settings.failure_job_id_field,
         dry_run=settings.dry_run,
     )
-    reaper = Reaper(client, policy, publisher, config, clock=clock)
+    reaper = Reaper(client, policy, publisher, config, clock=clock,
+                    shared=Shared(state, _timing(settings)))
     reaper.index = LookupIndex(state, settings.failure_job_id_field)
     sweeper = Sweeper(
         reaper,
@@ -134,6 +138,18 @@ def smn_alerts(settings: Settings, auth: httpx.Auth | None, state: StateStore) -
     publisher = SmnPublisher(settings.smn_endpoint, settings.project_id, settings.smn_topic_urn,
                              auth=auth, timeout=settings.sink_timeout)
     return Alerts(publisher, state, max_per_hour=settings.smn_max_per_hour)
+
+
+def _send_window(settings: Settings) -> float:
+    """The longest one outcome POST can take: every attempt times out, with backoff."""
+    return settings.sink_attempts * (settings.sink_timeout + 1.0) + 1.0
+
+
+def _timing(settings: Settings) -> Timing:
+    """How long in-progress records and the sweep lease last: the longest the work can
+    take (a crashed instance's records expire then, and another instance takes over)."""
+    task = 3 * settings.retry_deadline + _send_window(settings) + 2.0
+    return Timing(task_seconds=task, sweep_seconds=settings.sweep_deadline + task)
 
 
 def auth_from_settings(settings: Settings) -> httpx.Auth | None:

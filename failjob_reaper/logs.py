@@ -76,7 +76,7 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.auth_token, settings.secret_key, settings.security_token,
         settings.retry_api_token,
     ) if secret is not None]
-    for url in (settings.state_url, settings.sink):
+    for url in (settings.state_url.get_secret_value(), settings.sink):
         password = urlsplit(url).password if url else None
         if password:
             values.append(password)

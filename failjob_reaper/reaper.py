@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from failjob_reaper.coordination import Shared, Timing
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, ResourceRequest, TaskRequest, Trigger
 from failjob_reaper.logs import outcome_fields
@@ -98,6 +99,7 @@ class Reaper:
         config: ReaperConfig,
         *,
         clock: Clock = utc_now,
+        shared: Shared | None = None,
     ) -> None:
         self.client = client
         self.policy = policy
@@ -106,36 +108,36 @@ class Reaper:
         self.clock = clock
         self.index: LookupIndex | None = None
         """Where tasks were last listed (app.py sets it): one event reads one scope."""
-        # Outcomes decided but not delivered, by input (source, id): bounded, per process.
-        self._undelivered: dict[tuple[str, str], Outcome] = {}
+        # Idempotency records, the delete journal, the lease: in the publisher's store.
+        self.shared = shared or Shared(publisher.state, Timing(task_seconds=120,
+                                                               sweep_seconds=600))
         self.alerts: Alerts | None = None
         """SMN alerts (app wiring): permanent failures outside sweeps, sweep digests."""
 
     # -- entry points -----------------------------------------------------------
 
     def handle(self, request: TaskRequest | Rejected) -> Outcome:
-        """Decide, act, publish; return the outcome (publishing errors propagate)."""
-        key = _replay_key(request)
-        replayed = self._undelivered.get(key) if key else None
-        if key and replayed is not None:
-            # A redelivery of an input whose outcome the sink refused: send that outcome
-            # (from the outbox) instead of deciding again, so one input has one outcome.
-            self.publisher.flush()
-            self._undelivered.pop(key, None)
-            return replayed
+        """Decide, act, publish; return the outcome (publishing errors propagate).
+
+        Idempotent per input (SPEC section 10): a repeat of an input decided before, on
+        any instance, gets its first outcome; the same identity asking something else is
+        refused (IdempotencyConflict on http, a ``rejected`` outcome otherwise).
+        """
+        pending = self.publisher.flush()  # outcomes any instance left, before new work
+        return self.shared.run_task(self, request, pending)
+
+    def decide_and_publish(
+        self, request: TaskRequest | Rejected,
+        recorded: Callable[[Outcome], None] | None = None,
+    ) -> Outcome:
         outcome = self.reject(request) if isinstance(request, Rejected) else self.decide(request)
         if self.alerts is not None:
             self.alerts.task_failed(outcome)  # never raises: a person's mailbox waits
         try:
-            self.publish_outcome(outcome)
+            return self.publish_outcome(outcome, recorded)
         except OutcomeDeliveryError as exc:
             exc.outcome, exc.failure_job_id = outcome.outcome, outcome.failure_job_id
-            if key:
-                self._undelivered[key] = outcome
-                while len(self._undelivered) > _REPLAY_LIMIT:
-                    self._undelivered.pop(next(iter(self._undelivered)))
             raise
-        return outcome
 
     def handle_resource(self, request: ResourceRequest) -> list[Outcome]:
         """Decide every failed task of one resource; publish and return the outcomes.
@@ -143,12 +145,12 @@ class Reaper:
         Publishing errors propagate after every outcome was tried (the rest are kept in
         the publisher's outbox).
         """
+        self.publisher.flush()
         outcomes = self.decide_resource(request)
         if self.alerts is not None:
             for outcome in outcomes:
                 self.alerts.task_failed(outcome)
-        self.publish_outcomes(outcomes)
-        return outcomes
+        return self.publish_outcomes(outcomes)
 
     def reject(self, request: Rejected) -> Outcome:
         return Outcome(
@@ -191,20 +193,38 @@ class Reaper:
     def send_delete(
         self, client: TaskCenterClient, delete: PlannedDelete, job: Job
     ) -> DeleteResult:
-        """Send one planned DELETE (SdrsError when refused or out of retries)."""
-        return client.delete_failure_job(delete.failure_job_id)
+        """Journal one planned DELETE, then send it (SdrsError when refused or out of
+        retries; StateUnavailable when it could not be journaled: then it is not sent)."""
+        entry = self.shared.before_delete(delete.failure_job_id, job.causation, {
+            "rule": delete.decision.rule, "reason": delete.decision.reason,
+            "job": dict(delete.record.record),
+            "server_group_id": delete.record.server_group_id,
+        })
+        result = client.delete_failure_job(delete.failure_job_id)
+        self.shared.after_delete(delete.failure_job_id, entry, result.found,
+                                 result.lost_answers > 0)
+        return result
 
-    def publish_outcome(self, outcome: Outcome) -> None:
-        """Log and publish one outcome (OutcomeDeliveryError when the sink refuses)."""
+    def publish_outcome(
+        self, outcome: Outcome, recorded: Callable[[Outcome], None] | None = None
+    ) -> Outcome:
+        """Settle against the delete journal, log and publish one outcome; return it as
+        published. OutcomeDeliveryError when the sink refuses (it stays in the outbox);
+        ``recorded`` is called once it is in the outbox, before it is sent."""
+        outcome = self.shared.settle(outcome)
         _log_outcome(outcome)
-        self.publisher.outcome(outcome)
+        self.publisher.outcome(
+            outcome, recorded=(lambda: recorded(outcome)) if recorded is not None else None)
+        return outcome
 
-    def publish_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+    def publish_outcomes(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
         """``publish_outcome`` for several, in batches where the emitter takes batches
         (EventGrid); on a refusal what was not taken stays in the outbox."""
-        for outcome in outcomes:
+        settled = [self.shared.settle(outcome) for outcome in outcomes]
+        for outcome in settled:
             _log_outcome(outcome)
-        self.publisher.outcomes(outcomes)
+        self.publisher.outcomes(settled)
+        return settled
 
     # -- the executor ---------------------------------------------------------------
 
@@ -564,16 +584,6 @@ class _Reporter:
                              attempts=exc.attempts, error=exc.as_dict())
         return self.of(delete, "delete_failed", reason=reason, status_code=exc.status_code,
                        attempts=exc.attempts, error=exc.as_dict())
-
-
-_REPLAY_LIMIT = 1000
-
-
-def _replay_key(request: TaskRequest | Rejected) -> tuple[str, str] | None:
-    causation = request.causation
-    if causation.source and causation.id:
-        return causation.source, causation.id
-    return None
 
 
 def _delete_failure(exc: SdrsError) -> str:

@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     listing_max_age: float = Field(60.0, gt=0, le=3600, validation_alias="LISTING_MAX_AGE")
 
     # State shared by every instance (SPEC section 10)
-    state_url: str = Field("memory://", validation_alias="STATE_URL")
+    state_url: SecretStr = Field(SecretStr("memory://"), validation_alias="STATE_URL")
+    """A Redis URL may carry the password: a secret (never logged, from the Knative Secret)."""
 
     # Outcomes
     sink: str | None = Field(None, validation_alias="K_SINK")
@@ -186,8 +187,8 @@ class Settings(BaseSettings):
 
     @field_validator("state_url")
     @classmethod
-    def _state_url(cls, value: str) -> str:
-        scheme = urlsplit(value).scheme
+    def _state_url(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
         if scheme not in ("memory", "redis", "rediss"):
             raise ValueError("must be memory:// or a redis:// or rediss:// URL")
         return value

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from failjob_reaper.alerts import SweepWatch
+from failjob_reaper.coordination import BudgetSpent, SweepFenced
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import SweepRequest
 from failjob_reaper.logs import summary_fields
@@ -26,6 +27,7 @@ from failjob_reaper.outcomes import MAX_BATCH, Outcome, SweepSummary
 from failjob_reaper.plan import Everything, Plan
 from failjob_reaper.reaper import Execution, Job, Progress, Reaper
 from failjob_reaper.sdrs import RateLimiter, SdrsError
+from failjob_reaper.state.lease import Lease
 
 log = logging.getLogger("failjob_reaper")
 
@@ -103,11 +105,31 @@ class Sweeper:
     ) -> SweepSummary:
         """Sweep, publish every changed task and the summary; return the summary.
 
-        Raises OutcomeDeliveryError when the summary itself cannot be delivered.
+        Raises OutcomeDeliveryError when the summary itself cannot be delivered. One
+        sweep per project at a time (the lease): a sweep that finds another running
+        reports ``skipped`` and does nothing.
         """
+        reaper = self.reaper
+        pending = reaper.publisher.flush()  # outcomes any instance left, before new work
+        return reaper.shared.run_sweep(
+            reaper.publisher, request, pending,
+            lambda lease, recorded: self._run(request, deadline, progress, on_plan, lease,
+                                              recorded),
+            project_id=reaper.config.project_id,
+        )
+
+    def _run(
+        self,
+        request: SweepRequest,
+        deadline: float | None,
+        progress: Progress | None,
+        on_plan: Callable[[Plan], None] | None,
+        lease: Lease | None,
+        recorded: Callable[[SweepSummary], None],
+    ) -> SweepSummary:
         started = self.monotonic()
         stop_at = started + self._budget(deadline)
-        run = _Run(self, request)
+        run = _Run(self, request, lease)
         try:
             scopes = self.scopes(request)
         except SdrsError as exc:
@@ -118,7 +140,7 @@ class Sweeper:
                 run.job, run.publish, client=self.client, scopes=scopes,
                 concurrency=self.limits.concurrency,
                 stop_at=lambda: self.monotonic() >= stop_at,
-                stop_deleting=run.sink_down.is_set,
+                stop_deleting=run.stop_deleting,
                 progress=progress, on_plan=on_plan,
             )
             run.drain()
@@ -129,7 +151,11 @@ class Sweeper:
             dict(summary.outcomes), extra=summary_fields(summary),
         )
         try:
-            self.reaper.publisher.sweep_completed(summary)
+            # A sweep cut short by the sink is not this input's final answer: a redelivery
+            # sweeps again (and finds what this one left), so only a clean one is recorded.
+            self.reaper.publisher.sweep_completed(
+                summary, recorded=(lambda: recorded(summary))
+                if run.tally.delivery_error is None else None)
         finally:
             if self.reaper.alerts is not None:  # SMN digest and notice; never raises
                 self.reaper.alerts.sweep_finished(summary, run.watch)
@@ -144,19 +170,41 @@ class Sweeper:
 class _Run:
     """The tally and reporting of one sweep."""
 
-    def __init__(self, sweeper: Sweeper, request: SweepRequest) -> None:
+    def __init__(self, sweeper: Sweeper, request: SweepRequest, lease: Lease | None = None
+                 ) -> None:
         self.sweeper = sweeper
         self.reaper = sweeper.reaper
         self.request = request
         self.job = sweeper.job(request)
         self.tally = _Tally()
         self.sink_down = threading.Event()
+        self.lease = lease
+        self.stopped: str | None = None
+        """Why deleting stopped besides the sink and the deadline (fenced, budget spent)."""
         self.watch = (SweepWatch(self.reaper.clock(), self.reaper.policy.notice)
                       if self.reaper.alerts is not None else None)
         # An emitter that takes batches (EventGrid) gets outcomes ten at a time.
         self._batch: list[Outcome] | None = (
             [] if callable(getattr(self.reaper.publisher.emitter, "emit_many", None)) else None)
         self._batch_lock = threading.Lock()
+
+    def stop_deleting(self) -> bool:
+        """Asked before each DELETE: the sink is down, the lease was lost (fencing), or
+        the sweep's deletions across every instance reached max_deletions_per_sweep."""
+        if self.sink_down.is_set() or self.stopped:
+            return True
+        if self.job.dry_run:
+            return False
+        shared = self.reaper.shared
+        try:
+            if self.lease is not None and not shared.lease.still_held(self.lease):
+                raise SweepFenced("the sweep lease expired and another sweep took it")
+            shared.spend_budget(self.request.causation,
+                                self.reaper.policy.guards.max_deletions_per_sweep)
+        except (SweepFenced, BudgetSpent) as exc:
+            self.stopped = str(exc)
+            return True
+        return False
 
     def publish(self, outcome: Outcome) -> None:
         self.tally.count(outcome)
@@ -166,7 +214,7 @@ class _Run:
             return
         if self.sink_down.is_set():
             # Kept for the next delivery attempt (the summary's, or the next invocation's).
-            self.reaper.publisher.defer(outcome)
+            self.reaper.publisher.defer(self.reaper.shared.settle(outcome))
             return
         if self._batch is not None:
             with self._batch_lock:
@@ -185,7 +233,7 @@ class _Run:
                 ready, self._batch = self._batch, []
             if self.sink_down.is_set():
                 for outcome in ready:
-                    self.reaper.publisher.defer(outcome)
+                    self.reaper.publisher.defer(self.reaper.shared.settle(outcome))
             else:
                 self._send(ready)
 
@@ -217,7 +265,7 @@ class _Run:
                 if execution.left_over:
                     total = len(plan.deletes)
                     reason = ("outcome sink unavailable" if self.sink_down.is_set()
-                              else "deadline reached")
+                              else self.stopped or "deadline reached")
                     partial.append(f"{reason}: {execution.left_over} of {total} deletions "
                                    "left for the next sweep")
             groups = sum(1 for s in execution.scopes if s.server_group_id is not None)

@@ -12,6 +12,8 @@ from typing import Any
 from failjob_reaper.app import App
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import ResourceRequest, SweepRequest, parse_cloudevent
+from failjob_reaper.state import StateUnavailable
+from failjob_reaper.state.idempotency import IdempotencyInProgress
 
 IDENTITY = ("id", "source")
 """Outcome ids derive from these: without them two inputs could not be told apart."""
@@ -74,7 +76,7 @@ def process(app: App, attributes: Mapping[str, Any], data: object) -> None:
             outcomes = app.reaper.handle_resource(request)
         else:
             outcomes = [app.reaper.handle(request)]
-    except OutcomeDeliveryError as exc:
+    except (OutcomeDeliveryError, IdempotencyInProgress, StateUnavailable) as exc:
         raise Redeliver(str(exc)) from None
     for outcome in outcomes:
         if outcome.transient_failure:

@@ -56,6 +56,8 @@ from failjob_reaper.errors import ConfigError, InvalidInput, OutcomeDeliveryErro
 from failjob_reaper.events import sweep_request
 from failjob_reaper.http_api import HttpRequest, HttpResponse, error_response, header_map, serve
 from failjob_reaper.outcomes import Causation
+from failjob_reaper.state import StateUnavailable
+from failjob_reaper.state.idempotency import IdempotencyInProgress
 from handlers._envelope import EnvelopeRefused, envelope_events, process_envelope
 from handlers._events import Redeliver, event_problem, process, split
 
@@ -252,7 +254,7 @@ def _timer(
     deadline = sweep_deadline(_ask(context, "getRemainingTimeInMilliSeconds"))
     try:
         summary = app.sweeper.run(request, deadline=deadline)
-    except OutcomeDeliveryError as exc:
+    except (OutcomeDeliveryError, IdempotencyInProgress, StateUnavailable) as exc:
         raise RetryLater(f"failjob-reaper: sweep not reported, retry: {exc}") from None
     if summary.transient_failure:
         raise RetryLater(f"failjob-reaper: sweep failed, retry: {summary.aborted_reason}")

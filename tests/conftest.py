@@ -19,6 +19,7 @@ from cloudevents.http import CloudEvent
 from werkzeug.test import TestResponse
 
 from failjob_reaper.settings import ENV_VARS
+from failjob_reaper.state import StateStore, open_store
 from standin import OutcomeSink, TaskCenterStandIn, format_begin_time
 from standin.redis_server import RedisServer
 
@@ -187,3 +188,12 @@ def redis_url(redis_server: RedisServer) -> str:
         redis_server.start()
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture(params=["memory", "redis"])
+def any_store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
+    """Each StateStore backend in turn: in-process, and the session's real Redis."""
+    url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+    opened = open_store(url, namespace="fjr:test:")
+    yield opened
+    opened.close()

@@ -681,7 +681,7 @@ def test_the_openapi_document_is_public_valid_and_complete(
         operation = paths[path]["post"]
         assert operation["security"] == [{"bearerAuth": []}]
         assert set(operation["responses"]) == {
-            "200", "400", "401", "405", "413", "415", "500", "503"}
+            "200", "400", "401", "405", "409", "413", "415", "422", "500", "503"}
         for code, answer in operation["responses"].items():
             if code != "200":
                 assert answer["content"]["application/json"]["schema"] == {

@@ -429,6 +429,7 @@ def check(soak: Soak) -> tuple[dict[str, int], Counter[str], dict[str, Any]]:
                 if data_of(e)["causation"]["id"] == d.chain]
 
     # Per delivery: status, the chain's outcome, DELETE budget.
+    reported: dict[str, set[str]] = {}
     for delivery in soak.deliveries:
         sent = requests[delivery.log[0]:delivery.log[1]]
         if delivery.status not in (200, 503):
@@ -445,6 +446,14 @@ def check(soak: Soak) -> tuple[dict[str, int], Counter[str], dict[str, Any]]:
                    and kind(e) == "delete_failed" and data_of(e)["error"]["retryable"]}
         distinct = {e["id"]: e for e in outcomes_of(delivery)
                     if e["id"] not in interim}.values()
+        first_answer = reported.setdefault(delivery.chain, set())
+        if first_answer:
+            # A repeat of an input already acknowledged gets its first answer (SPEC section
+            # 10): it decides nothing again, so it brings no outcome of its own.
+            if {e["id"] for e in distinct} - first_answer:
+                violation("repeat-decided-again", delivery.chain)
+            continue
+        first_answer.update(e["id"] for e in distinct)
         if delivery.what == "sweep":
             if [kind(e) for e in distinct].count("sweep_completed") != 1:
                 violation("sweep-without-one-summary", delivery.chain)

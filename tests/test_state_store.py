@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -13,15 +13,9 @@ from failjob_reaper.state import MemoryStore, StateStore, StateUnavailable, open
 from standin.redis_server import RedisServer
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
-    if request.param == "memory":
-        opened: StateStore = open_store("memory://", namespace="fjr:test:")
-    else:
-        url = request.getfixturevalue("redis_url")
-        opened = open_store(url, namespace="fjr:test:")
-    yield opened
-    opened.close()
+@pytest.fixture
+def store(any_store: StateStore) -> StateStore:
+    return any_store
 
 
 def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:

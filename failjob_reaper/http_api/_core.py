@@ -49,6 +49,8 @@ from failjob_reaper.http_api._types import (
     json_bytes,
 )
 from failjob_reaper.outcomes import Causation, OutcomeData, SweepSummaryData
+from failjob_reaper.state import StateUnavailable
+from failjob_reaper.state.idempotency import IdempotencyConflict, IdempotencyInProgress
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
@@ -157,6 +159,19 @@ Answer = TypeVar("Answer", OutcomeData, SweepSummaryData)
 def _delivered(decide: Callable[[], Answer]) -> Answer:
     try:
         return decide()
+    except IdempotencyConflict:
+        raise HttpError(422, "idempotency_key_reused",
+                        "this Idempotency-Key was used for a different request; nothing "
+                        "was decided") from None
+    except IdempotencyInProgress:
+        raise HttpError(409, "idempotency_key_in_progress",
+                        "a request with this Idempotency-Key is being handled; repeat it "
+                        "later", {"Retry-After": "5"}) from None
+    except StateUnavailable as exc:
+        log.warning("on_http: state store unavailable: %s", exc)
+        raise HttpError(503, "state_unavailable",
+                        "the state store is unreachable: nothing was deleted; repeat the call "
+                        "later", {"Retry-After": "10"}) from None
     except OutcomeDeliveryError as exc:
         log.warning("on_http: outcome not delivered: %s", exc)
         decided = f" ({exc.outcome} {exc.failure_job_id or ''})".rstrip() if exc.outcome else ""

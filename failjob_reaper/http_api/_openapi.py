@@ -69,8 +69,12 @@ _ERRORS: dict[int, str] = {
     413: "The body is larger than HTTP_MAX_BODY_BYTES.",
     415: "The body is not JSON.",
     500: "Unexpected error; nothing about it is disclosed.",
-    503: "The outcome could not be delivered to the sink (K_SINK). The decision was made "
-    "(a task may have been deleted); repeating the call is safe.",
+    409: "A call with this Idempotency-Key is being handled right now (on any instance); "
+    "repeat it later.",
+    422: "This Idempotency-Key was used before for a different request: nothing was "
+    "decided (code idempotency_key_reused).",
+    503: "The outcome could not be delivered to the sink (K_SINK), or the state store "
+    "(STATE_URL) is unreachable: then nothing was deleted. Repeating the call is safe.",
 }
 
 
@@ -116,7 +120,7 @@ def _paths() -> dict[str, Any]:
                     "sent to the sink and answered. `force` skips age, rules and keep-latest "
                     "but never holds. The body may also be a structured CloudEvent of an "
                     f"earlier `{DELETE_FAILED_TYPE}` outcome (`force` is then false). "
-                    "An `Idempotency-Key` header makes the outcome's CloudEvent id stable."
+                    "An `Idempotency-Key` header makes a repeat get the first answer."
                 ),
                 "security": bearer,
                 "parameters": [_idempotency_key(), _traceparent()],
@@ -134,6 +138,8 @@ def _paths() -> dict[str, Any]:
                     **_body_errors(),
                     **_auth_errors(),
                     **_common_errors(),
+                    "409": _error(409),
+                    "422": _error(422),
                     "503": _error(503),
                 },
             }
@@ -153,6 +159,8 @@ def _paths() -> dict[str, Any]:
                     **_body_errors(),
                     **_auth_errors(),
                     **_common_errors(),
+                    "409": _error(409),
+                    "422": _error(422),
                     "503": _error(503),
                 },
             }
@@ -190,9 +198,10 @@ def _idempotency_key() -> dict[str, Any]:
         "name": "Idempotency-Key",
         "in": "header",
         "required": False,
-        "description": "Becomes the causation id of the outcome, so that a repeated call "
-        "yields outcome events with the same ids. Ignored unless it is 1-64 letters, digits, "
-        "'-' or '_'.",
+        "description": "Becomes the causation id of the outcome. A repeat with the same key "
+        "and the same body gets the first answer (kept 24 h in the state store); the same "
+        "key with a different body is refused with 422. Ignored unless it is 1-64 letters, "
+        "digits, '-' or '_'.",
         "schema": {"type": "string"},
     }
 

@@ -103,6 +103,9 @@ class SweepSummaryData(TypedDict):
     partial_reason: str | None
     aborted: bool
     aborted_reason: str | None
+    skipped: bool
+    """Another sweep of the project held the lease: this one listed and deleted nothing."""
+    skipped_reason: str | None
     error: ErrorData | None
     causation: CausationData
 
@@ -190,6 +193,9 @@ class SweepSummary:
     aborted_reason: str | None = None
     error: Mapping[str, Any] | None = None
     server_group_id: str | None = None
+    skipped: bool = False
+    skipped_reason: str | None = None
+    """Set when another sweep of the project held the lease: this one did nothing."""
 
     @property
     def transient_failure(self) -> bool:
@@ -221,6 +227,8 @@ class SweepSummary:
             "partial_reason": self.partial_reason,
             "aborted": self.aborted,
             "aborted_reason": self.aborted_reason,
+            "skipped": self.skipped,
+            "skipped_reason": self.skipped_reason,
             "error": _error_data(self.error),
             "causation": self.causation.as_dict(),
         }

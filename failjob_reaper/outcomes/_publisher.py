@@ -1,15 +1,27 @@
-"""The publisher: outcome -> CloudEvent -> emitter, with an outbox for refused events."""
+"""The publisher: outcome -> CloudEvent -> emitter, through an outbox in the state store.
+
+Transactional outbox (SPEC section 10): every outcome event is recorded in the
+outbox (a hash in the ``StateStore``: shared by every instance with Redis, this
+process's with ``memory://``) before it is sent, and removed once the emitter
+took it. An event the emitter refuses stays there until any instance delivers
+it: ``flush()`` at the start of every invocation sends what is pending, oldest
+first, before new work. Ids are stable, so a consumer that saw an event
+already can drop a repeat.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections import deque
-from collections.abc import Mapping, Sequence
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from cloudevents.http import CloudEvent
+from cloudevents.conversion import to_json
+from cloudevents.http import CloudEvent, from_json
 
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.outcomes._model import (
@@ -22,8 +34,17 @@ from failjob_reaper.outcomes._model import (
     SweepSummaryData,
     outcome_id,
 )
+from failjob_reaper.state import MemoryStore, StateStore, StateUnavailable
 
 log = logging.getLogger("failjob_reaper")
+
+OUTBOX = "outbox"
+"""The hash of pending events: field = event id, value = {"seq", "until", "event"} as JSON;
+``until`` (epoch seconds) is how long its first sender may still be sending it."""
+OUTBOX_TTL = 7 * 24 * 3600.0
+"""Refreshed by every write: an outbox that nobody touches for a week is given up."""
+CLAIM_TTL = 30.0
+"""An instance sending a pending event holds it this long, so two do not send it at once."""
 
 
 class Emitter(Protocol):
@@ -31,12 +52,10 @@ class Emitter(Protocol):
 
 
 class Publisher:
-    """Builds outcome CloudEvents and hands them to the emitter.
+    """Builds outcome CloudEvents and hands them to the emitter through the outbox.
 
-    An event the emitter refuses is kept in a bounded outbox and sent again,
-    oldest first, before the next one: a task deleted while the sink was down is
-    still reported once the sink is back (its id is stable, so a consumer that
-    saw it already can drop the repeat).
+    ``outbox_limit`` bounds the outbox: past it, the oldest pending event is
+    dropped (and logged as an error).
     """
 
     def __init__(
@@ -46,28 +65,41 @@ class Publisher:
         source: str,
         overrides: Mapping[str, Any] | None = None,
         outbox_limit: int = 10_000,
+        state: StateStore | None = None,
+        send_window: float = 30.0,
     ) -> None:
         self.emitter = emitter
         self.source = source
         self._extensions = dict((overrides or {}).get("extensions", {}))
-        self._outbox: deque[CloudEvent] = deque()
         self._outbox_limit = outbox_limit
+        self.state: StateStore = state if state is not None else MemoryStore()
         self._flush_lock = threading.Lock()
+        self._owner = uuid.uuid4().hex  # who holds a claim on a pending event
+        # How long one emit may take (the sink's timeout times its attempts, and backoff):
+        # until then a recorded event is its sender's; after it, anyone's to flush.
+        self.send_window = send_window
 
-    def outcome(self, outcome: Outcome) -> CloudEvent:
-        return self._send(self.outcome_event(outcome))
+    def outcome(
+        self, outcome: Outcome, *, recorded: Callable[[], None] | None = None
+    ) -> CloudEvent:
+        """Record the outcome in the outbox, call ``recorded`` (the caller keeps the
+        answer of its input there, before anything can go wrong), then send it."""
+        return self._send(self.outcome_event(outcome), recorded)
 
-    def sweep_completed(self, summary: SweepSummary) -> CloudEvent:
+    def sweep_completed(
+        self, summary: SweepSummary, *, recorded: Callable[[], None] | None = None
+    ) -> CloudEvent:
         event = self._event(
             TYPE_PREFIX + SWEEP_COMPLETED, None, summary.causation, summary.as_data()
         )
-        return self._send(event)
+        return self._send(event, recorded)
 
     def outcomes(self, outcomes: Sequence[Outcome]) -> list[CloudEvent]:
         """Publish several outcomes, in batches when the emitter takes batches (EventGrid).
 
-        Like ``outcome`` for each; on failure only the events not taken are kept
-        (``PartialDelivery`` names them) and the error is raised.
+        Like ``outcome`` for each: all are recorded in the outbox first; on failure only
+        the events not taken stay there (``PartialDelivery`` names them) and the error
+        is raised.
         """
         events = [self.outcome_event(outcome) for outcome in outcomes]
         emit_many = getattr(self.emitter, "emit_many", None)
@@ -80,20 +112,34 @@ class Publisher:
                         self._keep(rest)
                     raise
             return events
+        until = time.time() + self.send_window
+        recorded = [event for event in events if self._record(event, until=until)]
         try:
-            self.flush()
             emit_many(events)
         except OutcomeDeliveryError as exc:
             undelivered = getattr(exc, "undelivered", None)
-            for event in events:
+            for event in recorded:
                 if undelivered is None or event["id"] in undelivered:
                     self._keep(event)
+                else:
+                    self._forget(event)
             raise
+        for event in recorded:
+            self._forget(event)
         return events
 
     def defer(self, outcome: Outcome) -> None:
-        """Queue without trying: the caller knows the sink is down right now."""
+        """Record without trying: the caller knows the sink is down right now."""
         self._keep(self.outcome_event(outcome))
+
+    def _keep(self, event: CloudEvent) -> None:
+        """In the outbox, anyone's to send from now on."""
+        if not self._record(event):
+            log.error("outcome %s %s for %s lost: neither the sink nor the state store "
+                      "took it", event["id"], event["type"], event.get("subject") or "-")
+            return
+        self._warn_kept(event)
+        self._bound()
 
     def outcome_event(self, outcome: Outcome) -> CloudEvent:
         return self._event(
@@ -105,32 +151,88 @@ class Publisher:
 
     @property
     def pending(self) -> int:
-        return len(self._outbox)
-
-    def flush(self) -> None:
-        """Send what the outbox holds, oldest first; raise OutcomeDeliveryError if refused."""
-        if not self._outbox:  # the common case takes no lock
-            return
-        with self._flush_lock:
-            while self._outbox:
-                self.emitter.emit(self._outbox[0])
-                self._outbox.popleft()
-
-    def _send(self, event: CloudEvent) -> CloudEvent:
+        """Events in the outbox, this instance's and any other's (0 if the store is down)."""
         try:
-            self.flush()
+            return self.state.hash_len(OUTBOX)
+        except StateUnavailable:
+            return 0
+
+    def flush(self) -> set[str]:
+        """Send every pending event, oldest first; raise OutcomeDeliveryError if refused.
+
+        Called at the start of an invocation, before new work. Events another
+        instance is sending right now are left to it: their ids are returned (still
+        pending). With the store down there is nothing to read: nothing is sent.
+        """
+        with self._flush_lock:
+            try:
+                pending = self.state.hash_get_all(OUTBOX)
+            except StateUnavailable as exc:
+                log.warning("outbox not read: %s", exc)
+                return set()
+            now = time.time()
+            left: set[str] = set()
+            for event_id, event, until in _oldest_first(pending):
+                claim = f"outbox:claim:{event_id}"
+                if until > now or not self.state.add(claim, self._owner, CLAIM_TTL):
+                    left.add(event_id)  # its first sender, or another instance, is at it
+                    continue
+                try:
+                    self.emitter.emit(event)
+                    self.state.hash_delete(OUTBOX, event_id)
+                finally:
+                    self.state.delete_if(claim, self._owner)
+            return left
+
+    def _send(
+        self, event: CloudEvent, on_recorded: Callable[[], None] | None = None
+    ) -> CloudEvent:
+        recorded = self._record(event, until=time.time() + self.send_window)
+        if on_recorded is not None:
+            on_recorded()
+        try:
             self.emitter.emit(event)
         except OutcomeDeliveryError:
-            self._keep(event)
+            if recorded and self._record(event):  # refused: anyone's to send from now on
+                self._warn_kept(event)
+                self._bound()
             raise
+        if recorded:
+            self._forget(event)
         return event
 
-    def _keep(self, event: CloudEvent) -> None:
-        if len(self._outbox) >= self._outbox_limit:
-            lost = self._outbox.popleft()
-            log.error("outbox full: outcome %s %s for %s dropped", lost["id"], lost["type"],
-                      lost.get("subject") or "-")
-        self._outbox.append(event)
+    def _record(self, event: CloudEvent, *, until: float = 0.0) -> bool:
+        """Into the outbox before it is sent; False when the store is unreachable."""
+        entry = json.dumps({"seq": _seq(event), "until": until,
+                            "event": to_json(event).decode()})
+        try:
+            self.state.hash_put(OUTBOX, str(event["id"]), entry, OUTBOX_TTL)
+        except StateUnavailable as exc:
+            log.warning("outcome %s not recorded in the outbox (%s); sending it directly",
+                        event["id"], exc)
+            return False
+        return True
+
+    def _forget(self, event: CloudEvent) -> None:
+        try:
+            self.state.hash_delete(OUTBOX, str(event["id"]))
+        except StateUnavailable as exc:  # delivered: at worst it is sent once more later
+            log.warning("delivered outcome %s left in the outbox: %s", event["id"], exc)
+
+    def _bound(self) -> None:
+        try:
+            if self.state.hash_len(OUTBOX) <= self._outbox_limit:
+                return
+            pending = _oldest_first(self.state.hash_get_all(OUTBOX))
+            for event_id, lost, _ in pending[: len(pending) - self._outbox_limit]:
+                self.state.hash_delete(OUTBOX, event_id)
+                log.error("outbox full: outcome %s %s for %s dropped", event_id, lost["type"],
+                          lost.get("subject") or "-")
+        except StateUnavailable as exc:
+            log.warning("outbox not bounded: %s", exc)
+
+    @staticmethod
+    def _warn_kept(event: CloudEvent) -> None:
         log.warning("outcome %s %s for %s not delivered; kept to send again", event["id"],
                     event["type"], event.get("subject") or "-")
 
@@ -156,3 +258,24 @@ class Publisher:
             if causation.tracestate:
                 attributes["tracestate"] = causation.tracestate
         return CloudEvent(attributes, data)
+
+
+def _seq(event: CloudEvent) -> str:
+    # The event's own time orders the outbox: the same for every rewrite of one event.
+    return str(event.get("time") or "")
+
+
+def _oldest_first(pending: Mapping[str, str]) -> list[tuple[str, CloudEvent, float]]:
+    """(id, event, until) of each readable entry, oldest first."""
+    entries: list[tuple[str, str, CloudEvent, float]] = []
+    for event_id, raw in pending.items():
+        try:
+            entry = json.loads(raw)
+            event = from_json(entry["event"])
+            until = float(entry.get("until", 0.0))
+        except (ValueError, KeyError, TypeError):
+            log.error("outbox entry %s is unreadable; skipped", event_id[:64])
+            continue
+        entries.append((str(entry.get("seq", "")), event_id, event, until))
+    entries.sort(key=lambda item: (item[0], item[1]))
+    return [(event_id, event, until) for _, event_id, event, until in entries]

@@ -40,6 +40,7 @@ locals {
   # temporary credentials (context.getSecurityAccessKey() etc.).
   encrypted_user_data_all = {
     RETRY_API_TOKEN = var.retry_api_token
+    STATE_URL       = local.state_url # dcs.tf
   }
   encrypted_user_data = { for key, value in local.encrypted_user_data_all : key => value if value != "" }
 
@@ -138,6 +139,8 @@ resource "huaweicloud_fgs_function" "reaper" {
   memory_size = var.memory_size
   timeout     = var.timeout
   agency      = local.agency_name
+  vpc_id      = local.function_vpc_id # dcs.tf: to reach the DCS instance
+  network_id  = local.function_network_id
 
   code_type     = var.code_upload
   code_url      = var.code_upload == "obs" ? local.code_url : null
