@@ -360,18 +360,26 @@ class Reaper:
     ) -> list[ScopeListing]:
         """The index named where to look; read what it did not cover. The target not
         there: every other scope (the index was wrong). Found: any scope the index knows
-        for the same DELETE id or resource that was not read yet."""
+        for the same DELETE id or resource that was not read yet - and, when the plan on
+        that view would DELETE, every other scope: the DELETE path is project-wide, and a
+        record with the same id listed elsewhere since the index was written must be
+        weighed (complete or nothing). So the index saves the scan for every event that
+        ends without a DELETE (retained, a dry run's would_delete excepted)."""
         assert self.index is not None
         more = self.index.scopes_to_weigh(job.target, listings)
         read = [Scope(listing.server_group_id) for listing in listings]
-        if more is None:
-            more = [s for s in scopes_to_search(client, job.hint_group) if s not in read]
-        if not more:
-            return listings
-        extra, _ = self.read(job, client=client, scopes=more, stop_at=stop_at,
-                             execution=execution)
-        execution.scopes = [*read, *more]
-        return [*listings, *extra]
+        if more:
+            extra, _ = self.read(job, client=client, scopes=more, stop_at=stop_at,
+                                 execution=execution)
+            read, listings = [*read, *more], [*listings, *extra]
+        if more is None or self.plan(job, listings).deletes:
+            rest = [s for s in scopes_to_search(client, job.hint_group) if s not in read]
+            if rest:
+                extra, _ = self.read(job, client=client, scopes=rest, stop_at=stop_at,
+                                     execution=execution)
+                read, listings = [*read, *rest], [*listings, *extra]
+        execution.scopes = read
+        return listings
 
     def _delete_all(
         self,

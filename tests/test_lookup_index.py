@@ -1,5 +1,6 @@
 """The lookup index: one event for a task in the last of many groups costs O(1) calls once
-any listing has seen it; a cold index costs one scan; a wrong entry is only a hint."""
+any listing has seen it, unless it deletes (a DELETE rests on every scope: the DELETE path
+is project-wide); a cold index costs one scan; a wrong entry is only a hint."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ EXPIRED_TYPE = "sdrs.failurejob.expired"
 FAILED = "sdrs.job.failed"
 
 
-def groups_with_tasks(standin: TaskCenterStandIn, n: int) -> list[tuple[str, dict[str, Any]]]:
-    """``n`` groups, one expired task in each: (group id, record)."""
+def groups_with_tasks(
+    standin: TaskCenterStandIn, n: int, age: Any = EXPIRED
+) -> list[tuple[str, dict[str, Any]]]:
+    """``n`` groups, one task of ``age`` in each: (group id, record)."""
     world = []
     for i in range(n):
         group = f"group-{i:03d}"
         standin.add_group(group)
-        record = failed_task(EXPIRED)
+        record = failed_task(age)
         standin.add_job(record, group)
         world.append((group, record))
     return world
@@ -29,10 +32,10 @@ def expire(function: Any, record: dict[str, Any]) -> None:
     assert response.status_code == 200
 
 
-def test_a_cold_index_costs_one_scan_then_a_task_in_the_last_group_costs_two_calls(
+def test_a_cold_index_costs_one_scan_then_a_task_in_the_last_group_costs_one_listing(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
 ) -> None:
-    world = groups_with_tasks(standin, 30)
+    world = groups_with_tasks(standin, 30, age=FRESH)
     function = make_function()
 
     expire(function, world[0][1])  # cold: the groups, the top level and all 30 groups
@@ -41,29 +44,47 @@ def test_a_cold_index_costs_one_scan_then_a_task_in_the_last_group_costs_two_cal
     last_group, last = world[-1]
     expire(function, last)
 
-    assert cold == 1 + 1 + 30 + 1
-    warm = standin.requests
-    assert [(r.method, r.query.get("server_group_id")) for r in warm] == [
-        ("GET", last_group), ("DELETE", None)]
-    assert standin.deletes() == [last["resource_id"]]
-    assert not standin.listed(last["resource_id"])
-    assert [e["type"] for e in sink.events][-1] == "sdrs.failurejob.deleted"
+    assert cold == 1 + 1 + 30
+    assert [(r.method, r.query.get("server_group_id")) for r in standin.requests] == [
+        ("GET", last_group)]
+    assert standin.deletes() == []
+    assert data_of(sink.events[-1])["outcome"] == "retained"
+
+
+def test_an_event_that_deletes_still_reads_every_scope_first(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
+) -> None:
+    # Indexed in the last group; since then a fresh record with the same DELETE id
+    # (resource_id) appeared at the top level. DELETE by that id would remove it too: the
+    # event must see it, though the index does not know it, and delete nothing.
+    world = groups_with_tasks(standin, 6)
+    function = make_function()
+    expire(function, world[0][1])  # warms the index
+    _, expired = world[-1]
+    standin.add_job(failed_task(FRESH, resource_id=expired["resource_id"]))
+    standin.reset_log()
+
+    expire(function, expired)
+
+    assert standin.deletes() == []
+    assert standin.listed(expired["resource_id"])
+    listed = {r.query.get("server_group_id") for r in standin.requests if r.method == "GET"}
+    assert {None, "group-005"} <= listed
+    assert data_of(sink.events[-1])["outcome"] == "retained"
 
 
 def test_a_sweep_warms_the_index_for_the_events_after_it(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
 ) -> None:
-    world = groups_with_tasks(standin, 12)
-    kept = failed_task(FRESH)
-    standin.add_job(kept, world[-1][0])
+    world = groups_with_tasks(standin, 12, age=FRESH)
     function = make_function()
     function.send("sdrs.failurejob.sweep", {"dry_run": True})
     standin.reset_log()
 
     expire(function, world[-1][1])
 
-    assert len(standin.requests) == 2
-    assert standin.deletes() == [world[-1][1]["resource_id"]]
+    assert len(standin.requests) == 1
+    assert data_of(sink.events[-1])["outcome"] == "retained"
 
 
 def test_a_wrong_index_entry_falls_back_to_the_scan(
@@ -114,7 +135,7 @@ def test_instances_share_the_index_through_redis(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
     redis_url: str,
 ) -> None:
-    world = groups_with_tasks(standin, 10)
+    world = groups_with_tasks(standin, 10, age=FRESH)
     first = make_function(STATE_URL=redis_url)
     expire(first, world[0][1])  # this instance's scan warms the shared index
     second = make_function(STATE_URL=redis_url)  # a fresh instance
@@ -122,5 +143,4 @@ def test_instances_share_the_index_through_redis(
 
     expire(second, world[-1][1])
 
-    assert len(standin.requests) == 2
-    assert standin.deletes() == [world[-1][1]["resource_id"]]
+    assert [r.query.get("server_group_id") for r in standin.requests] == [world[-1][0]]
