@@ -86,6 +86,7 @@ def build_app(
             backoff_max=settings.backoff_max,
         ),
         max_connections=max(settings.max_connections, settings.sweep_concurrency),
+        max_pages=settings.list_max_pages,
         rate_limiter=limiter,
         transport=transport,
     )
@@ -97,6 +98,9 @@ def build_app(
         project_id=settings.project_id,
         id_field=settings.failure_job_id_field,
         dry_run=settings.dry_run,
+        listing_max_age=settings.listing_max_age,
+        event_deadline=settings.event_deadline,
+        list_concurrency=settings.sweep_concurrency,
     )
     reaper = Reaper(client, policy, publisher, config, clock=clock,
                     shared=Shared(state, _timing(settings)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, get_args
@@ -206,11 +206,14 @@ class Shared:
     # -- the DELETE door -----------------------------------------------------------------
 
     def before_delete(
-        self, failure_job_id: str, causation: Causation, decision: Mapping[str, Any]
+        self, failure_job_id: str, causation: Causation, decision: Mapping[str, Any],
+        aliases: Sequence[str] = (),
     ) -> str | None:
         """Record the DELETE about to be sent (StateUnavailable: do not send it); returns
-        the journal entry when this DELETE is the first of the task (see after_delete)."""
-        return self.journal.sending(failure_job_id, self.identity(causation) or "", decision)
+        the journal entry when this DELETE is the first of the task (see after_delete).
+        ``aliases``: the record's other ids an input may name it by."""
+        return self.journal.sending(failure_job_id, self.identity(causation) or "", decision,
+                                    aliases)
 
     def after_delete(self, failure_job_id: str, entry: str | None, found: bool,
                      answer_lost: bool) -> None:
@@ -254,6 +257,7 @@ class Shared:
         return replace(
             outcome,
             outcome="deleted",
+            failure_job_id=sent.task_id,
             reason=str(recorded.get("reason") or "deleted by an earlier DELETE of this "
                        "deployment whose sender stopped before reporting it"),
             rule=recorded.get("rule") if isinstance(recorded.get("rule"), str) else outcome.rule,

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from failjob_reaper._text import printable
+from failjob_reaper._text import json_kind, printable
 from failjob_reaper.errors import InvalidInput
 from failjob_reaper.ids import is_valid_id, validate_id
 from failjob_reaper.outcomes import Causation
@@ -91,15 +91,13 @@ def parse_cloudevent(
     """Map one input CloudEvent (attributes + data) onto a request."""
     causation = causation_of(attributes)
     event_type = attributes.get("type")
-    if event_type == PING_TYPE:
-        # A PingSource carries whatever its owner wrote (JSON, text, bytes): it always
-        # sweeps, and only a clear {"dry_run": true} makes it a dry run.
+    if event_type in (PING_TYPE, types.sweep):
+        trigger: Trigger = "timer" if event_type == PING_TYPE else "event"
         try:
-            payload = _decode(data)
-        except InvalidInput:
-            payload = None
-        dry_run = isinstance(payload, dict) and payload.get("dry_run") is True
-        return SweepRequest(trigger="timer", causation=causation, dry_run=dry_run)
+            return sweep_request(data, project_id=project_id, trigger=trigger,
+                                 causation=causation)
+        except InvalidInput as exc:
+            return Rejected(str(exc), trigger, causation)
     if isinstance(event_type, str) and ":CloudTrace:" in event_type:
         from failjob_reaper import cts  # cts builds on this module
 
@@ -118,9 +116,6 @@ def parse_cloudevent(
                 payload, project_id=project_id, id_field=id_field,
                 trigger="event", causation=causation, allow_force=False,
             )
-        if event_type == types.sweep:
-            return sweep_request(payload, project_id=project_id, trigger="event",
-                                 causation=causation)
     except InvalidInput as exc:
         return Rejected(str(exc), "event", causation, _safe_task_id(data))
     return Rejected(
@@ -164,19 +159,42 @@ def task_request(
     )
 
 
+_SWEEP_KEYS = frozenset({"dry_run", "server_group_id", "project_id"})
+
+
 def sweep_request(
-    payload: object, *, project_id: str, trigger: Trigger, causation: Causation
+    data: object, *, project_id: str, trigger: Trigger, causation: Causation
 ) -> SweepRequest:
+    """The one strict parser of sweep data, for every path (sweep event, PingSource,
+    FunctionGraph timer ``user_event``, ``POST /sweep``).
+
+    ``data`` raw (bytes, text) or parsed JSON. Absent or empty data (nothing, blank
+    text, JSON ``null``, ``{}``) sweeps; an object with only the known keys, each of the
+    right type, sweeps as it says; anything else raises InvalidInput: a typo must never
+    turn an intended dry run into deletes.
+    """
+    payload = _decode(data)
     if payload is None:
         payload = {}
     if not isinstance(payload, dict):
-        raise InvalidInput("sweep data must be a JSON object or empty")
+        raise InvalidInput(
+            'sweep data must be a JSON object such as {"dry_run": true} or empty, not '
+            f"{json_kind(payload)}"
+        )
+    unknown = sorted(str(key) for key in payload if key not in _SWEEP_KEYS)
+    if unknown:
+        raise InvalidInput(
+            f"sweep data: unknown key {printable(unknown[0])}; known keys: "
+            + ", ".join(sorted(_SWEEP_KEYS))
+        )
+    if "dry_run" in payload and not isinstance(payload["dry_run"], bool):
+        raise InvalidInput("dry_run must be true or false")
     _check_ids(payload)
     _check_project(payload, project_id)
     return SweepRequest(
         trigger=trigger,
         causation=causation,
-        dry_run=_optional_bool(payload, "dry_run"),
+        dry_run=payload.get("dry_run", False),
         server_group_id=payload.get("server_group_id"),
     )
 

@@ -107,7 +107,9 @@ def summary_fields(summary: SweepSummary) -> dict[str, Any]:
         "listed": summary.listed,
         "deleted": summary.deleted,
         "partial": summary.partial,
+        "partial_reason": summary.partial_reason,
         "aborted": summary.aborted,
+        "aborted_reason": summary.aborted_reason,
         **causation_fields(summary.causation),
     }
 

@@ -32,8 +32,11 @@ class Scope:
 
     server_group_id: str | None
 
-    def list(self, client: TaskCenterClient) -> list[Mapping[str, Any]]:
-        return list(client.list_failure_jobs(server_group_id=self.server_group_id))
+    def list(
+        self, client: TaskCenterClient, deadline: float | None = None
+    ) -> list[Mapping[str, Any]]:
+        return list(client.list_failure_jobs(server_group_id=self.server_group_id,
+                                             deadline=deadline))
 
     @property
     def where(self) -> str:
@@ -50,32 +53,35 @@ class Found:
     scope_records: list[Mapping[str, Any]]
 
 
-def group_scopes(client: TaskCenterClient) -> list[Scope]:
+def group_scopes(client: TaskCenterClient, deadline: float | None = None) -> list[Scope]:
     """Every protection group of the project; a group id that is no plain token cannot be
     queried safely and is skipped."""
-    ids = dict.fromkeys(str(g["id"]) for g in client.list_server_groups()
+    ids = dict.fromkeys(str(g["id"]) for g in client.list_server_groups(deadline=deadline)
                         if is_valid_id(g.get("id")))  # a repeated group is one scope
     return [Scope(group_id) for group_id in ids]
 
 
-def scopes_to_search(client: TaskCenterClient, hint_group: str | None) -> list[Scope]:
+def scopes_to_search(
+    client: TaskCenterClient, hint_group: str | None, deadline: float | None = None
+) -> list[Scope]:
     """Where one task (or resource) may live, in search order: the hinted group, the top
     level, then each protection group. Every one is read: the DELETE path is project-wide,
     so a record elsewhere with the same id must be weighed too."""
     scopes = [Scope(hint_group)] if hint_group is not None else []
     scopes.append(TOP_LEVEL)
-    scopes.extend(s for s in group_scopes(client) if s.server_group_id != hint_group)
+    scopes.extend(s for s in group_scopes(client, deadline) if s.server_group_id != hint_group)
     return scopes
 
 
 def read_scope(
-    client: TaskCenterClient, scope: Scope, clock: Callable[[], datetime]
+    client: TaskCenterClient, scope: Scope, clock: Callable[[], datetime],
+    deadline: float | None = None,
 ) -> ScopeListing:
-    """One scope's listing; a group that does not exist (a wrong hint, a group removed
-    meanwhile) lists nothing. Other errors propagate."""
+    """One scope's complete listing; a group that does not exist (a wrong hint, a group
+    removed meanwhile) lists nothing. Other errors (IncompleteListing too) propagate."""
     listed_at = clock()
     try:
-        records = scope.list(client)
+        records = scope.list(client, deadline)
     except SdrsError as exc:
         if scope.server_group_id is not None and exc.status_code == 404 \
                 and exc.code == _NO_SUCH_GROUP:

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from failjob_reaper.coordination import Shared, Timing
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, ResourceRequest, TaskRequest, Trigger
+from failjob_reaper.ids import is_valid_id
 from failjob_reaper.logs import outcome_fields
 from failjob_reaper.lookup import LookupIndex, Scope, read_scope, scopes_to_search
 from failjob_reaper.outcomes import Causation, Outcome, OutcomeName, Publisher
@@ -38,7 +40,7 @@ from failjob_reaper.plan import (
     make_plan,
 )
 from failjob_reaper.policy import Decision, Policy, decide
-from failjob_reaper.sdrs import DeleteResult, SdrsError, TaskCenterClient
+from failjob_reaper.sdrs import DeleteResult, IncompleteListing, SdrsError, TaskCenterClient
 
 if TYPE_CHECKING:
     from failjob_reaper.alerts import Alerts
@@ -60,6 +62,12 @@ class ReaperConfig:
     project_id: str
     id_field: str = "resource_id"
     dry_run: bool = False
+    listing_max_age: float = 60.0
+    """Seconds a listing may be old when a DELETE rests on it (LISTING_MAX_AGE)."""
+    event_deadline: float = 60.0
+    """Seconds one event (or resource request) may spend listing and deleting."""
+    list_concurrency: int = 1
+    """Scopes one event lists at once (SWEEP_CONCURRENCY)."""
 
 
 @dataclass(frozen=True)
@@ -195,11 +203,12 @@ class Reaper:
     ) -> DeleteResult:
         """Journal one planned DELETE, then send it (SdrsError when refused or out of
         retries; StateUnavailable when it could not be journaled: then it is not sent)."""
+        record = delete.record.record
         entry = self.shared.before_delete(delete.failure_job_id, job.causation, {
             "rule": delete.decision.rule, "reason": delete.decision.reason,
-            "job": dict(delete.record.record),
-            "server_group_id": delete.record.server_group_id,
-        })
+            "job": dict(record), "server_group_id": delete.record.server_group_id,
+        }, aliases=[str(record[f]) for f in ("job_id", "resource_id")
+                    if is_valid_id(record.get(f))])
         result = client.delete_failure_job(delete.failure_job_id)
         self.shared.after_delete(delete.failure_job_id, entry, result.found,
                                  result.lost_answers > 0)
@@ -236,6 +245,7 @@ class Reaper:
         scopes: Sequence[Scope] | None = None,
         concurrency: int = 1,
         stop_at: Callable[[], bool] = lambda: False,
+        deadline_at: float | None = None,
         progress: Progress | None = None,
         execution: Execution | None = None,
     ) -> tuple[list[ScopeListing], Execution]:
@@ -244,7 +254,7 @@ class Reaper:
         client = client or self.client
         execution = execution or Execution()
         if scopes is None:
-            scopes = scopes_to_search(client, job.hint_group)
+            scopes = scopes_to_search(client, job.hint_group, deadline_at)
         execution.scopes = list(scopes)
         lock = threading.Lock()
         done = 0
@@ -261,7 +271,12 @@ class Reaper:
                                        why_incomplete="not listed after an earlier failure")
             else:
                 try:
-                    listing = read_scope(client, scope, self.clock)
+                    listing = read_scope(client, scope, self.clock, deadline_at)
+                except IncompleteListing as exc:
+                    with lock:
+                        execution.listing_error = execution.listing_error or exc
+                    listing = ScopeListing(scope.server_group_id, exc.records, complete=False,
+                                           why_incomplete=exc.message)
                 except SdrsError as exc:
                     with lock:
                         execution.listing_error = execution.listing_error or exc
@@ -309,27 +324,42 @@ class Reaper:
         client: TaskCenterClient | None = None,
         scopes: Sequence[Scope] | None = None,
         concurrency: int = 1,
-        stop_at: Callable[[], bool] = lambda: False,
+        deadline_at: float | None = None,
         stop_deleting: Callable[[], bool] = lambda: False,
         progress: Progress | None = None,
         on_plan: Callable[[Plan], None] | None = None,
     ) -> Execution:
-        """List, plan, delete, interpret; hand every outcome to ``emit``."""
+        """List, plan, delete, interpret; hand every outcome to ``emit``.
+
+        ``deadline_at``: a ``time.monotonic()`` instant; single events default to
+        ``event_deadline`` from now.
+        """
         client = client or self.client
         report = _Reporter(self, job)
-        indexed = scopes is None and self.index is not None
-        if indexed and self.index is not None:
-            scopes = self.index.scopes_for(job.target)
+        if deadline_at is None:
+            deadline_at = time.monotonic() + self.config.event_deadline
+        end = deadline_at
+
+        def stop_at() -> bool:
+            return time.monotonic() >= end
+
+        # A single event reads every scope its id may live in: in parallel, it waits for
+        # the slowest listing instead of their sum.
+        listing_concurrency = max(concurrency, self.config.list_concurrency)
+        indexed = False
+        if scopes is None and self.index is not None:
+            scopes = self.index.scopes_for(job.target)  # where it was last listed, if known
             indexed = scopes is not None
         try:
             if scopes is None:
-                scopes = scopes_to_search(client, job.hint_group)
+                scopes = scopes_to_search(client, job.hint_group, deadline_at)
             listings, execution = self.read(job, client=client, scopes=scopes,
-                                             concurrency=concurrency, stop_at=stop_at,
-                                             progress=progress)
-            if indexed and self.index is not None and execution.listing_error is None:
-                listings = self._read_beyond_the_index(job, client, listings, execution,
-                                                       stop_at=stop_at)
+                                             concurrency=listing_concurrency, stop_at=stop_at,
+                                             deadline_at=deadline_at, progress=progress)
+            if indexed and execution.listing_error is None:
+                listings = self._read_beyond_the_index(
+                    job, client, listings, execution, stop_at=stop_at,
+                    deadline_at=deadline_at, concurrency=listing_concurrency)
         except SdrsError as exc:
             emit(report.failed(exc, f"could not list protection groups: {exc.message}"))
             return Execution()
@@ -344,7 +374,8 @@ class Reaper:
             on_plan(plan)
         for settlement in plan.settled:
             emit(report.settled(settlement))
-        self._delete_all(plan, job, client, report, emit, execution,
+        fresh = _Freshness(self, job, client, listings, deadline_at)
+        self._delete_all(plan, job, client, report, emit, execution, fresh,
                          concurrency=concurrency,
                          stop=lambda: stop_at() or stop_deleting(), progress=progress)
         return execution
@@ -357,6 +388,8 @@ class Reaper:
         execution: Execution,
         *,
         stop_at: Callable[[], bool],
+        deadline_at: float | None,
+        concurrency: int,
     ) -> list[ScopeListing]:
         """The index named where to look; read what it did not cover. The target not
         there: every other scope (the index was wrong). Found: any scope the index knows
@@ -370,12 +403,15 @@ class Reaper:
         read = [Scope(listing.server_group_id) for listing in listings]
         if more:
             extra, _ = self.read(job, client=client, scopes=more, stop_at=stop_at,
+                                 deadline_at=deadline_at, concurrency=concurrency,
                                  execution=execution)
             read, listings = [*read, *more], [*listings, *extra]
         if more is None or self.plan(job, listings).deletes:
-            rest = [s for s in scopes_to_search(client, job.hint_group) if s not in read]
+            rest = [s for s in scopes_to_search(client, job.hint_group, deadline_at)
+                    if s not in read]
             if rest:
                 extra, _ = self.read(job, client=client, scopes=rest, stop_at=stop_at,
+                                     deadline_at=deadline_at, concurrency=concurrency,
                                      execution=execution)
                 read, listings = [*read, *rest], [*listings, *extra]
         execution.scopes = read
@@ -389,6 +425,7 @@ class Reaper:
         report: _Reporter,
         emit: Emit,
         execution: Execution,
+        fresh: _Freshness,
         *,
         concurrency: int,
         stop: Callable[[], bool],
@@ -408,10 +445,15 @@ class Reaper:
             if plan.dry_run:
                 emit(report.of(delete, "would_delete", dry_run=True))
             else:
-                result = self._delete(client, delete, job, report, emit)
-                if result is not None:
-                    with lock:
-                        not_found.append((delete, result))
+                # No DELETE rests on a listing older than LISTING_MAX_AGE: re-list first.
+                current = fresh.recheck(delete, report)
+                if isinstance(current, Outcome):
+                    emit(current)
+                else:
+                    result = self._delete(client, current, job, report, emit)
+                    if result is not None:
+                        with lock:
+                            not_found.append((current, result))
             with lock:
                 done += 1
                 if progress is not None:
@@ -477,7 +519,8 @@ class Reaper:
             for group in delete.scopes:
                 if group not in fresh:
                     try:
-                        listing = read_scope(client, Scope(group), self.clock)
+                        listing = read_scope(client, Scope(group), self.clock,
+                                             time.monotonic() + self.config.event_deadline)
                         fresh[group] = {str(r.get(id_field)) for r in listing.records}
                     except SdrsError as exc:
                         fresh[group] = exc
@@ -520,6 +563,62 @@ class Reaper:
             return delete.decision
         return decide(record, self.policy, now, siblings=listing.records, force=force,
                       server_group_id=scope.server_group_id)
+
+
+class _Freshness:
+    """Re-lists the scopes of a DELETE whose listing is older than LISTING_MAX_AGE and
+    plans that one DELETE again on what is listed now (a new failure of the resource may
+    have appeared meanwhile). Fresh re-listings are shared by the DELETEs of a scope."""
+
+    def __init__(self, reaper: Reaper, job: Job, client: TaskCenterClient,
+                 listings: Sequence[ScopeListing], deadline_at: float | None) -> None:
+        self.reaper = reaper
+        self.job = job
+        self.client = client
+        self.deadline_at = deadline_at
+        self.max_age = timedelta(seconds=reaper.config.listing_max_age)
+        self._current = {listing.server_group_id: listing for listing in listings}
+        self._lock = threading.Lock()
+        self._scope_locks: dict[str | None, threading.Lock] = {}
+
+    def recheck(self, delete: PlannedDelete, report: _Reporter) -> PlannedDelete | Outcome:
+        now = self.reaper.clock()
+        if all(not self._stale(group, now) for group in delete.scopes):
+            return delete
+        try:
+            listings = [self._listing(group) for group in delete.scopes]
+        except SdrsError as exc:
+            return report.failed(exc, "could not list again before the DELETE: "
+                                 f"{exc.message}", delete)
+        id_field = self.reaper.config.id_field
+        plan = make_plan(listings, self.reaper.policy, self.reaper.clock(), id_field=id_field,
+                         target=OneTask(id_field, delete.failure_job_id),
+                         force=self.job.force, dry_run=False)
+        if plan.deletes:
+            return plan.deletes[0]
+        settlement = plan.settled[0]
+        if settlement.outcome == "already_deleted":
+            return report.of(delete, "already_deleted",
+                             reason="not listed any more when listed again before the DELETE")
+        return report.settled(settlement)
+
+    def _stale(self, group: str | None, now: datetime) -> bool:
+        with self._lock:
+            listing = self._current.get(group)
+        return (listing is None or listing.listed_at is None
+                or now - listing.listed_at > self.max_age)
+
+    def _listing(self, group: str | None) -> ScopeListing:
+        with self._lock:
+            scope_lock = self._scope_locks.setdefault(group, threading.Lock())
+        with scope_lock:  # one re-listing per scope, whichever worker asks first
+            if self._stale(group, self.reaper.clock()):
+                listing = read_scope(self.client, Scope(group), self.reaper.clock,
+                                     self.deadline_at)
+                with self._lock:
+                    self._current[group] = listing
+            with self._lock:
+                return self._current[group]
 
 
 class Listing:

@@ -26,7 +26,7 @@ from failjob_reaper.lookup import TOP_LEVEL, Scope, group_scopes
 from failjob_reaper.outcomes import MAX_BATCH, Outcome, SweepSummary
 from failjob_reaper.plan import Everything, Plan
 from failjob_reaper.reaper import Execution, Job, Progress, Reaper
-from failjob_reaper.sdrs import RateLimiter, SdrsError
+from failjob_reaper.sdrs import IncompleteListing, RateLimiter, SdrsError
 from failjob_reaper.state.lease import Lease
 
 log = logging.getLogger("failjob_reaper")
@@ -75,12 +75,12 @@ class Sweeper:
                    self.reaper.dry_run(request.dry_run),
                    hint_group=request.server_group_id)
 
-    def scopes(self, request: SweepRequest) -> list[Scope]:
+    def scopes(self, request: SweepRequest, deadline_at: float | None = None) -> list[Scope]:
         """What a sweep reads: one group when it names one, else the top level and every
         group (SdrsError when the groups cannot be listed)."""
         if request.server_group_id is not None:
             return [Scope(request.server_group_id)]
-        return [TOP_LEVEL, *group_scopes(self.client)]
+        return [TOP_LEVEL, *group_scopes(self.client, deadline_at)]
 
     def preview(
         self, request: SweepRequest, *, deadline: float | None = None,
@@ -88,11 +88,11 @@ class Sweeper:
     ) -> tuple[Plan, Execution]:
         """List and plan, execute nothing (``sweep --dry-run``, ``plan``): the plan holds
         every task it would delete, every task it keeps and the guard verdict."""
-        stop_at = self.monotonic() + self._budget(deadline)
+        deadline_at = time.monotonic() + self._budget(deadline)
         return self.reaper.preview(
-            self.job(request), client=self.client, scopes=self.scopes(request),
-            concurrency=self.limits.concurrency,
-            stop_at=lambda: self.monotonic() >= stop_at, progress=progress,
+            self.job(request), client=self.client, scopes=self.scopes(request, deadline_at),
+            concurrency=self.limits.concurrency, deadline_at=deadline_at,
+            stop_at=lambda: time.monotonic() >= deadline_at, progress=progress,
         )
 
     def run(
@@ -128,18 +128,21 @@ class Sweeper:
         recorded: Callable[[SweepSummary], None],
     ) -> SweepSummary:
         started = self.monotonic()
-        stop_at = started + self._budget(deadline)
+        deadline_at = time.monotonic() + self._budget(deadline)
         run = _Run(self, request, lease)
         try:
-            scopes = self.scopes(request)
+            scopes = self.scopes(request, deadline_at)
+        except IncompleteListing as exc:
+            # Not every group is known: any DELETE could remove a record of a group unseen.
+            summary = run.summary(started, None, partial_reason="listing protection groups "
+                                  f"incomplete: {exc.message}; nothing deleted")
         except SdrsError as exc:
             summary = run.summary(started, None, aborted_reason="listing protection groups "
                                   f"failed: {exc.message}", error=exc.as_dict())
         else:
             execution = self.reaper.execute(
                 run.job, run.publish, client=self.client, scopes=scopes,
-                concurrency=self.limits.concurrency,
-                stop_at=lambda: self.monotonic() >= stop_at,
+                concurrency=self.limits.concurrency, deadline_at=deadline_at,
                 stop_deleting=run.stop_deleting,
                 progress=progress, on_plan=on_plan,
             )
@@ -252,8 +255,9 @@ class _Run:
         *,
         aborted_reason: str | None = None,
         error: dict[str, Any] | None = None,
+        partial_reason: str | None = None,
     ) -> SweepSummary:
-        partial: list[str] = []
+        partial: list[str] = [partial_reason] if partial_reason else []
         listed = groups = 0
         if execution is not None:
             partial.extend(execution.partial_reasons)

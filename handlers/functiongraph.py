@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
@@ -53,7 +54,7 @@ from failjob_reaper._text import json_kind, printable
 from failjob_reaper.app import CONFIG_ERROR_PREFIX, App, load_app, load_app_or_exit
 from failjob_reaper.cts import unwrap_trigger_payload
 from failjob_reaper.errors import ConfigError, InvalidInput, OutcomeDeliveryError
-from failjob_reaper.events import sweep_request
+from failjob_reaper.events import Rejected, sweep_request
 from failjob_reaper.http_api import HttpRequest, HttpResponse, error_response, header_map, serve
 from failjob_reaper.outcomes import Causation
 from failjob_reaper.state import StateUnavailable
@@ -236,7 +237,6 @@ def sweep_deadline(remaining_ms: object) -> float | None:
 def _timer(
     app: App, event: dict[str, Any], context: Context | None, request_id: str | None
 ) -> dict[str, Any]:
-    payload = timer_payload(event.get("user_event"))
     name = event.get("trigger_name")
     name = name if isinstance(name, str) and _TRIGGER_NAME.fullmatch(name) else "timer"
     fired_at = _text(event.get("time"))
@@ -247,9 +247,11 @@ def _timer(
         type="functiongraph.timer",
     )
     try:
-        request = sweep_request(payload, project_id=app.settings.project_id, trigger="timer",
-                                causation=causation)
+        request = sweep_request(event.get("user_event"), project_id=app.settings.project_id,
+                                trigger="timer", causation=causation)
     except InvalidInput as exc:
+        with contextlib.suppress(OutcomeDeliveryError):  # kept in the outbox; refused anyway
+            app.reaper.handle(Rejected(f"timer user_event: {exc}", "timer", causation))
         raise InvalidEvent(f"failjob-reaper: timer user_event: {exc}") from None
     deadline = sweep_deadline(_ask(context, "getRemainingTimeInMilliSeconds"))
     try:

@@ -16,12 +16,13 @@ from .sample_data import (
     parse_begin_time,
     sample_world,
 )
-from .server import CountMode, TaskCenterStandIn
+from .server import HTML_200, CountMode, TaskCenterStandIn
 from .sink import OutcomeSink
 from .smn import SmnMessage, SmnStandIn
 
 __all__ = [
     "DEFAULT_PROJECT_ID",
+    "HTML_200",
     "CountMode",
     "EventGridStandIn",
     "Fault",

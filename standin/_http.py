@@ -35,6 +35,9 @@ class Fault:
     delay: float = 0.0
     close: bool = False
     passthrough: bool = False
+    late: float = 0.0
+    """With ``passthrough``: the request is applied at once, its answer sent this many
+    seconds later (a client that times out meanwhile never learns it was applied)."""
 
 
 def error_body(status: int, code: str | None = None, message: str | None = None) -> bytes:
@@ -304,6 +307,8 @@ class Handler(BaseHTTPRequestHandler):
                     response = self._fault_response(fault)
             if response is None:
                 response = owner.dispatch(self.command, self.path, headers, body)
+                if fault is not None and fault.late and owner.wait(fault.late):
+                    raise _Dropped
             if owner.wait(owner.extra_latency()):
                 raise _Dropped
             # Logged before the write, so a client that has its answer sees it logged.

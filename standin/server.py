@@ -13,6 +13,15 @@ Choices where the real API is not settled (see reference/sdrs-task-center.md):
   else in the SDRS shape ``{"error": {"code", "message"}}``;
 * the ``resource_type`` filter matches spellings loosely
   (``protectedInstance`` matches ``protected_instances``).
+
+Odd answers real servers give, as knobs (all off by default): ``max_page`` (pages
+capped below ``limit``), ``count_mode="page"`` (``count`` is the page's size),
+``ignore_offset`` (every page is the first), ``repeat_records`` / ``repeat_groups``
+(each record or group listed that many times in a row), :data:`HTML_200` (a gateway
+page answered 200), ``Fault(passthrough=True, late=s)`` (a DELETE applied at once and
+answered late, so the client times out), ``after_delete`` (a callback after each
+applied DELETE: "a new failure appears meanwhile"). The same id in two scopes is just
+``add_job`` twice; one DELETE removes both, as the project-wide path does.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import json
 import random
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, get_args
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -39,7 +48,11 @@ from ._http import (
 from ._throttle import Throttle
 from .sample_data import DEFAULT_PROJECT_ID, Group, parse_begin_time
 
-__all__ = ["CountMode", "TaskCenterStandIn"]
+__all__ = ["HTML_200", "CountMode", "TaskCenterStandIn"]
+
+HTML_200 = Fault(200, headers={"Content-Type": "text/html"},
+                 body=b"<html><body><h1>Service is busy</h1></body></html>")
+"""A gateway's HTML page with status 200, for ``inject``."""
 
 CountMode = Literal["page", "total", "wrong"]
 Record = dict[str, Any]
@@ -93,6 +106,9 @@ class TaskCenterStandIn(ServerBase):
         latency: float = 0.0,
         count_mode: CountMode = "page",
         max_page: int = 1000,
+        ignore_offset: bool = False,
+        repeat_records: int = 1,
+        repeat_groups: int = 1,
         host: str = "127.0.0.1",
         port: int = 0,
         seed: int = 0,
@@ -101,6 +117,10 @@ class TaskCenterStandIn(ServerBase):
         self.project_id = project_id
         self.id_field = id_field
         self.max_page = max_page
+        self.ignore_offset = ignore_offset
+        self.repeat_records = repeat_records
+        self.repeat_groups = repeat_groups
+        self.after_delete: Callable[[str], None] | None = None
         self._token = token
         self._credentials = dict(credentials) if credentials is not None else None
         self._latency = 0.0
@@ -329,7 +349,7 @@ class TaskCenterStandIn(ServerBase):
 
     def _list_jobs(self, query: Mapping[str, str]) -> Response:
         limit = min(_int_param(query, "limit", _API_MAX_LIMIT, _API_MAX_LIMIT), self.max_page)
-        offset = _int_param(query, "offset", 0, None)
+        offset = 0 if self.ignore_offset else _int_param(query, "offset", 0, None)
         scope = query.get("server_group_id") or None
         filters = {name: query[name] for name in _FILTERS if query.get(name)}
         with self._data_lock:
@@ -338,6 +358,8 @@ class TaskCenterStandIn(ServerBase):
                 return Response(404, error_body(404, "SDRS.1301", "protection group not found"))
             if filters:
                 entries = [e for e in entries if self._matches(e[2], filters)]
+            if self.repeat_records > 1:
+                entries = [e for e in entries for _ in range(self.repeat_records)]
             total = len(entries)
             page = [e[3] for e in entries[offset : offset + limit]]
         body = b'{"count": %d, "failure_jobs": [%s]}' % (
@@ -370,9 +392,9 @@ class TaskCenterStandIn(ServerBase):
 
     def _list_groups(self, query: Mapping[str, str]) -> Response:
         limit = min(_int_param(query, "limit", _API_MAX_LIMIT, _API_MAX_LIMIT), self.max_page)
-        offset = _int_param(query, "offset", 0, None)
+        offset = 0 if self.ignore_offset else _int_param(query, "offset", 0, None)
         with self._data_lock:
-            groups = list(self._groups.values())
+            groups = [g for g in self._groups.values() for _ in range(self.repeat_groups)]
         return json_response(
             200, {"server_groups": groups[offset : offset + limit], "count": len(groups)}
         )
@@ -381,5 +403,7 @@ class TaskCenterStandIn(ServerBase):
         with self._data_lock:
             removed = self._remove(failure_job_id)
         if removed:
+            if self.after_delete is not None:
+                self.after_delete(failure_job_id)
             return Response(204)
         return Response(404, error_body(404, "SDRS.1302", "failure job not found"))

@@ -173,6 +173,7 @@ def test_cli_logs_text_by_default_and_json_lines_when_asked(
     assert [line["failure_job_id"] for line in would] == [expired["resource_id"]]
     assert all(line["causation_id"] and line["level"] == "INFO" for line in would)
     assert [line["outcome"] for line in lines][-1] == "sweep_completed"
+    assert lines[-1]["partial"] is False and lines[-1]["partial_reason"] is None
     assert TOKEN not in text.stdout + text.stderr + as_json.stdout + as_json.stderr
 
 

@@ -188,6 +188,15 @@ def test_structured_body_that_is_json_but_not_an_object_gets_400_and_no_delete(
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_the_guard_leaves_the_frameworks_own_routing_answers_alone(
+    standin: TaskCenterStandIn, make_function: FunctionFactory
+) -> None:
+    client = make_function().app.test_client()
+    assert client.get("/").status_code == 405  # not a 400 "invalid CloudEvent"
+    assert client.put("/", data=b"x").status_code == 405
+    assert standin.requests == []
+
+
 def test_a_value_error_from_our_own_code_is_a_500_not_a_dropped_event(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
     monkeypatch: pytest.MonkeyPatch,
@@ -398,20 +407,40 @@ def test_null_failure_job_id_next_to_a_valid_job_id_counts_as_absent(
 
 @pytest.mark.parametrize("content_type,body", [
     ("application/json", b"{}"),
-    ("application/json", b'["anything"]'),
-    ("application/json", b"42"),
     ("application/json", b""),
-    ("text/plain", b"hello from the PingSource"),
-    ("application/octet-stream", b"\xff\xfe\x00"),
-    ("application/json", b'"a JSON string"'),
-], ids=["object", "array", "number", "empty", "text", "binary", "json-string"])
-def test_pingsource_with_any_data_starts_a_sweep(
+    ("application/json", b"null"),
+    ("application/json", b'{"dry_run": true}'),
+], ids=["object", "empty", "null", "dry-run"])
+def test_pingsource_with_empty_or_known_data_starts_a_sweep(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
     content_type: str, body: bytes,
 ) -> None:
     headers = binary_headers(PING, **{"content-type": content_type})
     assert make_function().post_raw(headers, body).status_code == 200
     assert kinds(sink.wait_for(1)) == ["sweep_completed"]
+
+
+@pytest.mark.parametrize("event_type", [PING, SWEEP])
+@pytest.mark.parametrize("content_type,body", [
+    ("application/json", b'{"dryrun": true}'),
+    ("application/json", b'{"dry_run": "true"}'),
+    ("application/json", b'{"dry_run": 1}'),
+    ("application/json", b'["anything"]'),
+    ("application/json", b"42"),
+    ("text/plain", b"hello from the PingSource"),
+    ("application/octet-stream", b"\xff\xfe\x00"),
+    ("application/json", b'"a JSON string"'),
+], ids=["typo", "string-true", "one", "array", "number", "text", "binary", "json-string"])
+def test_sweep_data_that_is_not_empty_nor_known_is_rejected_and_sweeps_nothing(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
+    event_type: str, content_type: str, body: bytes,
+) -> None:
+    standin.add_job(failed_task(EXPIRED))
+    headers = binary_headers(event_type, **{"content-type": content_type})
+    assert make_function().post_raw(headers, body).status_code == 200
+    [event] = sink.wait_for(1)
+    assert kinds([event]) == ["rejected"]
+    assert standin.requests == []
 
 
 # -- replays ----------------------------------------------------------------------------------

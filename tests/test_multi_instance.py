@@ -199,6 +199,34 @@ def test_kill_9_after_the_delete_redelivered_elsewhere_one_delete_one_deleted(
     assert [e["type"] for e in sink.events] == [DELETED]  # no already_deleted besides it
 
 
+def test_kill_9_during_the_delete_the_next_instance_reports_it_from_the_journal(
+    standin: TaskCenterStandIn, sink: OutcomeSink, start_instance: Start
+) -> None:
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    task = record["resource_id"]
+    # Short retry deadline: a killed instance's in-progress record expires sooner.
+    first, second = start_many(start_instance, 2, SDRS_RETRY_DEADLINE="1")
+    # The DELETE is held a moment, then applied: its sender is dead by then.
+    standin.inject("DELETE", "failure-jobs/", Fault(delay=1.0, passthrough=True))
+    input_event = event(FAILED, record)
+
+    threading.Thread(target=lambda: _ignore_errors(first.send, input_event), daemon=True
+                     ).start()
+    until(lambda: standin.deletes() == [task], what="the first instance's DELETE")
+    first.kill()  # after the journal entry, before any answer or outcome
+    until(lambda: not standin.listed(task), what="the held DELETE applied")
+
+    response = broker_redeliver(lambda: second.send(input_event), timeout=40)
+
+    assert response.status_code == 200
+    assert standin.deletes() == [task]  # the second instance found it gone: no DELETE
+    assert [(e["type"], e["subject"]) for e in sink.events] == [(DELETED, task)]
+    data = data_of(sink.events[0])
+    assert data["job"]["job_id"] == record["job_id"]  # from the journal entry
+    assert data["causation"]["id"] == input_event["id"]
+
+
 def _ignore_errors(send: Callable[[CloudEvent], httpx.Response], ce: CloudEvent) -> None:
     with contextlib.suppress(httpx.HTTPError):  # the instance was killed under this request
         send(ce)

@@ -235,3 +235,14 @@ def test_the_outbox_is_bounded(any_store: StateStore) -> None:
     emitter.down = False
     publisher.flush()
     assert len(emitter.sent) == 3
+
+
+def test_an_input_naming_the_task_by_another_id_finds_the_journal_entry(
+    any_store: StateStore,
+) -> None:
+    shared = Shared(any_store, Timing(task_seconds=30, sweep_seconds=60))
+    shared.before_delete("resource-1", Causation(id="e1", source="/s"), {"rule": "default"},
+                         aliases=["job-1", "resource-1"])
+    settled = shared.settle(_outcome("already_deleted", task="job-1"))
+    assert (settled.outcome, settled.failure_job_id) == ("deleted", "resource-1")
+    assert shared.settle(_outcome("already_deleted", task="job-1")).outcome == "already_deleted"

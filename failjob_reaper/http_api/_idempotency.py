@@ -1,10 +1,10 @@
 """``Idempotency-Key`` and trace headers -> the causation of a manual call.
 
 The one place that reads the key: a plain token becomes the outcome's
-``causation.id``, so a repeated call yields outcome events with the same ids (and
-the reaper's replay gives it the decision made the first time); anything else
-gets a fresh UUID. Answer replay and the 422 for a key reused with another body
-(SPEC section 8) belong here too, with the record in the state store.
+``causation.id``; anything else gets a fresh UUID. The record of the first answer
+(a repeat gets it, another body with the same key is refused) lives in the state
+store (``failjob_reaper.state.idempotency``, keyed by this causation); its refusals
+are answered by ``_core._delivered`` (422, 409, 503).
 """
 
 from __future__ import annotations

@@ -148,6 +148,15 @@ class Outcome:
     server_group_id: str | None = None
 
     @property
+    def id_key(self) -> str | None:
+        """What names the task in the outcome's id: its failure_job_id, else (a record
+        without a usable id) its job_id, so that two such records never share an id."""
+        if self.failure_job_id:
+            return self.failure_job_id
+        job_id = self.job.get("job_id") if self.job is not None else None
+        return f"job_id:{job_id}" if isinstance(job_id, str) and job_id else None
+
+    @property
     def transient_failure(self) -> bool:
         """A failure that a redelivery of the input may cure."""
         return self.outcome == "delete_failed" and bool(self.error and self.error.get("retryable"))

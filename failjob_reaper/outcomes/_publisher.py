@@ -147,6 +147,7 @@ class Publisher:
             outcome.failure_job_id,
             outcome.causation,
             outcome.as_data(),
+            key=outcome.id_key,
         )
 
     @property
@@ -242,12 +243,14 @@ class Publisher:
         subject: str | None,
         causation: Causation,
         data: OutcomeData | SweepSummaryData,
+        *,
+        key: str | None = None,
     ) -> CloudEvent:
         attributes: dict[str, Any] = {
             **self._extensions,
             "type": event_type,
             "source": self.source,
-            "id": outcome_id(causation, subject or "sweep", event_type),
+            "id": outcome_id(causation, key or subject or "sweep", event_type),
             "time": datetime.now(UTC).isoformat(),
             "datacontenttype": "application/json",
         }

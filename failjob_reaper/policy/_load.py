@@ -117,6 +117,8 @@ def _read_json(text: str, source: str) -> object:
         raise PolicyError(f"{source}: invalid JSON: duplicate key {_shown(exc.key)}") from None
     except RecursionError:
         raise PolicyError(f"{source}: invalid JSON: nested too deeply") from None
+    except ValueError:  # Python refuses integers of more than 4300 digits
+        raise PolicyError(f"{source}: invalid JSON: {_TOO_LONG}") from None
 
 
 def _read_yaml(text: str, source: str) -> object:
@@ -152,6 +154,11 @@ def _read_yaml(text: str, source: str) -> object:
         raise PolicyError(f"{source}: invalid YAML: {first}") from None
     except RecursionError:
         raise PolicyError(f"{source}: invalid YAML: nested too deeply") from None
+    except ValueError:
+        raise PolicyError(f"{source}: invalid YAML: {_TOO_LONG}") from None
+
+
+_TOO_LONG = "a number with more digits than any setting could use"
 
 
 # -- turning pydantic errors into one-liners ---------------------------------

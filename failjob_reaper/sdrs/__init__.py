@@ -2,6 +2,7 @@
 
 from failjob_reaper.sdrs._client import (
     DeleteResult,
+    IncompleteListing,
     RetryPolicy,
     TaskCenterClient,
     transport_for,
@@ -16,6 +17,7 @@ __all__ = [
     "AdaptiveLimiter",
     "AkSkAuth",
     "DeleteResult",
+    "IncompleteListing",
     "MissingCredentials",
     "RateLimiter",
     "RetryPolicy",

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import copy
 import email.utils
+import json
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,19 @@ from failjob_reaper.sdrs._pacing import RateLimiter
 from failjob_reaper.tls import context_for
 
 PAGE_SIZE = 1000  # the API's maximum and default
+MAX_PAGES = 100
+"""Pages read of one listing before it is given up as incomplete (memory stays bounded)."""
+
+
+class IncompleteListing(SdrsError):
+    """A listing that stopped before an empty page: no progress, the page bound or the
+    deadline. ``records`` holds the distinct records seen until then."""
+
+    def __init__(self, message: str, *, records: list[dict[str, Any]], retryable: bool,
+                 attempts: int = 0) -> None:
+        super().__init__(message, code="SDRS.IncompleteListing", status_code=None,
+                         retryable=retryable, attempts=attempts)
+        self.records = records
 
 
 @dataclass(frozen=True)
@@ -97,11 +110,13 @@ class TaskCenterClient:
         timeout: float = 10.0,
         retry: RetryPolicy = RetryPolicy(),
         max_connections: int = 32,
+        max_pages: int = MAX_PAGES,
         rate_limiter: RateLimiter | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.project_id = validate_id(project_id, "project_id")
         self.retry = retry
+        self.max_pages = max_pages
         self.rate_limiter = rate_limiter
         # httpx's pool: thread-safe, at most max_connections (a sweep's workers beyond it
         # wait for a connection); proxies from the environment are honoured (trust_env).
@@ -129,8 +144,13 @@ class TaskCenterClient:
         resource_name: str | None = None,
         resource_type: str | None = None,
         page_size: int = PAGE_SIZE,
+        deadline: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Every failed task of one scope: the top level, or one protection group."""
+        """Every failed task of one scope: the top level, or one protection group.
+
+        Complete or IncompleteListing: paged until an empty page; a record seen twice
+        (by ``job_id``) is listed once. ``deadline``: a ``time.monotonic()`` instant.
+        """
         params: dict[str, str] = {}
         if server_group_id is not None:
             params["server_group_id"] = validate_id(server_group_id, "server_group_id")
@@ -142,12 +162,14 @@ class TaskCenterClient:
             if value is not None:
                 params[key] = value
         path = f"/v1/{self.project_id}/task-center/failure-jobs"
-        return list(self._pages(path, params, "failure_jobs", page_size))
+        return self._pages(path, params, "failure_jobs", page_size, "job_id", deadline)
 
-    def list_server_groups(self, *, page_size: int = PAGE_SIZE) -> list[dict[str, Any]]:
-        """Every protection group of the project."""
+    def list_server_groups(
+        self, *, page_size: int = PAGE_SIZE, deadline: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Every protection group of the project (complete or IncompleteListing)."""
         path = f"/v1/{self.project_id}/server-groups"
-        return list(self._pages(path, {}, "server_groups", page_size))
+        return self._pages(path, {}, "server_groups", page_size, "id", deadline)
 
     def delete_failure_job(self, failure_job_id: str) -> DeleteResult:
         """DELETE one failed task: 204 and 404 are answers, anything else raises SdrsError."""
@@ -174,20 +196,46 @@ class TaskCenterClient:
     # -- plumbing ---------------------------------------------------------------
 
     def _pages(
-        self, path: str, params: dict[str, str], key: str, page_size: int
-    ) -> Iterator[dict[str, Any]]:
-        # Page until a short page, since `count` may mean the page or the total. A server
-        # that caps pages below `limit` makes every page short: then keep going while a
-        # `count` larger than what was seen says there is more. An empty page always ends.
-        offset = 0
+        self, path: str, params: dict[str, str], key: str, page_size: int, identity: str,
+        deadline: float | None,
+    ) -> list[dict[str, Any]]:
+        # Page until an empty page: servers cap pages below `limit`, and `count` may be the
+        # page's size, so neither a short page nor `count` says the listing is done. Stop,
+        # as incomplete, when a page brings nothing new (a server that ignores `offset`
+        # repeats itself), at the page bound, or at the deadline. Only distinct records
+        # are kept: memory is bounded by the page bound, whatever the server sends.
+        seen: set[str] = set()
+        records: list[dict[str, Any]] = []
+        offset = pages = attempts = 0
         while True:
+            if pages >= self.max_pages:
+                raise IncompleteListing(
+                    f"listing stopped after {pages} pages without an empty page "
+                    f"(SDRS_LIST_MAX_PAGES {self.max_pages})",
+                    records=records, retryable=False, attempts=attempts)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise IncompleteListing("deadline reached while listing", records=records,
+                                        retryable=True, attempts=attempts)
             page_params = {**params, "limit": str(page_size), "offset": str(offset)}
             response, attempts = self._send("GET", path, page_params, ok=(200,))
-            items, count = _page(response, key, attempts)
-            yield from items
+            items = _page(response, key, attempts)
+            del response  # the page's body is not kept beyond its records
+            pages += 1
+            if not items:
+                return records
+            fresh = 0
+            for item in items:
+                item_key = _identity(item, identity)
+                if item_key not in seen:
+                    seen.add(item_key)
+                    records.append(item)
+                    fresh += 1
+            if not fresh:
+                raise IncompleteListing(
+                    f"page {pages} (offset {offset}) brought no record not seen before: "
+                    "the server seems to ignore offset",
+                    records=records, retryable=False, attempts=attempts)
             offset += len(items)
-            if not items or (len(items) < page_size and not (count is not None and count > offset)):
-                return
 
     def _send(
         self,
@@ -250,13 +298,11 @@ def _maybe_applied(error: SdrsError) -> bool:
     )
 
 
-def _page(
-    response: httpx.Response, key: str, attempts: int
-) -> tuple[list[dict[str, Any]], int | None]:
-    """The items of one listing page, and its `count` when that is an integer."""
+def _page(response: httpx.Response, key: str, attempts: int) -> list[dict[str, Any]]:
+    """The items of one listing page. `count` is not read: it may be the page's size."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # an HTML page answered 200, say
         body = None
     items = body.get(key) if isinstance(body, dict) else None
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
@@ -267,8 +313,15 @@ def _page(
             retryable=False,
             attempts=attempts,
         )
-    count = body.get("count") if isinstance(body, dict) else None
-    return items, count if isinstance(count, int) and not isinstance(count, bool) else None
+    return items
+
+
+def _identity(item: dict[str, Any], field: str) -> str:
+    """One record is one record: by its id field, else by its whole content."""
+    value = item.get(field)
+    if isinstance(value, str) and value:
+        return "id:" + value
+    return "content:" + json.dumps(item, sort_keys=True, default=str)
 
 
 def _retry_after(response: httpx.Response, cap: float) -> float | None:

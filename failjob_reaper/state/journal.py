@@ -11,7 +11,7 @@ else finds it ``reported`` and says ``already_deleted``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,8 @@ class Sent:
 
     by: str
     """The input that sent it."""
+    task_id: str
+    """The id the DELETE was sent for (the listing's id field)."""
     decision: dict[str, Any]
     """What was recorded before the DELETE: rule, reason, job, server_group_id."""
 
@@ -36,12 +38,19 @@ class DeleteJournal:
         self.store = store
         self.ttl = ttl
 
-    def sending(self, task_id: str, by: str, decision: Mapping[str, Any]) -> str | None:
+    def sending(
+        self, task_id: str, by: str, decision: Mapping[str, Any], aliases: Sequence[str] = ()
+    ) -> str | None:
         """Record before the DELETE; raises StateUnavailable (then send no DELETE).
 
-        Returns the entry when this call wrote it, None when an earlier DELETE's entry
-        was there: that one is kept (``add``), it is the same task, one report is made.
+        ``aliases``: the record's other ids (``job_id``, ``resource_id``), by which an
+        input may name the task; they lead to this entry. Returns the entry when this
+        call wrote it, None when an earlier DELETE's entry was there: that one is kept
+        (``add``), it is the same task, and one report is made for it.
         """
+        others = {f"journal:alias:{alias}": task_id for alias in aliases if alias != task_id}
+        if others:
+            self.store.put_many(others, self.ttl)
         entry = json.dumps({"state": "sent", "by": by, "decision": dict(decision)},
                            default=str)
         return entry if self.store.add(_key(task_id), entry, self.ttl) else None
@@ -57,6 +66,7 @@ class DeleteJournal:
         was deleted by someone else, or already reported. At most one caller ever
         gets it (compare-and-set).
         """
+        task_id = self._resolve(task_id)
         key = _key(task_id)
         raw = self.store.get(key)
         entry = _entry(raw)
@@ -66,12 +76,19 @@ class DeleteJournal:
         if not self.store.replace_if(key, raw, reported, self.ttl):
             return None  # someone else took it
         decision = entry.get("decision")
-        return Sent(str(entry.get("by", "")), decision if isinstance(decision, dict) else {})
+        return Sent(str(entry.get("by", "")), task_id,
+                    decision if isinstance(decision, dict) else {})
 
     def reported(self, task_id: str) -> bool:
         """True when a DELETE of this task was reported ``deleted`` already."""
-        entry = _entry(self.store.get(_key(task_id)))
+        entry = _entry(self.store.get(_key(self._resolve(task_id))))
         return entry is not None and entry.get("state") == "reported"
+
+    def _resolve(self, task_id: str) -> str:
+        """The DELETE id an input's id stands for (itself unless it is an alias)."""
+        if self.store.get(_key(task_id)) is not None:
+            return task_id
+        return self.store.get(f"journal:alias:{task_id}") or task_id
 
     def forget(self, task_id: str) -> None:
         """The DELETE was refused for good (the task is still there): nothing to report."""
