@@ -18,7 +18,7 @@ from typing import Any
 
 from failjob_reaper.ids import is_valid_id
 from failjob_reaper.plan import Everything, OneResource, OneTask, ScopeListing, Target
-from failjob_reaper.sdrs import SdrsError, TaskCenterClient
+from failjob_reaper.sdrs import IncompleteListing, SdrsError, TaskCenterClient
 from failjob_reaper.state import StateStore, StateUnavailable
 
 log = logging.getLogger("failjob_reaper")
@@ -54,10 +54,14 @@ class Found:
 
 
 def group_scopes(client: TaskCenterClient, deadline: float | None = None) -> list[Scope]:
-    """Every protection group of the project; a group id that is no plain token cannot be
-    queried safely and is skipped."""
-    ids = dict.fromkeys(str(g["id"]) for g in client.list_server_groups(deadline=deadline)
-                        if is_valid_id(g.get("id")))  # a repeated group is one scope
+    """Every protection group of the project (IncompleteListing when not all are known)."""
+    return scopes_of(client.list_server_groups(deadline=deadline))
+
+
+def scopes_of(groups: Iterable[Mapping[str, Any]]) -> list[Scope]:
+    """One scope per distinct group; a group id that is no plain token cannot be queried
+    safely and is skipped."""
+    ids = dict.fromkeys(str(g["id"]) for g in groups if is_valid_id(g.get("id")))
     return [Scope(group_id) for group_id in ids]
 
 
@@ -66,10 +70,20 @@ def scopes_to_search(
 ) -> list[Scope]:
     """Where one task (or resource) may live, in search order: the hinted group, the top
     level, then each protection group. Every one is read: the DELETE path is project-wide,
-    so a record elsewhere with the same id must be weighed too."""
+    so a record elsewhere with the same id must be weighed too. IncompleteListing when
+    not every group is known (its ``scopes``: those that are)."""
+    try:
+        groups = group_scopes(client, deadline)
+    except IncompleteListing as exc:
+        exc.scopes = search_order(hint_group, scopes_of(exc.records))
+        raise
+    return search_order(hint_group, groups)
+
+
+def search_order(hint_group: str | None, groups: Iterable[Scope]) -> list[Scope]:
     scopes = [Scope(hint_group)] if hint_group is not None else []
     scopes.append(TOP_LEVEL)
-    scopes.extend(s for s in group_scopes(client, deadline) if s.server_group_id != hint_group)
+    scopes.extend(s for s in groups if s.server_group_id != hint_group)
     return scopes
 
 

@@ -27,6 +27,7 @@ from failjob_reaper.logs import outcome_fields
 from failjob_reaper.lookup import LookupIndex, Scope, read_scope, scopes_to_search
 from failjob_reaper.outcomes import Causation, Outcome, OutcomeName, Publisher
 from failjob_reaper.plan import (
+    INCOMPLETE_RULE,
     Everything,
     OneResource,
     OneTask,
@@ -264,8 +265,8 @@ class Reaper:
             if stop_at():
                 listing = ScopeListing(scope.server_group_id, (), complete=False,
                                        why_incomplete="deadline reached while listing")
-            elif execution.listing_error is not None and not isinstance(job.target,
-                                                                        Everything):
+            elif not isinstance(job.target, Everything) and execution.listing_error \
+                    is not None and not isinstance(execution.listing_error, IncompleteListing):
                 # One task's search that already failed: its outcome is that failure.
                 listing = ScopeListing(scope.server_group_id, (), complete=False,
                                        why_incomplete="not listed after an earlier failure")
@@ -343,6 +344,7 @@ class Reaper:
         def stop_at() -> bool:
             return time.monotonic() >= end
 
+        groups_incomplete: IncompleteListing | None = None
         # A single event reads every scope its id may live in: in parallel, it waits for
         # the slowest listing instead of their sum.
         listing_concurrency = max(concurrency, self.config.list_concurrency)
@@ -350,23 +352,40 @@ class Reaper:
         if scopes is None and self.index is not None:
             scopes = self.index.scopes_for(job.target)  # where it was last listed, if known
             indexed = scopes is not None
-        try:
-            if scopes is None:
+        if scopes is None:
+            try:
                 scopes = scopes_to_search(client, job.hint_group, deadline_at)
-            listings, execution = self.read(job, client=client, scopes=scopes,
-                                             concurrency=listing_concurrency, stop_at=stop_at,
-                                             deadline_at=deadline_at, progress=progress)
-            if indexed and execution.listing_error is None:
-                listings = self._read_beyond_the_index(
+            except IncompleteListing as exc:
+                # Search the groups that are known; the plan deletes nothing (complete or
+                # nothing), but what the policy keeps is still told as retained.
+                groups_incomplete, scopes = exc, list(exc.scopes)
+            except SdrsError as exc:
+                emit(report.failed(exc, f"could not list protection groups: {exc.message}"))
+                return Execution()
+        listings, execution = self.read(job, client=client, scopes=scopes,
+                                         concurrency=listing_concurrency, stop_at=stop_at,
+                                         deadline_at=deadline_at, progress=progress)
+        if indexed and execution.listing_error is None:
+            try:
+                listings, groups_incomplete = self._read_beyond_the_index(
                     job, client, listings, execution, stop_at=stop_at,
                     deadline_at=deadline_at, concurrency=listing_concurrency)
-        except SdrsError as exc:
-            emit(report.failed(exc, f"could not list protection groups: {exc.message}"))
-            return Execution()
+            except SdrsError as exc:
+                emit(report.failed(exc, f"could not list protection groups: {exc.message}"))
+                return Execution()
+        if groups_incomplete is not None:
+            listings.append(ScopeListing(None, (), complete=False, why_incomplete=(
+                f"protection groups: {groups_incomplete.message}")))
+            execution.listing_error = execution.listing_error or groups_incomplete
         error = execution.listing_error
         if error is not None and not isinstance(job.target, Everything):
-            # A single event whose search could not finish: a redelivery may do better.
-            emit(report.failed(error, f"could not list failed tasks: {error.message}"))
+            hard = any((listing.why_incomplete or "").startswith("listing failed")
+                       for listing in listings)
+            if hard or not isinstance(error, IncompleteListing):
+                # A single event whose search could not finish: a redelivery may do better.
+                emit(report.failed(error, f"could not list failed tasks: {error.message}"))
+            else:
+                self._incomplete(job, listings, error, report, emit)
             return execution
         plan = self.plan(job, listings)
         execution.plan = plan
@@ -390,7 +409,7 @@ class Reaper:
         stop_at: Callable[[], bool],
         deadline_at: float | None,
         concurrency: int,
-    ) -> list[ScopeListing]:
+    ) -> tuple[list[ScopeListing], IncompleteListing | None]:
         """The index named where to look; read what it did not cover. The target not
         there: every other scope (the index was wrong). Found: any scope the index knows
         for the same DELETE id or resource that was not read yet - and, when the plan on
@@ -406,16 +425,42 @@ class Reaper:
                                  deadline_at=deadline_at, concurrency=concurrency,
                                  execution=execution)
             read, listings = [*read, *more], [*listings, *extra]
+        incomplete: IncompleteListing | None = None
         if more is None or self.plan(job, listings).deletes:
-            rest = [s for s in scopes_to_search(client, job.hint_group, deadline_at)
-                    if s not in read]
+            try:
+                everywhere = scopes_to_search(client, job.hint_group, deadline_at)
+            except IncompleteListing as exc:  # the groups known; the plan deletes nothing
+                incomplete, everywhere = exc, list(exc.scopes)
+            rest = [s for s in everywhere if s not in read]
             if rest:
                 extra, _ = self.read(job, client=client, scopes=rest, stop_at=stop_at,
                                      deadline_at=deadline_at, concurrency=concurrency,
                                      execution=execution)
                 read, listings = [*read, *rest], [*listings, *extra]
         execution.scopes = read
-        return listings
+        return listings, incomplete
+
+    def _incomplete(
+        self, job: Job, listings: Sequence[ScopeListing], error: IncompleteListing,
+        report: _Reporter, emit: Emit,
+    ) -> None:
+        """A single event whose listings are incomplete: no DELETE. What the policy keeps
+        on its own is retained; the rest (and a task not found) is delete_failed."""
+        plan = self.plan(job, listings)
+        for settlement in plan.settled:
+            decision = settlement.decision
+            if settlement.outcome == "retained" and decision is not None \
+                    and decision.rule != INCOMPLETE_RULE:
+                emit(report.settled(settlement))
+                continue
+            emit(report.make(
+                "delete_failed", planned=settlement.record,
+                failure_job_id=settlement.failure_job_id, decision=decision,
+                reason=f"not deleted: the listing is incomplete ({error.message})",
+                attempts=error.attempts, error=error.as_dict()))
+        if not plan.settled:
+            emit(report.failed(error, f"not deleted: the listing is incomplete "
+                                      f"({error.message})"))
 
     def _delete_all(
         self,

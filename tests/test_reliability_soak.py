@@ -46,7 +46,7 @@ import pytest
 from cloudevents.http import CloudEvent
 
 from failjob_reaper.policy import decide, parse_policy
-from standin import Fault, OutcomeSink, TaskCenterStandIn
+from standin import HTML_200, Fault, OutcomeSink, TaskCenterStandIn
 from tests.conftest import FRESH, Function, FunctionFactory, data_of, failed_task
 from tests.reliability_support import (
     DELETE_PATH,
@@ -131,6 +131,21 @@ FAULTS: dict[str, tuple[str, int, list[Fault]]] = {
     "sink_hang": ("SINK", 1, [Fault(202, delay=SLOW)]),
     # Enough refusals to outlast a sweep's concurrent publishers too.
     "sink_outage": ("SINK", 1, [Fault(503)] * SINK_ATTEMPTS * 5),
+    # The odd answers of issue 10: a gateway page with 200, a DELETE applied at once and
+    # answered after the client gave up; and (MODE, for one delivery) the server modes.
+    "get_html_200": ("GET", 2, [HTML_200]),
+    "delete_applied_late": ("DELETE", 2, [Fault(passthrough=True, late=SLOW)]),
+    "offset_ignored": ("MODE", 2, []),
+    "records_repeated": ("MODE", 2, []),
+    "groups_repeated": ("MODE", 1, []),
+    "pages_capped": ("MODE", 2, []),
+}
+# Server modes the MODE faults turn on for one delivery (stand-in attribute, value).
+MODES: dict[str, tuple[str, Any]] = {
+    "offset_ignored": ("ignore_offset", True),
+    "records_repeated": ("repeat_records", 2),
+    "groups_repeated": ("repeat_groups", 3),
+    "pages_capped": ("max_page", 7),
 }
 PATTERNS = {"GET": LIST_RE, "GROUPS": GROUPS_RE, "DELETE": DELETE_RE}
 
@@ -199,6 +214,7 @@ class Soak:
         self.counts: Counter[str] = Counter()
         self.fired_by_target: Counter[str] = Counter()
         self.scanned = {"api": 0, "sink": 0}
+        self.modes: list[str] = []  # server modes on for the next delivery
 
     # -- the world ----------------------------------------------------------------------
 
@@ -240,8 +256,12 @@ class Soak:
             return
         name = self.rng.choices(names, [FAULTS[n][1] for n in names])[0]
         target, _, faults = FAULTS[name]
-        copies = [Fault(f.status, dict(f.headers), f.body, f.delay, f.close, f.passthrough)
-                  for f in faults]
+        if target == "MODE":
+            self.modes.append(name)
+            self.injected[name] += 1
+            return
+        copies = [Fault(f.status, dict(f.headers), f.body, f.delay, f.close, f.passthrough,
+                        f.late) for f in faults]
         for fault in copies:
             self.fault_kind[id(fault)] = name
             self.fault_objects.append(fault)
@@ -254,6 +274,7 @@ class Soak:
         self.queued[target] += len(copies)
 
     def clear_faults(self) -> None:
+        self.modes.clear()
         self.standin.faults.clear()
         self.sink.faults.clear()
 
@@ -262,7 +283,15 @@ class Soak:
     def deliver(self, chain: Chain) -> Delivery:
         delivery = Delivery(chain.id, len(chain.deliveries), chain.what, chain.task)
         log_start, sink_start = len(self.standin.requests), len(self.sink.events)
-        response = self.function.send(chain.event_type, chain.data, event_id=chain.id)
+        defaults = {MODES[m][0]: getattr(self.standin, MODES[m][0]) for m in self.modes}
+        for mode in self.modes:
+            setattr(self.standin, *MODES[mode])
+        try:
+            response = self.function.send(chain.event_type, chain.data, event_id=chain.id)
+        finally:
+            for attribute, value in defaults.items():
+                setattr(self.standin, attribute, value)
+            self.modes.clear()
         delivery.status = response.status_code
         delivery.log = (log_start, len(self.standin.requests))
         delivery.sink = (sink_start, len(self.sink.events))
@@ -470,7 +499,8 @@ def check(soak: Soak) -> tuple[dict[str, int], Counter[str], dict[str, Any]]:
                 violation("expired-task-not-reported", (named.kind, outcome))
             if named is not None and not named.deletable and outcome not in (
                     "retained", "already_deleted"):
-                violation("kept-task-misreported", (named.kind, outcome))
+                violation("kept-task-misreported",
+                          (named.kind, outcome, data_of(next(iter(distinct)))["reason"]))
 
     # One deleted/already_deleted per chain for each task it DELETEd.
     aliases = {str(t.record["job_id"]): t.id for t in soak.tasks.values()}

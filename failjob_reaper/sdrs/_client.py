@@ -36,7 +36,7 @@ from failjob_reaper.sdrs._pacing import RateLimiter
 from failjob_reaper.tls import context_for
 
 PAGE_SIZE = 1000  # the API's maximum and default
-MAX_PAGES = 100
+MAX_PAGES = 50
 """Pages read of one listing before it is given up as incomplete (memory stays bounded)."""
 
 
@@ -49,6 +49,8 @@ class IncompleteListing(SdrsError):
         super().__init__(message, code="SDRS.IncompleteListing", status_code=None,
                          retryable=retryable, attempts=attempts)
         self.records = records
+        self.scopes: list[Any] = []
+        """Set by the caller that knows what the records mean (lookup: the scopes)."""
 
 
 @dataclass(frozen=True)
@@ -310,7 +312,7 @@ def _page(response: httpx.Response, key: str, attempts: int) -> list[dict[str, A
             f"unexpected listing body: no list under {key!r}",
             code="SDRS.BadListing",
             status_code=response.status_code,
-            retryable=False,
+            retryable=True,  # a gateway's page (HTML with 200) passes; try again later
             attempts=attempts,
         )
     return items
