@@ -39,7 +39,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import json
 import logging
 import os
 import re
@@ -50,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import urlencode
 
-from failjob_reaper._text import json_kind, printable
+from failjob_reaper._text import printable
 from failjob_reaper.app import CONFIG_ERROR_PREFIX, App, load_app, load_app_or_exit
 from failjob_reaper.cts import unwrap_trigger_payload
 from failjob_reaper.errors import ConfigError, InvalidInput, OutcomeDeliveryError
@@ -73,8 +72,6 @@ MIN_DEADLINE = 0.001
 """A sweep left no time still lists the protection groups once and reports a partial
 summary; it starts no DELETE. (0 would mean "no deadline" to ``Sweeper.run``.)"""
 
-TIMER_KEYS = frozenset({"dry_run", "server_group_id", "project_id"})
-"""What a timer's ``user_event`` may carry: the data of an ``sdrs.failurejob.sweep`` event."""
 
 _TRIGGER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
@@ -261,43 +258,6 @@ def _timer(
     if summary.transient_failure:
         raise RetryLater(f"failjob-reaper: sweep failed, retry: {summary.aborted_reason}")
     return dict(summary.as_data())
-
-
-def timer_payload(user_event: object) -> dict[str, Any]:
-    """The sweep options in a timer's ``user_event`` (a JSON string, as FunctionGraph sends it).
-
-    * absent, empty, ``null``, or text that is not JSON at all: ``{}``, a normal sweep
-      (the console's test event or a note in the field must not stop the hourly sweep);
-    * a JSON object with only ``dry_run`` (bool), ``server_group_id``, ``project_id``:
-      those options (types are checked by ``sweep_request``);
-    * any other JSON (an array, a number, an unknown key such as ``dryrun``): InvalidEvent.
-      Someone meant something, and guessing could turn an intended dry run into deletes.
-    """
-    value: object = user_event
-    if isinstance(user_event, str):
-        if not user_event.strip():
-            return {}
-        try:
-            value = json.loads(user_event)
-        except (ValueError, RecursionError):
-            log.warning("functiongraph: timer user_event is not JSON (%d characters); "
-                        "ignored: a normal sweep", len(user_event))
-            return {}
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidEvent(
-            'failjob-reaper: timer user_event: must be a JSON object such as {"dry_run": true}, '
-            f"not {json_kind(value)}"
-        )
-    unknown = sorted(str(key) for key in value if key not in TIMER_KEYS)
-    if unknown:
-        raise InvalidEvent(
-            f"failjob-reaper: timer user_event: unknown key(s) "
-            f"{', '.join(repr(key[:40]) for key in unknown[:5])}; accepted: "
-            f"{', '.join(sorted(TIMER_KEYS))}"
-        )
-    return value
 
 
 # -- EventGrid ----------------------------------------------------------------------------

@@ -486,8 +486,13 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int]] = [
 ]
 
 BAD_SWEEPS: list[tuple[str, dict[str, Any], int]] = [
-    ("unknown field", {"body": {"dry_run": True, "server_group_id": GOOD}}, 400),
+    ("unknown field", {"body": {"dry_run": True, "dryrun": True}}, 400),
     ("dry_run is a string", {"body": {"dry_run": "false"}}, 400),
+    ("dry_run is null", {"body": {"dry_run": None}}, 400),
+    ("dry_run twice", {"raw": b'{"dry_run": true, "dry_run": false}'}, 400),
+    ("json string", {"body": "true"}, 400),
+    ("bad group", {"body": {"server_group_id": "../x"}}, 400),
+    ("another project", {"body": {"project_id": "someoneelsesproject"}}, 400),
     ("array", {"body": [True]}, 400),
     ("malformed", {"raw": b"{dry_run: true}"}, 400),
     ("text/plain", {"raw": b"{}", "content_type": "text/plain"}, 415),
@@ -697,6 +702,15 @@ def test_the_openapi_document_is_public_valid_and_complete(
     text = response.get_data(as_text=True)
     assert PROJECT not in text and standin.url not in text
     assert call(function, "GET", "/openapi.json", token=None).data == response.data
+
+
+def test_the_documented_sweep_body_is_what_the_one_sweep_parser_accepts() -> None:
+    from failjob_reaper import events
+
+    assert set(_models.SweepBody.model_fields) == events._SWEEP_KEYS
+    schema = json.loads(_openapi.document_bytes())["components"]["schemas"]["SweepBody"]
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == events._SWEEP_KEYS - {"project_id"}  # names no project
 
 
 def test_openapi_outcome_names_match_the_core() -> None:

@@ -98,6 +98,23 @@ def test_sweep_answers_its_summary(
     assert standin.deletes() == [expired["resource_id"]]
 
 
+def test_a_sweep_of_one_protection_group_lists_only_there(
+    app: App, standin: TaskCenterStandIn
+) -> None:
+    group = "a1b2c3d4-0000-4000-8000-00000000000c"
+    standin.add_group(group, "group-c")
+    inside, outside = failed_task(EXPIRED), failed_task(EXPIRED)
+    standin.add_job(inside, group)
+    standin.add_job(outside)
+
+    response = post(app, "/sweep", {"server_group_id": group})
+
+    body = response.json()
+    assert isinstance(body, dict)
+    assert (response.status, body["server_group_id"], body["deleted"]) == (200, group, 1)
+    assert standin.deletes() == [inside["resource_id"]]
+
+
 REFUSED_BEFORE_THE_BODY: list[tuple[str, str, dict[str, str], int]] = [
     ("POST", "/nowhere", AUTH, 404),
     ("GET", "/retry", AUTH, 405),

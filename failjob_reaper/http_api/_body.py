@@ -57,11 +57,20 @@ def _parse_content_type(value: str) -> tuple[str, str | None]:
 
 
 def json_object(data: bytes) -> dict[str, Any]:
-    """Strict JSON: UTF-8, no duplicate keys, no NaN/Infinity, an object; 400 otherwise.
+    """``json_value`` that must be an object; 400 otherwise."""
+    value = json_value(data)
+    if not isinstance(value, dict):
+        raise HttpError(400, "invalid_request",
+                        f"the body must be a JSON object, not {json_kind(value)}")
+    return value
+
+
+def json_value(data: bytes) -> Any:
+    """Strict JSON: UTF-8, no duplicate keys, no NaN/Infinity; 400 otherwise.
 
     The standard library's decoder, because pydantic's (jiter) keeps the last of two
-    equal keys without a word: ``{"failure_job_id": "a", "failure_job_id": "b"}`` must
-    not mean one thing to a proxy that logs the first and another to us.
+    equal keys without a word: ``{"dry_run": true, "dry_run": false}`` must not mean
+    one thing to a proxy that logs the first and another to us.
     """
     try:
         text = data.decode("utf-8")
@@ -79,9 +88,6 @@ def json_object(data: bytes) -> dict[str, Any]:
         raise HttpError(400, "invalid_json", "malformed JSON: nested too deep") from None
     except ValueError:  # e.g. an integer of more digits than int() takes
         raise HttpError(400, "invalid_json", "malformed JSON") from None
-    if not isinstance(value, dict):
-        raise HttpError(400, "invalid_request",
-                        f"the body must be a JSON object, not {json_kind(value)}")
     return value
 
 

@@ -35,7 +35,7 @@ from pydantic import SecretStr
 from failjob_reaper._text import printable
 from failjob_reaper.errors import InvalidInput, OutcomeDeliveryError
 from failjob_reaper.events import sweep_request
-from failjob_reaper.http_api._body import Body, json_object
+from failjob_reaper.http_api._body import Body, json_object, json_value
 from failjob_reaper.http_api._errors import HttpError
 from failjob_reaper.http_api._idempotency import causation
 from failjob_reaper.http_api._types import (
@@ -139,14 +139,12 @@ def _retry(app: App, body: Body, cause: Causation) -> OutcomeData:
 
 
 def _sweep(app: App, body: Body, cause: Causation) -> SweepSummaryData:
-    from failjob_reaper.http_api import _models
-
-    payload: dict[str, Any] = {}
-    if body.media_type((JSON,)) is not None and body.read().strip():  # empty: no options
-        payload = json_object(body.read())
-        _parse(_models.SweepBody, payload, app.settings.project_id)
+    raw = body.read() if body.media_type((JSON,)) is not None else b""
+    # JSON syntax as strictly as for /retry; what the options may be is the business of
+    # events.sweep_request, the one parser of sweep data on every path.
+    data = json_value(raw) if raw.strip() else None
     try:
-        request = sweep_request(payload, project_id=app.settings.project_id, trigger="http",
+        request = sweep_request(data, project_id=app.settings.project_id, trigger="http",
                                 causation=cause)
     except InvalidInput as exc:
         raise HttpError(400, "invalid_input", str(exc)) from None

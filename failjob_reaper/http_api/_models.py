@@ -129,8 +129,18 @@ class DeleteFailedEvent(BaseModel):
 
 
 class SweepBody(BaseModel):
-    """Start a sweep of every failed task of the project."""
+    """Start a sweep of every failed task of the project (or of one protection group).
+
+    The document of what ``events.sweep_request`` accepts, which is the parser: the
+    same sweep data on every path (SPEC section 4). ``tests/test_http_api.py`` holds
+    the keys together; schemathesis, the behaviour.
+    """
 
     model_config = _STRICT
 
     dry_run: bool = Field(False, description="Decide and report, never delete.")
+    server_group_id: IdStr | None = Field(
+        None, description="Sweep this protection group only."
+    )
+    # Accepted when it is this deployment's project; not in the public document.
+    project_id: SkipJsonSchema[str | None] = None
