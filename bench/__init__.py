@@ -17,7 +17,13 @@ Benchmarks (``--only`` names):
 * ``throughput`` - events/s with N concurrent clients, vs hello world;
 * ``memory``     - RSS of the function process over many cheap events, vs hello world;
 * ``state``      - the extra latency per event that ``STATE_URL=redis://`` adds over
-                   ``memory://``, and Redis memory per 10,000 decided events.
+                   ``memory://``, and Redis memory per 10,000 decided events;
+* ``ratelimit``  - a sweep against the stand-in throttling like the API gateway (R
+                   requests/s), adaptive vs the limiter off, the fixed limiter before
+                   and the SDK loop; client CPU per task, httpx's transport vs the old one;
+* ``lookup``     - calls and latency of one event against the number of groups, cold
+                   and warm lookup index, vs before.
 """
 
-BENCHMARKS = ("sweep", "coldstart", "overhead", "throughput", "memory", "state")
+BENCHMARKS = ("sweep", "coldstart", "overhead", "throughput", "memory", "state", "ratelimit",
+              "lookup")

@@ -141,10 +141,11 @@ def server(kind: str, *args: str, timeout: float = 120.0) -> Iterator[Server]:
 
 
 def standin(*, bulk: int = 0, groups: int = 10, fresh: int = 0, latency: float = 0.0,
-            aksk: bool = True) -> contextlib.AbstractContextManager[Server]:
-    """The stand-in, accepting the bench token (and AK/SK signatures when ``aksk``)."""
+            aksk: bool = True, throttle: float = 0.0) -> contextlib.AbstractContextManager[Server]:
+    """The stand-in, accepting the bench token (and AK/SK signatures when ``aksk``);
+    ``throttle``: the gateway's limit in requests/s (429 APIG.0308 beyond it), 0: off."""
     args = ["--token", TOKEN, "--bulk", str(bulk), "--groups", str(groups),
-            "--fresh", str(fresh), "--latency", str(latency)]
+            "--fresh", str(fresh), "--latency", str(latency), "--throttle", str(throttle)]
     if aksk:
         args += ["--ak", AK, "--sk", SK]
     return server("standin", *args)

@@ -26,7 +26,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from standin import OutcomeSink, TaskCenterStandIn, bulk_world
+from standin import OutcomeSink, TaskCenterStandIn, Throttle, bulk_world
 from standin._http import Response, ServerBase, error_body, json_response
 from standin.sample_data import DEFAULT_PROJECT_ID
 
@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     si.add_argument("--fresh", type=int, default=0,
                     help="not-yet-expired tasks at the top level (bulk_world, seed 1)")
     si.add_argument("--latency", type=float, default=0.0)
+    si.add_argument("--throttle", type=float, default=0.0,
+                    help="gateway throttling: a token bucket of this many requests/s (0: off)")
+    si.add_argument("--burst", type=float, default=None, help="its burst (default: the rate)")
     kinds.add_parser("sink")
     args = parser.parse_args(argv)
 
@@ -135,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         credentials={args.ak: args.sk} if args.ak else None,
         latency=args.latency,
     )
+    if args.throttle > 0:
+        standin.throttle = Throttle(args.throttle, burst=args.burst)
     now = datetime.now(UTC)
     if args.bulk:
         standin.load(*bulk_world(args.bulk, args.groups, now))

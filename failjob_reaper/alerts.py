@@ -36,9 +36,9 @@ from urllib.parse import quote
 
 import httpx
 
-from failjob_reaper._transport import transport_for
 from failjob_reaper.outcomes import Outcome, SweepSummary
 from failjob_reaper.state import StateStore, StateUnavailable
+from failjob_reaper.tls import context_for
 
 log = logging.getLogger("failjob_reaper")
 
@@ -216,7 +216,7 @@ class SmnPublisher:
         self.attempts = max(1, attempts)
         self._sleep = sleep
         self._http = httpx.Client(timeout=timeout, auth=auth, follow_redirects=False,
-                                  transport=transport or transport_for(self.url))
+                                  verify=context_for(self.url), transport=transport)
 
     def publish(self, alert: Alert) -> bool:
         reason = ""

@@ -12,6 +12,7 @@ from failjob_reaper.coordination import Shared, Timing
 from failjob_reaper.errors import ConfigError
 from failjob_reaper.events import EventTypes
 from failjob_reaper.logs import configure_from_settings
+from failjob_reaper.lookup import LookupIndex
 from failjob_reaper.outcomes import (
     Emitter,
     EventGridEmitter,
@@ -24,11 +25,11 @@ from failjob_reaper.policy import Policy, PolicyError, default_policy, load_poli
 from failjob_reaper.reaper import Clock, Reaper, ReaperConfig, utc_now
 from failjob_reaper.sdrs import (
     AkSkAuth,
-    RateLimiter,
     RetryPolicy,
     RotatingAkSkAuth,
     TaskCenterClient,
     TokenAuth,
+    limiter_for,
 )
 from failjob_reaper.settings import Settings, load_settings
 from failjob_reaper.state import StateStore, open_store
@@ -71,6 +72,8 @@ def build_app(
                            namespace=f"fjr:{settings.project_id}:")
     if auth is None:
         auth = auth_from_settings(settings)
+    # One adaptive rate for every SDRS request of the deployment (SPEC section 6).
+    limiter = limiter_for(settings.sweep_rate_limit, state)
     client = TaskCenterClient(
         settings.endpoint,
         settings.project_id,
@@ -84,6 +87,7 @@ def build_app(
         ),
         max_connections=max(settings.max_connections, settings.sweep_concurrency),
         max_pages=settings.list_max_pages,
+        rate_limiter=limiter,
         transport=transport,
     )
     if emitter is None:
@@ -100,6 +104,7 @@ def build_app(
     )
     reaper = Reaper(client, policy, publisher, config, clock=clock,
                     shared=Shared(state, _timing(settings)))
+    reaper.index = LookupIndex(state, settings.failure_job_id_field)
     sweeper = Sweeper(
         reaper,
         SweepLimits(
@@ -107,7 +112,7 @@ def build_app(
             deadline=settings.sweep_deadline,
             emit_retained=settings.sweep_emit_retained,
         ),
-        rate_limiter=RateLimiter(settings.sweep_rate_limit),
+        rate_limiter=limiter.bulk() if limiter is not None else None,
     )
     types = EventTypes(settings.type_job_failed, settings.type_expired, settings.type_sweep)
     reaper.alerts = smn_alerts(settings, auth, state)

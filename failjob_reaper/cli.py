@@ -210,9 +210,9 @@ class _Built:
 
 
 def _build(args: argparse.Namespace) -> _Built:
-    from failjob_reaper._transport import transport_for
     from failjob_reaper.app import build_app
     from failjob_reaper.logs import configure_from_settings
+    from failjob_reaper.sdrs import transport_for
     from failjob_reaper.settings import load_settings
 
     settings = load_settings()
@@ -225,7 +225,7 @@ def _build(args: argparse.Namespace) -> _Built:
         if settings.sink else None
     )
     outcomes = _Forwarding(sink)
-    sdrs = _Watching(transport_for(settings.endpoint))
+    sdrs = _Watching(transport_for(settings.endpoint, max_connections=settings.max_connections))
     return _Built(build_app(settings, emitter=outcomes, transport=sdrs), outcomes, sdrs)
 
 

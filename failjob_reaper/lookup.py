@@ -2,19 +2,26 @@
 
 The payload of an event is a hint, never the truth: the record the policy sees
 is the one the list API returns now. :func:`scopes_to_search` is the one place
-that says which scopes a task may live in (the lookup index plugs in here).
+that says which scopes a task may live in; :class:`LookupIndex` remembers where
+each task and resource was listed, so that one event reads one scope instead of
+every protection group (SPEC section 6).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from failjob_reaper.ids import is_valid_id
-from failjob_reaper.plan import ScopeListing
+from failjob_reaper.plan import Everything, OneResource, OneTask, ScopeListing, Target
 from failjob_reaper.sdrs import IncompleteListing, SdrsError, TaskCenterClient
+from failjob_reaper.state import StateStore, StateUnavailable
+
+log = logging.getLogger("failjob_reaper")
 
 _NO_SUCH_GROUP = "SDRS.1301"
 
@@ -111,3 +118,126 @@ def find_task(
 
 def _no_clock() -> datetime:
     return datetime.min
+
+
+# -- the lookup index -------------------------------------------------------------------
+
+INDEX_TTL = 3600.0
+"""How long a listing's word on where a record lives is used (an hourly sweep renews it)."""
+
+_KEY = "ix:"
+_TOP = "-"  # the top level, as a scope in the index (group ids are plain tokens)
+_MAX_VALUE = 128
+
+
+class LookupIndex:
+    """(record field, value) -> the scopes it was listed in, in the state store, with a TTL.
+
+    Fields: the configured DELETE id field, ``job_id`` and ``resource_id`` - whatever
+    an event may name a task by, and what the plan must weigh with it (every record
+    with the same DELETE id, every record of the same resource). The index is only a
+    hint: what is deleted always rests on a fresh listing of the scopes it names, and
+    a task not found there sends the search through every scope.
+    """
+
+    def __init__(self, store: StateStore, id_field: str, *, ttl: float = INDEX_TTL) -> None:
+        self.store = store
+        self.fields = tuple(dict.fromkeys((id_field, "job_id", "resource_id")))
+        self.id_field = id_field
+        self.ttl = ttl
+
+    def record(self, listings: Sequence[ScopeListing], *, whole: bool) -> None:
+        """Note where every record of these listings was seen. ``whole``: they are every
+        scope of the project (a full sweep), so they replace what the index said; else
+        they add to it."""
+        seen: dict[str, set[str]] = {}
+        for listing in listings:
+            if not listing.complete:
+                continue
+            scope = listing.server_group_id or _TOP
+            for record in listing.records:
+                for key in self._keys(record):
+                    seen.setdefault(key, set()).add(scope)
+        if not seen:
+            return
+        try:
+            if not whole:
+                keys = list(seen)
+                for key, known in zip(keys, self.store.get_many(keys), strict=True):
+                    seen[key].update(_scopes_of(known))
+            self.store.put_many({k: json.dumps(sorted(v)) for k, v in seen.items()}, self.ttl)
+        except StateUnavailable as exc:
+            log.debug("lookup index not updated: %s", exc)
+
+    def scopes_for(self, target: Target) -> list[Scope] | None:
+        """Where the index last saw the target; None when it cannot say (cold, expired)."""
+        if isinstance(target, OneTask):
+            pairs = [(target.field, target.value)]
+        elif isinstance(target, OneResource):
+            pairs = [("resource_id", target.resource_id)]
+        else:
+            return None
+        return self._lookup(pairs)
+
+    def scopes_to_weigh(
+        self, target: Target, listings: Sequence[ScopeListing]
+    ) -> list[Scope] | None:
+        """After reading the indexed scopes: the scopes still to read. None: the target is
+        not there (the index was wrong) - search everywhere. Else the scopes the index
+        knows for the found records' DELETE ids and resources that were not read yet."""
+        found = [r for listing in listings for r in listing.records if _is_target(r, target)]
+        if not found:
+            return None
+        pairs = [(field, str(record.get(field))) for record in found
+                 for field in (self.id_field, "resource_id") if _indexable(record.get(field))]
+        read = {listing.server_group_id for listing in listings}
+        return [s for s in self._lookup(pairs) or [] if s.server_group_id not in read]
+
+    def _lookup(self, pairs: Iterable[tuple[str, str]]) -> list[Scope] | None:
+        keys = [f"{_KEY}{field}:{value}" for field, value in pairs
+                if field in self.fields and _indexable(value)]
+        if not keys:
+            return None
+        try:
+            values = self.store.get_many(keys)
+        except StateUnavailable as exc:
+            log.debug("lookup index unavailable: %s", exc)
+            return None
+        if any(v is None for v in values):
+            return None
+        scopes: dict[str, None] = {}
+        for value in values:
+            scopes.update(dict.fromkeys(_scopes_of(value)))
+        return [TOP_LEVEL if s == _TOP else Scope(s) for s in scopes] or None
+
+    def _keys(self, record: Mapping[str, Any]) -> Iterable[str]:
+        for field in self.fields:
+            value = record.get(field)
+            if _indexable(value):
+                yield f"{_KEY}{field}:{value}"
+
+
+def _indexable(value: object) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool) \
+        and 0 < len(str(value)) <= _MAX_VALUE
+
+
+def _is_target(record: Mapping[str, Any], target: Target) -> bool:
+    if isinstance(target, OneTask):
+        return record.get(target.field) == target.value
+    if isinstance(target, OneResource):
+        return record.get("resource_id") == target.resource_id
+    return isinstance(target, Everything)
+
+
+def _scopes_of(text: str | None) -> list[str]:
+    """The scopes an index entry names; an entry that is not one names none."""
+    if text is None:
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return []
+    if not isinstance(value, list):
+        return []
+    return [s for s in value if s == _TOP or is_valid_id(s)]

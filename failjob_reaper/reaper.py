@@ -24,7 +24,7 @@ from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, ResourceRequest, TaskRequest, Trigger
 from failjob_reaper.ids import is_valid_id
 from failjob_reaper.logs import outcome_fields
-from failjob_reaper.lookup import Scope, read_scope, scopes_to_search
+from failjob_reaper.lookup import LookupIndex, Scope, read_scope, scopes_to_search
 from failjob_reaper.outcomes import Causation, Outcome, OutcomeName, Publisher
 from failjob_reaper.plan import (
     INCOMPLETE_RULE,
@@ -115,6 +115,8 @@ class Reaper:
         self.publisher = publisher
         self.config = config
         self.clock = clock
+        self.index: LookupIndex | None = None
+        """Where tasks were last listed (app.py sets it): one event reads one scope."""
         # Idempotency records, the delete journal, the lease: in the publisher's store.
         self.shared = shared or Shared(publisher.state, Timing(task_seconds=120,
                                                                sweep_seconds=600))
@@ -299,6 +301,10 @@ class Reaper:
                     if listing.why_incomplete and "deadline" not in listing.why_incomplete
                     else "deadline reached while listing")
         execution.partial_reasons[:] = list(dict.fromkeys(execution.partial_reasons))
+        if self.index is not None:
+            self.index.record(listings, whole=isinstance(job.target, Everything)
+                              and job.hint_group is None
+                              and all(listing.complete for listing in listings))
         return listings, execution
 
     def plan(self, job: Job, listings: Sequence[ScopeListing]) -> Plan:
@@ -339,6 +345,13 @@ class Reaper:
             return time.monotonic() >= end
 
         groups_incomplete: IncompleteListing | None = None
+        # A single event reads every scope its id may live in: in parallel, it waits for
+        # the slowest listing instead of their sum.
+        listing_concurrency = max(concurrency, self.config.list_concurrency)
+        indexed = False
+        if scopes is None and self.index is not None:
+            scopes = self.index.scopes_for(job.target)  # where it was last listed, if known
+            indexed = scopes is not None
         if scopes is None:
             try:
                 scopes = scopes_to_search(client, job.hint_group, deadline_at)
@@ -349,12 +362,17 @@ class Reaper:
             except SdrsError as exc:
                 emit(report.failed(exc, f"could not list protection groups: {exc.message}"))
                 return Execution()
-        # A single event reads every scope its id may live in: in parallel, it waits for
-        # the slowest listing instead of their sum.
-        listing_concurrency = max(concurrency, self.config.list_concurrency)
         listings, execution = self.read(job, client=client, scopes=scopes,
                                          concurrency=listing_concurrency, stop_at=stop_at,
                                          deadline_at=deadline_at, progress=progress)
+        if indexed and execution.listing_error is None:
+            try:
+                listings, groups_incomplete = self._read_beyond_the_index(
+                    job, client, listings, execution, stop_at=stop_at,
+                    deadline_at=deadline_at, concurrency=listing_concurrency)
+            except SdrsError as exc:
+                emit(report.failed(exc, f"could not list protection groups: {exc.message}"))
+                return Execution()
         if groups_incomplete is not None:
             listings.append(ScopeListing(None, (), complete=False, why_incomplete=(
                 f"protection groups: {groups_incomplete.message}")))
@@ -380,6 +398,47 @@ class Reaper:
                          concurrency=concurrency,
                          stop=lambda: stop_at() or stop_deleting(), progress=progress)
         return execution
+
+    def _read_beyond_the_index(
+        self,
+        job: Job,
+        client: TaskCenterClient,
+        listings: list[ScopeListing],
+        execution: Execution,
+        *,
+        stop_at: Callable[[], bool],
+        deadline_at: float | None,
+        concurrency: int,
+    ) -> tuple[list[ScopeListing], IncompleteListing | None]:
+        """The index named where to look; read what it did not cover. The target not
+        there: every other scope (the index was wrong). Found: any scope the index knows
+        for the same DELETE id or resource that was not read yet - and, when the plan on
+        that view would DELETE, every other scope: the DELETE path is project-wide, and a
+        record with the same id listed elsewhere since the index was written must be
+        weighed (complete or nothing). So the index saves the scan for every event that
+        ends without a DELETE (retained, a dry run's would_delete excepted)."""
+        assert self.index is not None
+        more = self.index.scopes_to_weigh(job.target, listings)
+        read = [Scope(listing.server_group_id) for listing in listings]
+        if more:
+            extra, _ = self.read(job, client=client, scopes=more, stop_at=stop_at,
+                                 deadline_at=deadline_at, concurrency=concurrency,
+                                 execution=execution)
+            read, listings = [*read, *more], [*listings, *extra]
+        incomplete: IncompleteListing | None = None
+        if more is None or self.plan(job, listings).deletes:
+            try:
+                everywhere = scopes_to_search(client, job.hint_group, deadline_at)
+            except IncompleteListing as exc:  # the groups known; the plan deletes nothing
+                incomplete, everywhere = exc, list(exc.scopes)
+            rest = [s for s in everywhere if s not in read]
+            if rest:
+                extra, _ = self.read(job, client=client, scopes=rest, stop_at=stop_at,
+                                     deadline_at=deadline_at, concurrency=concurrency,
+                                     execution=execution)
+                read, listings = [*read, *rest], [*listings, *extra]
+        execution.scopes = read
+        return listings, incomplete
 
     def _incomplete(
         self, job: Job, listings: Sequence[ScopeListing], error: IncompleteListing,

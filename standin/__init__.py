@@ -3,6 +3,7 @@ data and fault injection: the SDRS task-center API, an outcome CloudEvents sink,
 PutEvents and SMN publish."""
 
 from ._http import Fault, RecordedRequest
+from ._throttle import Throttle
 from .eventgrid import EventGridStandIn
 from .sample_data import (
     DEFAULT_PROJECT_ID,
@@ -31,6 +32,7 @@ __all__ = [
     "SmnMessage",
     "SmnStandIn",
     "TaskCenterStandIn",
+    "Throttle",
     "World",
     "bulk_world",
     "cts_trace",

@@ -45,6 +45,7 @@ from ._http import (
     error_body,
     json_response,
 )
+from ._throttle import Throttle
 from .sample_data import DEFAULT_PROJECT_ID, Group, parse_begin_time
 
 __all__ = ["HTML_200", "CountMode", "TaskCenterStandIn"]
@@ -132,6 +133,7 @@ class TaskCenterStandIn(ServerBase):
         self._groups: dict[str, Record] = {}
         self._scopes: dict[_Scope, list[_Entry]] = {None: []}
         self._by_id: dict[str, list[tuple[_Scope, float, int]]] = {}
+        self.throttle: Throttle | None = None  # the gateway's rate limit; off by default
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -303,6 +305,8 @@ class TaskCenterStandIn(ServerBase):
     # -- HTTP ----------------------------------------------------------------
 
     def dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
+        if self.throttle is not None and (refused := self.throttle.check()) is not None:
+            return refused
         parts = urlsplit(target)
         path = parts.path
         route = _BATCH.match(path) or _LIST.match(path) or _ONE.match(path) or _GROUPS.match(path)

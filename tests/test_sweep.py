@@ -267,18 +267,3 @@ def test_keep_latest_with_job_id_as_the_delete_field_deletes_the_older_ones(
 
         assert sorted(by_job.deletes()) == sorted(r["job_id"] for r in records[:2])
         assert by_job.listed(records[2]["job_id"])
-
-
-def test_the_sweep_rate_limit_does_not_pace_single_events(
-    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
-) -> None:
-    records = [failed_task(EXPIRED) for _ in range(4)]
-    for record in records:
-        standin.add_job(record)
-    function = make_function(SWEEP_RATE_LIMIT="1")  # one request a second, in sweeps
-    for record in records:
-        function.send("sdrs.job.failed", record)
-
-    assert len(standin.deletes()) == 4
-    starts = [r.started for r in standin.requests]
-    assert max(starts) - min(starts) < 1.0  # 8 requests: paced, they would take 7 s

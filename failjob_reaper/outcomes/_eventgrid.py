@@ -39,8 +39,8 @@ import httpx
 from cloudevents.conversion import to_dict
 from cloudevents.http import CloudEvent
 
-from failjob_reaper._transport import transport_for
 from failjob_reaper.errors import OutcomeDeliveryError
+from failjob_reaper.tls import context_for
 
 log = logging.getLogger("failjob_reaper")
 
@@ -85,7 +85,8 @@ class EventGridEmitter:
         self._http = httpx.Client(
             timeout=timeout,
             auth=auth,
-            transport=transport or transport_for(self.url),
+            verify=context_for(self.url),  # httpx's pool; the process's one TLS context
+            transport=transport,
             follow_redirects=False,  # a redirect must not carry a signed request elsewhere
         )
 

@@ -7,8 +7,8 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from failjob_reaper._transport import transport_for
 from failjob_reaper.errors import OutcomeDeliveryError
+from failjob_reaper.tls import context_for
 
 
 class _SinkRefused(Exception):
@@ -28,13 +28,13 @@ class SinkEmitter:
     ) -> None:
         self.url = url
         self.attempts = attempts
-        # Its own client and connections: the SDRS credentials must never travel to the sink.
-        # A POST that the transport sends again on a fresh connection (it could not be sent
-        # on a reused one) is harmless anyway: outcome ids are deterministic, so a repeat
-        # is recognisable as such.
+        # Its own client and pool: the SDRS credentials must never travel to the sink.
+        # httpx's pooled transport (proxies from the environment honoured), the process's
+        # one TLS context (tls.py).
         self._http = httpx.Client(
             timeout=timeout,
-            transport=transport or transport_for(url),
+            verify=context_for(url),
+            transport=transport,
             follow_redirects=False,
         )
 

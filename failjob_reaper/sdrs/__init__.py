@@ -5,14 +5,16 @@ from failjob_reaper.sdrs._client import (
     IncompleteListing,
     RetryPolicy,
     TaskCenterClient,
+    transport_for,
 )
 from failjob_reaper.sdrs._context_auth import MissingCredentials, RotatingAkSkAuth
 from failjob_reaper.sdrs._errors import RETRYABLE_STATUSES, SdrsError
-from failjob_reaper.sdrs._ratelimit import RateLimiter
+from failjob_reaper.sdrs._pacing import AdaptiveLimiter, RateLimiter, limiter_for
 from failjob_reaper.sdrs._signing import AkSkAuth, TokenAuth
 
 __all__ = [
     "RETRYABLE_STATUSES",
+    "AdaptiveLimiter",
     "AkSkAuth",
     "DeleteResult",
     "IncompleteListing",
@@ -23,4 +25,6 @@ __all__ = [
     "SdrsError",
     "TaskCenterClient",
     "TokenAuth",
+    "limiter_for",
+    "transport_for",
 ]

@@ -1,8 +1,9 @@
 """The one client of the SDRS task-center API.
 
-One ``httpx.Client`` per instance over a ``KeepAliveTransport`` (one keep-alive
-connection per thread); the process builds one instance and reuses it across
-invocations. Tests pass a ``transport`` instead of patching.
+One ``httpx.Client`` per instance, over httpx's own pooled transport (at most
+``max_connections``, kept alive); the process builds one instance and reuses it
+across invocations. Every attempt takes a start slot from the rate limiter and
+reports its answer back to it. Tests pass a ``transport`` instead of patching.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from tenacity import (
     stop_before_delay,
 )
 
-from failjob_reaper._transport import transport_for
 from failjob_reaper.ids import validate_id
 from failjob_reaper.sdrs._errors import (
     RETRYABLE_STATUSES,
@@ -32,7 +32,8 @@ from failjob_reaper.sdrs._errors import (
     error_from_response,
     error_from_transport,
 )
-from failjob_reaper.sdrs._ratelimit import RateLimiter
+from failjob_reaper.sdrs._pacing import RateLimiter
+from failjob_reaper.tls import context_for
 
 PAGE_SIZE = 1000  # the API's maximum and default
 MAX_PAGES = 50
@@ -119,17 +120,18 @@ class TaskCenterClient:
         self.retry = retry
         self.max_pages = max_pages
         self.rate_limiter = rate_limiter
-        # KeepAliveTransport keeps one connection per calling thread (a sweep's workers), so
-        # the connection count follows the threads; ``limits`` applies to httpx's own
-        # transport, used when a proxy is configured (transport_for).
+        # httpx's pool: thread-safe, at most max_connections (a sweep's workers beyond it
+        # wait for a connection); proxies from the environment are honoured (trust_env).
+        # The TLS context is the process's one (tls.py), not a fresh CA bundle per client.
         self._http = httpx.Client(
             base_url=endpoint,
             auth=auth,
-            timeout=timeout,  # reaches the transport as the request's "timeout" extension
+            timeout=timeout,
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            transport=transport or transport_for(endpoint),
+            verify=context_for(endpoint),
+            transport=transport,
             headers={"Accept": "application/json", "User-Agent": "failjob-reaper"},
             follow_redirects=False,
         )
@@ -183,7 +185,8 @@ class TaskCenterClient:
     def with_rate_limit(self, limiter: RateLimiter | None) -> TaskCenterClient:
         """The same client (and connection pool) pacing its requests with ``limiter``.
 
-        Sweeps use it; single events are not paced, so a sweep's limit never delays them.
+        Sweeps use it with the process's limiter's ``bulk()`` view: the same rate, and
+        single events' requests go first.
         """
         paced = copy.copy(self)
         paced.rate_limiter = limiter
@@ -275,12 +278,14 @@ class TaskCenterClient:
     def _attempt(
         self, method: str, path: str, params: dict[str, str] | None, attempt_number: int
     ) -> httpx.Response:
-        if self.rate_limiter is not None:
-            self.rate_limiter.acquire()
+        limiter = self.rate_limiter
+        ticket = limiter.acquire() if limiter is not None else 0
         try:
             response = self._http.request(method, path, params=params)
         except httpx.TransportError as exc:
             raise _Transient(error_from_transport(exc, attempts=attempt_number), None) from None
+        if limiter is not None:
+            limiter.record(ticket, response)
         if response.status_code in RETRYABLE_STATUSES:
             error = error_from_response(response, attempts=attempt_number)
             raise _Transient(error, _retry_after(response, self.retry.deadline))
@@ -334,3 +339,20 @@ def _retry_after(response: httpx.Response, cap: float) -> float | None:
     except (TypeError, ValueError):
         return None
     return min(max(0.0, when.timestamp() - time.time()), cap)
+
+
+def transport_for(url: str, *, max_connections: int = 32) -> httpx.HTTPTransport:
+    """httpx's pooled transport for ``url``, as ``TaskCenterClient`` gets it by default:
+    for callers that wrap the transport (the CLI). A proxy from the environment
+    (HTTP_PROXY/HTTPS_PROXY/ALL_PROXY, minus NO_PROXY) is honoured, as httpx does."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()  # the variables httpx reads
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        proxy = None
+    limits = httpx.Limits(max_connections=max_connections,
+                          max_keepalive_connections=max_connections)
+    return httpx.HTTPTransport(verify=context_for(url), limits=limits, proxy=proxy)

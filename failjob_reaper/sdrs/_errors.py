@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -16,6 +17,15 @@ _MAX_MESSAGE = 500
 # into an outcome, a log line or an HTTP answer (SPEC section 3).
 _SECRET_HEADERS = ("X-Auth-Token", "X-Security-Token")
 _MASK = "***"
+
+THROTTLE_CODE = "APIG.0308"
+"""The API gateway's "throttling threshold has been reached" (platforms.md)."""
+
+# "... policy user over ratelimit,limit:20,time:1 second": N requests per period.
+_LIMIT = re.compile(r"\blimit\s*:\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+_PERIOD = re.compile(r"\btime\s*:\s*(\d+(?:\.\d+)?)\s*([a-z]+)", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+                 "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}
 
 
 class SdrsError(ReaperError):
@@ -102,3 +112,35 @@ def _clean(code: object, message: object, fallback: tuple[str, str]) -> tuple[st
     code_text = str(code)[:64] if code is not None else fallback[0]
     message_text = str(message)[:_MAX_MESSAGE] if message is not None else fallback[1]
     return code_text, message_text
+
+
+def throttle_of(response: httpx.Response) -> tuple[bool, float | None]:
+    """(throttled, the announced limit in requests per second, when the body says one).
+
+    Throttled: 429, or the gateway's ``APIG.0308`` under any status. The body is read
+    only for those answers (a 204 or a listing costs nothing here).
+    """
+    status = response.status_code
+    if status == 429 or (status >= 400 and b"APIG.0308" in response.content):
+        code, message = parse_error_body(response)
+        if status != 429 and code != THROTTLE_CODE:
+            return False, None
+        return True, announced_rate(message)
+    return False, None
+
+
+def announced_rate(message: str) -> float | None:
+    """``limit:N,time:K unit`` as N / (K unit) requests per second; None when absent."""
+    limit = _LIMIT.search(message)
+    if limit is None:
+        return None
+    count = float(limit.group(1))
+    seconds = 1.0
+    period = _PERIOD.search(message)
+    if period is not None:
+        unit = _UNIT_SECONDS.get(period.group(2).lower().rstrip("s") or "s")
+        if unit is None or float(period.group(1)) <= 0:
+            return None  # a period we cannot read: no cap rather than a wrong one
+        seconds = float(period.group(1)) * unit
+    rate = count / seconds
+    return rate if rate > 0 else None
