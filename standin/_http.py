@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from types import TracebackType
+from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, urlsplit
 
 __all__ = ["Fault", "FaultQueues", "RecordedRequest", "RequestLog"]
@@ -164,7 +165,7 @@ class LoopbackServer(ThreadingHTTPServer):
 
 
 class ServerBase:
-    """Lifecycle shared by the task-center stand-in and the outcome sink."""
+    """Lifecycle shared by every loopback stand-in (task center, sink, EventGrid, SMN)."""
 
     def __init__(self, host: str, port: int) -> None:
         self._address = (host, port)
@@ -216,6 +217,24 @@ class ServerBase:
                 conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def start(self) -> Self:
+        self.start_server()
+        return self
+
+    def stop(self) -> None:
+        self.stop_server()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     def wait(self, seconds: float) -> bool:
         """Wait ``seconds`` unless stopping; True when the server is stopping."""

@@ -24,7 +24,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 from ._auth import auth_failure
@@ -64,26 +63,6 @@ class EventGridStandIn(ServerBase):
         self._events: list[dict[str, Any]] = []
         self._batches: list[list[str]] = []
         self._fail: deque[frozenset[int]] = deque()
-
-    # -- lifecycle ------------------------------------------------------------------
-
-    def start(self) -> EventGridStandIn:
-        self.start_server()
-        return self
-
-    def stop(self) -> None:
-        self.stop_server()
-
-    def __enter__(self) -> EventGridStandIn:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- test knobs -------------------------------------------------------------------
 

@@ -32,7 +32,6 @@ import random
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any, Literal, get_args
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -134,26 +133,6 @@ class TaskCenterStandIn(ServerBase):
         self._scopes: dict[_Scope, list[_Entry]] = {None: []}
         self._by_id: dict[str, list[tuple[_Scope, float, int]]] = {}
         self.throttle: Throttle | None = None  # the gateway's rate limit; off by default
-
-    # -- lifecycle -----------------------------------------------------------
-
-    def start(self) -> TaskCenterStandIn:
-        self.start_server()
-        return self
-
-    def stop(self) -> None:
-        self.stop_server()
-
-    def __enter__(self) -> TaskCenterStandIn:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- runtime knobs -------------------------------------------------------
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from types import TracebackType
 
 from cloudevents.exceptions import GenericException
 from cloudevents.http import CloudEvent, from_http
@@ -21,24 +20,6 @@ class OutcomeSink(ServerBase):
         super().__init__(host, port)
         self._events: list[CloudEvent] = []
         self._changed = threading.Condition()
-
-    def start(self) -> OutcomeSink:
-        self.start_server()
-        return self
-
-    def stop(self) -> None:
-        self.stop_server()
-
-    def __enter__(self) -> OutcomeSink:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def inject(self, *faults: Fault) -> None:
         """Each of the next deliveries consumes one fault; a faulted event is not recorded."""

@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from urllib.parse import unquote
 
 from ._auth import auth_failure
@@ -64,24 +63,6 @@ class SmnStandIn(ServerBase):
         self._credentials = dict(credentials) if credentials is not None else None
         self._changed = threading.Condition()
         self._messages: list[SmnMessage] = []
-
-    def start(self) -> SmnStandIn:
-        self.start_server()
-        return self
-
-    def stop(self) -> None:
-        self.stop_server()
-
-    def __enter__(self) -> SmnStandIn:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def inject(self, *faults: Fault) -> None:
         """Each of the next publish calls consumes one fault (nothing is taken)."""
