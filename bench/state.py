@@ -20,16 +20,15 @@ Memory: Redis ``INFO memory`` ``used_memory`` before and after N decided events
 from __future__ import annotations
 
 import contextlib
-import time
 
 import httpx
 import redis
 
-from bench._procs import MAIN, Function, cloudevent, function_env
+from bench._procs import MAIN, Function, function_env
 from bench._procs import sink as sink_server
 from bench._procs import standin as standin_server
 from bench._report import Result, Table, fmt_ratio, median, percentile, ratio, say
-from bench.overhead import expired_record, fresh_records
+from bench.overhead import fresh_records, timed_job_failed
 from standin.redis_server import RedisServer
 
 
@@ -54,16 +53,7 @@ def run(quick: bool) -> Result:
         client = stack.enter_context(httpx.Client(timeout=30))
 
         def event(target: Function) -> float:
-            record = expired_record()
-            si.add_jobs([(record, None)])
-            headers, body = cloudevent("sdrs.job.failed", record)
-            started = time.perf_counter()
-            answer = client.post(target.url, headers=headers, content=body)
-            elapsed = time.perf_counter() - started
-            if answer.status_code != 200:
-                raise RuntimeError(f"event answered {answer.status_code}: "
-                                   f"{target.stderr_tail()}")
-            return elapsed
+            return timed_job_failed(client, target, si)
 
         say(f"state: {warmup} warm-up + {n} timed events per backend, interleaved")
         for i in range(warmup + n):
