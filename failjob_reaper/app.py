@@ -128,7 +128,8 @@ def build_app(
     )
     reaper = Reaper(client, policy, publisher, config, clock=clock,
                     shared=Shared(state, _timing(settings)))
-    reaper.index = LookupIndex(state, settings.failure_job_id_field)
+    reaper.index = LookupIndex(state, settings.failure_job_id_field,
+                               view_max_age=settings.listing_max_age, clock=clock)
     types = EventTypes(settings.type_job_failed, settings.type_expired, settings.type_sweep)
     reaper.alerts = smn_alerts(settings, auth, state)
     return App(settings, reaper, types, state, alerts=reaper.alerts,
