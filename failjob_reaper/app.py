@@ -104,7 +104,8 @@ def build_app(
     )
     reaper = Reaper(client, policy, publisher, config, clock=clock,
                     shared=Shared(state, _timing(settings)))
-    reaper.index = LookupIndex(state, settings.failure_job_id_field)
+    reaper.index = LookupIndex(state, settings.failure_job_id_field,
+                               view_max_age=settings.listing_max_age, clock=clock)
     sweeper = Sweeper(
         reaper,
         SweepLimits(

@@ -4,7 +4,9 @@ The payload of an event is a hint, never the truth: the record the policy sees
 is the one the list API returns now. :func:`scopes_to_search` is the one place
 that says which scopes a task may live in; :class:`LookupIndex` remembers where
 each task and resource was listed, so that one event reads one scope instead of
-every protection group (SPEC section 6).
+every protection group (SPEC section 6), and what each scope's last complete
+listing held, so that an event that deletes need not read again the scopes that
+were listed less than ``LISTING_MAX_AGE`` ago without a record it must weigh.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from failjob_reaper.ids import is_valid_id
@@ -53,9 +55,17 @@ class Found:
     scope_records: list[Mapping[str, Any]]
 
 
-def group_scopes(client: TaskCenterClient, deadline: float | None = None) -> list[Scope]:
-    """Every protection group of the project (IncompleteListing when not all are known)."""
-    return scopes_of(client.list_server_groups(deadline=deadline))
+def group_scopes(
+    client: TaskCenterClient, deadline: float | None = None,
+    index: LookupIndex | None = None,
+) -> list[Scope]:
+    """Every protection group of the project (IncompleteListing when not all are known);
+    ``index`` keeps the list for the events after it."""
+    listed_at = index.clock() if index is not None else None
+    groups = scopes_of(client.list_server_groups(deadline=deadline))
+    if index is not None and listed_at is not None:
+        index.record_groups(groups, listed_at)
+    return groups
 
 
 def scopes_of(groups: Iterable[Mapping[str, Any]]) -> list[Scope]:
@@ -66,14 +76,15 @@ def scopes_of(groups: Iterable[Mapping[str, Any]]) -> list[Scope]:
 
 
 def scopes_to_search(
-    client: TaskCenterClient, hint_group: str | None, deadline: float | None = None
+    client: TaskCenterClient, hint_group: str | None, deadline: float | None = None,
+    index: LookupIndex | None = None,
 ) -> list[Scope]:
     """Where one task (or resource) may live, in search order: the hinted group, the top
     level, then each protection group. Every one is read: the DELETE path is project-wide,
     so a record elsewhere with the same id must be weighed too. IncompleteListing when
     not every group is known (its ``scopes``: those that are)."""
     try:
-        groups = group_scopes(client, deadline)
+        groups = group_scopes(client, deadline, index)
     except IncompleteListing as exc:
         exc.scopes = search_order(hint_group, scopes_of(exc.records))
         raise
@@ -126,48 +137,157 @@ INDEX_TTL = 3600.0
 """How long a listing's word on where a record lives is used (an hourly sweep renews it)."""
 
 _KEY = "ix:"
+_VIEW = "sv:"  # a scope's last complete listing: which keys it held, and when
+_GROUPS = "gv"  # the last complete list of protection groups, and when
+_AT = "@"  # the field of a scope view that holds its listing's time
 _TOP = "-"  # the top level, as a scope in the index (group ids are plain tokens)
 _MAX_VALUE = 128
 
 
 class LookupIndex:
-    """(record field, value) -> the scopes it was listed in, in the state store, with a TTL.
+    """Two things in the state store, both written by every complete listing.
 
-    Fields: the configured DELETE id field, ``job_id`` and ``resource_id`` - whatever
-    an event may name a task by, and what the plan must weigh with it (every record
-    with the same DELETE id, every record of the same resource). The index is only a
-    hint: what is deleted always rests on a fresh listing of the scopes it names, and
-    a task not found there sends the search through every scope.
+    * **Where** (``ix:<field>:<value>`` -> scopes, TTL ``INDEX_TTL``): the scopes a
+      value of the configured DELETE id field, ``job_id`` or ``resource_id`` was last
+      listed in. Only a hint: what is deleted rests on a fresh listing of the scopes it
+      names, and a task not found there sends the search through every scope.
+    * **Views** (``sv:<scope>``, one hash per scope, TTL ``view_max_age``): each
+      scope's last complete listing as the set of those keys it held, with its time;
+      and the last complete list of the groups (``gv``). A view younger than
+      ``LISTING_MAX_AGE`` that holds none of the keys an event's DELETE must weigh
+      stands for a listing of that scope: it is that listing, reduced to what the plan
+      needs. A scope's view is replaced whole, so it is one listing or nothing; a lost
+      or evicted key only means a scope is read again.
     """
 
-    def __init__(self, store: StateStore, id_field: str, *, ttl: float = INDEX_TTL) -> None:
+    def __init__(
+        self, store: StateStore, id_field: str, *, ttl: float = INDEX_TTL,
+        view_max_age: float = 60.0, clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.store = store
         self.fields = tuple(dict.fromkeys((id_field, "job_id", "resource_id")))
         self.id_field = id_field
         self.ttl = ttl
+        self.view_max_age = view_max_age
+        self.clock: Callable[[], datetime] = clock or _utc_now
 
     def record(self, listings: Sequence[ScopeListing], *, whole: bool) -> None:
         """Note where every record of these listings was seen. ``whole``: they are every
         scope of the project (a full sweep), so they replace what the index said; else
-        they add to it."""
+        they add to it. Each complete listing also replaces its scope's view."""
         seen: dict[str, set[str]] = {}
+        views: dict[str, dict[str, str]] = {}
         for listing in listings:
             if not listing.complete:
                 continue
             scope = listing.server_group_id or _TOP
+            view = {_AT: listing.listed_at.isoformat()} if listing.listed_at else None
             for record in listing.records:
                 for key in self._keys(record):
                     seen.setdefault(key, set()).add(scope)
-        if not seen:
-            return
+                    if view is not None:
+                        view[key.removeprefix(_KEY)] = ""
+            if view is not None:
+                views[scope] = view
         try:
-            if not whole:
+            if seen and not whole:
                 keys = list(seen)
                 for key, known in zip(keys, self.store.get_many(keys), strict=True):
                     seen[key].update(_scopes_of(known))
-            self.store.put_many({k: json.dumps(sorted(v)) for k, v in seen.items()}, self.ttl)
+            if seen:
+                self.store.put_many({k: json.dumps(sorted(v)) for k, v in seen.items()},
+                                    self.ttl)
+            for scope, view in views.items():
+                self.store.hash_replace(_VIEW + scope, view, self.view_max_age)
         except StateUnavailable as exc:
             log.debug("lookup index not updated: %s", exc)
+
+    def record_groups(self, groups: Sequence[Scope], listed_at: datetime) -> None:
+        """The complete list of protection groups, as listed at ``listed_at``."""
+        value = json.dumps({"at": listed_at.isoformat(),
+                            "groups": [g.server_group_id for g in groups]})
+        try:
+            self.store.put(_GROUPS, value, self.view_max_age)
+        except StateUnavailable as exc:
+            log.debug("group view not updated: %s", exc)
+
+    def recent_groups(self) -> tuple[list[Scope], datetime] | None:
+        """The groups as last listed completely, and when; None when that is older than
+        ``view_max_age`` (or unknown)."""
+        try:
+            text = self.store.get(_GROUPS)
+        except StateUnavailable:
+            return None
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)
+            at = datetime.fromisoformat(value["at"])
+            groups = [Scope(g) for g in value["groups"] if is_valid_id(g)]
+        except (ValueError, TypeError, KeyError):
+            return None
+        return (groups, at) if self._recent(at) else None
+
+    def vouch(
+        self, scopes: Sequence[Scope], keys: Iterable[str | None]
+    ) -> list[ScopeListing]:
+        """For each scope whose view is recent and holds none of ``keys``: that view, as
+        the scope's listing reduced to what the plan needs (no record with those keys).
+        Scopes without such a view are left out: they must be read."""
+        given = list(keys)
+        names = [name for name in given if name is not None]
+        if not scopes or not names or len(names) != len(given):
+            return []
+        try:
+            answers = self.store.hash_get_many(
+                [(_VIEW + (s.server_group_id or _TOP), [_AT, *names]) for s in scopes])
+        except StateUnavailable as exc:
+            log.debug("scope views unavailable: %s", exc)
+            return []
+        vouched = []
+        for scope, (at_text, *held) in zip(scopes, answers, strict=True):
+            at = _parse_time(at_text)
+            if at is None or not self._recent(at) or any(h is not None for h in held):
+                continue
+            vouched.append(ScopeListing(scope.server_group_id, (), listed_at=at))
+        return vouched
+
+    def keys_to_weigh(
+        self, target: Target, listings: Sequence[ScopeListing]
+    ) -> list[str | None]:
+        """The keys (``<field>:<value>``) of every record a DELETE for ``target`` must
+        weigh: the target's, and every record sharing a DELETE id or a resource with one
+        of those, transitively. None in the list: a value that cannot be a key (then no
+        view can vouch for anything)."""
+        records = [r for listing in listings for r in listing.records
+                   if isinstance(r, Mapping)]
+        weighed = [r for r in records if _is_target(r, target)]
+        keys: dict[str | None, None] = {}
+        pending = list(weighed)
+        while pending:
+            record = pending.pop()
+            new = []
+            for field in (self.id_field, "resource_id"):
+                value = record.get(field)
+                if value is None or value == "":
+                    continue
+                key = f"{field}:{value}" if _indexable(value) \
+                    and field in self.fields else None
+                if key not in keys:
+                    keys[key] = None
+                    new.append((field, value))
+            for field, value in new:
+                for other in records:
+                    if other.get(field) == value and not any(other is w for w in weighed):
+                        weighed.append(other)
+                        pending.append(other)
+        if isinstance(target, OneTask):
+            keys[f"{target.field}:{target.value}" if _indexable(target.value)
+                 and target.field in self.fields else None] = None
+        elif isinstance(target, OneResource):
+            keys[f"resource_id:{target.resource_id}"
+                 if _indexable(target.resource_id) else None] = None
+        return list(keys)
 
     def scopes_for(self, target: Target) -> list[Scope] | None:
         """Where the index last saw the target; None when it cannot say (cold, expired)."""
@@ -192,6 +312,10 @@ class LookupIndex:
                  for field in (self.id_field, "resource_id") if _indexable(record.get(field))]
         read = {listing.server_group_id for listing in listings}
         return [s for s in self._lookup(pairs) or [] if s.server_group_id not in read]
+
+    def _recent(self, at: datetime) -> bool:
+        age = self.clock() - at
+        return timedelta(0) <= age <= timedelta(seconds=self.view_max_age)
 
     def _lookup(self, pairs: Iterable[tuple[str, str]]) -> list[Scope] | None:
         keys = [f"{_KEY}{field}:{value}" for field, value in pairs
@@ -228,6 +352,17 @@ def _is_target(record: Mapping[str, Any], target: Target) -> bool:
     if isinstance(target, OneResource):
         return record.get("resource_id") == target.resource_id
     return isinstance(target, Everything)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
 
 
 def _scopes_of(text: str | None) -> list[str]:

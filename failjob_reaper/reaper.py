@@ -24,7 +24,13 @@ from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, ResourceRequest, TaskRequest, Trigger
 from failjob_reaper.ids import is_valid_id
 from failjob_reaper.logs import outcome_fields
-from failjob_reaper.lookup import LookupIndex, Scope, read_scope, scopes_to_search
+from failjob_reaper.lookup import (
+    LookupIndex,
+    Scope,
+    read_scope,
+    scopes_to_search,
+    search_order,
+)
 from failjob_reaper.outcomes import Causation, Outcome, OutcomeName, Publisher
 from failjob_reaper.plan import (
     INCOMPLETE_RULE,
@@ -255,7 +261,7 @@ class Reaper:
         client = client or self.client
         execution = execution or Execution()
         if scopes is None:
-            scopes = scopes_to_search(client, job.hint_group, deadline_at)
+            scopes = scopes_to_search(client, job.hint_group, deadline_at, self.index)
         execution.scopes = list(scopes)
         lock = threading.Lock()
         done = 0
@@ -354,7 +360,7 @@ class Reaper:
             indexed = scopes is not None
         if scopes is None:
             try:
-                scopes = scopes_to_search(client, job.hint_group, deadline_at)
+                scopes = scopes_to_search(client, job.hint_group, deadline_at, self.index)
             except IncompleteListing as exc:
                 # Search the groups that are known; the plan deletes nothing (complete or
                 # nothing), but what the policy keeps is still told as retained.
@@ -412,11 +418,13 @@ class Reaper:
     ) -> tuple[list[ScopeListing], IncompleteListing | None]:
         """The index named where to look; read what it did not cover. The target not
         there: every other scope (the index was wrong). Found: any scope the index knows
-        for the same DELETE id or resource that was not read yet - and, when the plan on
-        that view would DELETE, every other scope: the DELETE path is project-wide, and a
-        record with the same id listed elsewhere since the index was written must be
-        weighed (complete or nothing). So the index saves the scan for every event that
-        ends without a DELETE (retained, a dry run's would_delete excepted)."""
+        for the same DELETE id or resource that was not read yet. And when the plan on
+        that view would DELETE, every other scope must be weighed too (the DELETE path is
+        project-wide: complete or nothing) - each one either by its recent view (listed
+        less than LISTING_MAX_AGE ago, without any record this DELETE must weigh) or by
+        reading it now. So a warm index costs one listing also for an event that
+        deletes; a view too old, or one that holds a key of interest, costs that scope's
+        listing."""
         assert self.index is not None
         more = self.index.scopes_to_weigh(job.target, listings)
         read = [Scope(listing.server_group_id) for listing in listings]
@@ -427,16 +435,35 @@ class Reaper:
             read, listings = [*read, *more], [*listings, *extra]
         incomplete: IncompleteListing | None = None
         if more is None or self.plan(job, listings).deletes:
-            try:
-                everywhere = scopes_to_search(client, job.hint_group, deadline_at)
-            except IncompleteListing as exc:  # the groups known; the plan deletes nothing
-                incomplete, everywhere = exc, list(exc.scopes)
+            recent = self.index.recent_groups() if more is not None else None
+            if recent is not None:
+                everywhere = search_order(job.hint_group, recent[0])
+            else:
+                try:
+                    everywhere = scopes_to_search(client, job.hint_group, deadline_at,
+                                                  self.index)
+                except IncompleteListing as exc:  # the groups known; the plan deletes nothing
+                    incomplete, everywhere = exc, list(exc.scopes)
             rest = [s for s in everywhere if s not in read]
-            if rest:
-                extra, _ = self.read(job, client=client, scopes=rest, stop_at=stop_at,
+            vouched: list[ScopeListing] = []
+            while rest:
+                # Every record read so far that the DELETE must weigh: a scope is vouched
+                # for only if its view holds none of their keys; what is read may bring
+                # new keys, so the views are asked again until nothing new is read.
+                if more is not None and incomplete is None:
+                    keys = self.index.keys_to_weigh(job.target, listings)
+                    vouched = self.index.vouch(rest, keys)
+                skip = {v.server_group_id for v in vouched}
+                to_read = [s for s in rest if s.server_group_id not in skip]
+                if not to_read:
+                    break
+                extra, _ = self.read(job, client=client, scopes=to_read, stop_at=stop_at,
                                      deadline_at=deadline_at, concurrency=concurrency,
                                      execution=execution)
-                read, listings = [*read, *rest], [*listings, *extra]
+                read, listings = [*read, *to_read], [*listings, *extra]
+                rest = [s for s in rest if s.server_group_id in skip]
+                vouched = []
+            listings = [*listings, *vouched]
         execution.scopes = read
         return listings, incomplete
 

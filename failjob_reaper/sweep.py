@@ -80,7 +80,7 @@ class Sweeper:
         group (SdrsError when the groups cannot be listed)."""
         if request.server_group_id is not None:
             return [Scope(request.server_group_id)]
-        return [TOP_LEVEL, *group_scopes(self.client, deadline_at)]
+        return [TOP_LEVEL, *group_scopes(self.client, deadline_at, self.reaper.index)]
 
     def preview(
         self, request: SweepRequest, *, deadline: float | None = None,

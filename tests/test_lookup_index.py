@@ -1,6 +1,8 @@
 """The lookup index: one event for a task in the last of many groups costs O(1) calls once
-any listing has seen it, unless it deletes (a DELETE rests on every scope: the DELETE path
-is project-wide); a cold index costs one scan; a wrong entry is only a hint."""
+any listing has seen it; an event that deletes also weighs every other scope, by reading
+it or by its view when that scope was listed less than LISTING_MAX_AGE ago without a
+record the DELETE must weigh (the DELETE path is project-wide); a cold index costs one
+scan; a wrong entry is only a hint."""
 
 from __future__ import annotations
 
@@ -58,14 +60,35 @@ def test_a_cold_index_costs_one_scan_then_a_task_in_the_last_group_costs_one_lis
     assert data_of(sink.events[-1])["outcome"] == "retained"
 
 
-def test_an_event_that_deletes_still_reads_every_scope_first(
+def test_a_warm_event_that_deletes_reads_only_its_scope_when_every_other_was_listed_recently(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
+) -> None:
+    # 30 groups, one expired task in each; the first event's scan lists every scope, so
+    # the last group's task costs its own listing (its page and the empty page) and its
+    # DELETE: the other 30 scopes were listed moments ago without its id or resource.
+    world = groups_with_tasks(standin, 30)
+    function = make_function()
+    expire(function, world[0][1])  # cold: the groups, the top level and all 30 groups
+    standin.reset_log()
+    last_group, last = world[-1]
+
+    expire(function, last)
+
+    assert standin.deletes() == [last["resource_id"]]
+    assert scopes_listed(standin) == {last_group}
+    assert len(standin.requests) <= 3
+    assert data_of(sink.events[-1])["outcome"] == "deleted"
+
+
+def test_an_event_that_deletes_reads_again_every_scope_listed_longer_ago_than_the_max_age(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory
 ) -> None:
     # Indexed in the last group; since then a fresh record with the same DELETE id
-    # (resource_id) appeared at the top level. DELETE by that id would remove it too: the
-    # event must see it, though the index does not know it, and delete nothing.
+    # (resource_id) appeared at the top level. DELETE by that id would remove it too.
+    # The top level's last listing is older than LISTING_MAX_AGE (1 ms here), so it
+    # cannot stand for a listing: the event reads it, sees the fresh twin, deletes nothing.
     world = groups_with_tasks(standin, 6)
-    function = make_function()
+    function = make_function(LISTING_MAX_AGE="0.001")
     expire(function, world[0][1])  # warms the index
     _, expired = world[-1]
     standin.add_job(failed_task(FRESH, resource_id=expired["resource_id"]))
@@ -75,8 +98,7 @@ def test_an_event_that_deletes_still_reads_every_scope_first(
 
     assert standin.deletes() == []
     assert standin.listed(expired["resource_id"])
-    listed = {r.query.get("server_group_id") for r in standin.requests if r.method == "GET"}
-    assert {None, "group-005"} <= listed
+    assert {None, "group-005"} <= scopes_listed(standin)
     assert data_of(sink.events[-1])["outcome"] == "retained"
 
 

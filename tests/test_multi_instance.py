@@ -33,6 +33,7 @@ from tests.conftest import EXPIRED, FRESH, PROJECT, ROOT, TOKEN, data_of, failed
 API_TOKEN = "multi-instance-api-token-0123"
 FAILED = "sdrs.job.failed"
 SWEEP = "sdrs.failurejob.sweep"
+EXPIRED_TYPE = "sdrs.failurejob.expired"
 DELETED = "sdrs.failurejob.deleted"
 SWEEP_COMPLETED = "sdrs.failurejob.sweep_completed"
 _FF_VARS = {"FUNCTION_TARGET", "FUNCTION_SOURCE", "FUNCTION_SIGNATURE_TYPE", "HOST", "PORT",
@@ -333,3 +334,33 @@ def test_redis_going_away_mid_sweep_deletes_nothing_unrecorded_and_answers_5xx(
     assert sorted(standin.deletes()) == sorted(r["resource_id"] for r in expired)
     assert all(standin.listed(r["resource_id"]) for r in fresh)
     assert len(sink.of_type(DELETED)) == len(expired)
+
+
+# -- the lookup index and scope views are shared ---------------------------------------
+
+
+def test_a_fresh_instance_deletes_on_the_scope_views_another_instance_wrote(
+    standin: TaskCenterStandIn, sink: OutcomeSink, start_instance: Start
+) -> None:
+    # 20 groups with one expired task each. The first instance's cold event lists every
+    # scope into Redis; the second process, which never listed anything, finds the last
+    # group's task there and deletes it after reading that group alone.
+    world = []
+    for i in range(20):
+        record = failed_task(EXPIRED)
+        standin.add_group(f"group-{i:03d}")
+        standin.add_job(record, f"group-{i:03d}")
+        world.append(record)
+    first, second = start_many(start_instance, 2)
+    assert first.send(event(EXPIRED_TYPE, {"failure_job_id": world[0]["resource_id"]})
+                      ).status_code == 200
+    standin.reset_log()
+
+    response = second.send(event(EXPIRED_TYPE, {"failure_job_id": world[-1]["resource_id"]}))
+
+    assert response.status_code == 200
+    assert standin.deletes() == [world[-1]["resource_id"]]
+    listed = {r.query.get("server_group_id") for r in standin.requests if r.method == "GET"}
+    assert listed == {"group-019"}
+    assert len(standin.requests) <= 3
+    until(lambda: len(sink.of_type(DELETED)) == 2, what="both deleted outcomes")

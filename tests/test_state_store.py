@@ -111,6 +111,53 @@ def test_hash_put_refreshes_the_ttl_of_the_whole_hash(store: StateStore) -> None
     assert store.hash_get_all("h") == {"a": "1", "b": "2"}
 
 
+def test_hash_replace_swaps_the_whole_hash_and_none_deletes_it(store: StateStore) -> None:
+    store.hash_put("h", "old", "1", 60)
+    store.hash_replace("h", {"a": "1", "b": "2"}, 60)
+    assert store.hash_get_all("h") == {"a": "1", "b": "2"}  # the old field is gone
+    store.hash_replace("h", {}, 60)
+    assert store.hash_get_all("h") == {}
+
+
+def test_hash_replace_expires(store: StateStore) -> None:
+    store.hash_replace("h", {"a": "1"}, 0.1)
+    assert eventually(lambda: store.hash_get_all("h") == {})
+
+
+def test_hash_get_many_reads_chosen_fields_of_many_hashes(store: StateStore) -> None:
+    store.hash_replace("h1", {"a": "1", "b": "2"}, 60)
+    store.hash_replace("h2", {"c": "3"}, 60)
+    store.put("s", "a string, not a hash", 60)
+    asked: list[tuple[str, list[str]]] = [
+        ("h1", ["b", "x", "a"]), ("missing", ["a"]), ("h2", []), ("h2", ["c"])]
+    assert store.hash_get_many(asked) == [["2", None, "1"], [None], [], ["3"]]
+    assert store.hash_get_many([]) == []
+
+
+def test_a_reader_sees_the_old_or_the_new_hash_never_a_mix(store: StateStore) -> None:
+    old = {f"f{i}": "old" for i in range(200)}
+    new = {f"f{i}": "new" for i in range(100, 300)}
+    store.hash_replace("h", old, 60)
+    seen: list[set[str]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            values = store.hash_get_many([("h", [f"f{i}" for i in range(300)])])[0]
+            seen.append({v or "-" for v in values[:100]} | {v or "-" for v in values[200:]})
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for _ in range(20):
+        store.hash_replace("h", new, 60)
+        store.hash_replace("h", old, 60)
+    done.set()
+    reader.join(timeout=10)
+    # f0-f99 exist only in the old hash, f200-f299 only in the new one: one read that
+    # saw a mix would hold both "old" and "new" among them.
+    assert seen and all(kinds in ({"old", "-"}, {"-", "new"}) for kinds in seen)
+
+
 def test_a_ttl_must_be_positive(store: StateStore) -> None:
     with pytest.raises(ValueError):
         store.put("k", "v", 0)
@@ -167,10 +214,11 @@ def test_redis_keys_carry_the_namespace_and_a_ttl(
     store = open_store(redis_url, namespace="fjr:proj:")
     store.put("s", "v", 60)
     store.hash_put("h", "f", "v", 60)
+    store.hash_replace("r", {"f": "v"}, 60)
     store.incr("n", 1, 60)
     with redis_server.client() as client:
         keys = sorted(client.keys("*"))
-        assert keys == ["fjr:proj:h", "fjr:proj:n", "fjr:proj:s"]
+        assert keys == ["fjr:proj:h", "fjr:proj:n", "fjr:proj:r", "fjr:proj:s"]
         assert all(0 < client.pttl(key) <= 60_000 for key in keys)
 
 

@@ -90,6 +90,24 @@ class MemoryStore:
             fields[field] = value
             self._store(key, fields, ttl)
 
+    def hash_replace(self, key: str, fields: Mapping[str, str], ttl: float) -> None:
+        with self._lock:
+            if fields:
+                self._store(key, dict(fields), ttl)
+            else:
+                self._values.pop(key, None)
+
+    def hash_get_many(
+        self, requests: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[list[str | None]]:
+        out: list[list[str | None]] = []
+        with self._lock:
+            for key, names in requests:
+                current = self._live(key)
+                fields = current if isinstance(current, dict) else {}
+                out.append([fields.get(name) for name in names])
+        return out
+
     def hash_get_all(self, key: str) -> dict[str, str]:
         with self._lock:
             current = self._live(key)

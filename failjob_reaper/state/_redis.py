@@ -3,7 +3,8 @@
 Huawei DCS, Redis and Valkey speak the same protocol. Each primitive is one
 command, or one Lua script where it must read and write atomically
 (compare-and-set, compare-and-delete, a counter that gets its TTL only when
-created); the ``_many`` calls and ``hash_put`` go in one MULTI/EXEC round trip.
+created); the ``_many`` writes, ``hash_put`` and ``hash_replace`` go in one MULTI/EXEC
+round trip, the reads of ``hash_get_many`` in one pipeline.
 
 Every redis-py error becomes ``StateUnavailable`` here, at the boundary, with a
 message that names the server (host:port) and never the URL's password.
@@ -128,6 +129,35 @@ class RedisStore:
                 pipe.execute()
 
         self._call(run)
+
+    def hash_replace(self, key: str, fields: Mapping[str, str], ttl: float) -> None:
+        ms = _ms(ttl)
+
+        def run() -> None:
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._key(key))
+                if fields:
+                    pipe.hset(self._key(key), mapping=dict[Any, Any](fields))
+                    pipe.pexpire(self._key(key), ms)
+                pipe.execute()
+
+        self._call(run)
+
+    def hash_get_many(
+        self, requests: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[list[str | None]]:
+        asked = [(key, list(names)) for key, names in requests if names]
+        if not asked:
+            return [[] for _ in requests]
+
+        def run() -> list[Any]:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for key, names in asked:
+                    pipe.hmget(self._key(key), names)
+                return list(pipe.execute())
+
+        answers = iter(self._call(run))
+        return [[_text(v) for v in next(answers)] if names else [] for _, names in requests]
 
     def hash_get_all(self, key: str) -> dict[str, str]:
         fields = self._call(lambda: self._redis.hgetall(self._key(key)))

@@ -63,8 +63,19 @@ class StateStore(Protocol):
         """Set one field of a hash; the TTL applies to the whole hash and is refreshed."""
         ...
 
+    def hash_replace(self, key: str, fields: Mapping[str, str], ttl: float) -> None:
+        """Replace the whole hash by ``fields`` (none: delete it), with a fresh TTL; a
+        reader sees the old hash or the new one, never a mix."""
+        ...
+
     def hash_get_all(self, key: str) -> dict[str, str]:
         """Every field of a hash ({} when absent)."""
+        ...
+
+    def hash_get_many(
+        self, requests: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[list[str | None]]:
+        """For each (key, fields): those fields' values (None: absent), in one round trip."""
         ...
 
     def hash_delete(self, key: str, field: str) -> None: ...
