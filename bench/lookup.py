@@ -149,8 +149,9 @@ def run(quick: bool) -> Result:
         "API calls: requests the stand-in received for the event (listings and the "
         "DELETE); latency: POST of the CloudEvent to its 200, outcome delivered to the sink.",
         "Every event is paced by the adaptive rate (default ceiling 50/s): a cold event "
-        "at N = 200 is ~203 calls, so ~4 s at 50/s; before this issue single events were "
-        "not paced (a burst of N listings at the API).",
+        "at N = 200 is ~404 calls (each scope pages on to an empty page: complete "
+        "listings, issue 10), so ~8 s at 50/s; before this issue single events were not "
+        "paced (a burst of N listings at the API), and stopped at a short page.",
         "A view stands for a scope only while its listing is younger than LISTING_MAX_AGE "
         "(default 60 s): at a steady stream of events, a deleting event pays the full scan "
         "once per LISTING_MAX_AGE and one listing otherwise; the 'views too old' rows are "

@@ -351,8 +351,9 @@ class Reaper:
             return time.monotonic() >= end
 
         groups_incomplete: IncompleteListing | None = None
-        # A single event reads every scope its id may live in: in parallel, it waits for
-        # the slowest listing instead of their sum.
+        # A single event weighs every scope its id may live in: the ones it reads, in
+        # parallel (it waits for the slowest listing, not their sum), and with a warm
+        # index the others by their recent views (_read_beyond_the_index).
         listing_concurrency = max(concurrency, self.config.list_concurrency)
         indexed = False
         if scopes is None and self.index is not None:
