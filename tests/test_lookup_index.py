@@ -6,9 +6,11 @@ scan; a wrong entry is only a hint."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from standin import OutcomeSink, TaskCenterStandIn
+from standin.redis_server import RedisServer
 from tests.conftest import EXPIRED, FRESH, FunctionFactory, data_of, failed_task
 
 EXPIRED_TYPE = "sdrs.failurejob.expired"
@@ -175,3 +177,30 @@ def test_instances_share_the_index_through_redis(
 
     assert scopes_listed(standin) == {world[-1][0]}
     assert len(standin.requests) <= 2
+
+
+def test_a_hint_that_lost_a_scope_is_made_whole_by_that_scopes_view(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
+    redis_url: str, redis_server: RedisServer,
+) -> None:
+    # The expired task in group-001 shares its resource (the DELETE id) with a fresh
+    # failure in group-003. Two instances' index writes raced and the hint for that
+    # resource lost group-003 (what a lost update between get and put leaves). The
+    # event reads group-001 alone, but group-003's view holds the resource: it reads
+    # group-003 too, sees the fresh twin and deletes nothing.
+    world = groups_with_tasks(standin, 5)
+    _, expired = world[1]
+    standin.add_job(failed_task(FRESH, resource_id=expired["resource_id"]), world[3][0])
+    function = make_function(STATE_URL=redis_url)
+    expire(function, world[0][1])  # warms the hints and the views
+    with redis_server.client() as client:
+        [hint] = client.keys(f"*ix:resource_id:{expired['resource_id']}")
+        assert set(json.loads(client.get(hint))) == {"group-001", "group-003"}
+        client.set(hint, json.dumps(["group-001"]), px=client.pttl(hint))
+    standin.reset_log()
+
+    expire(function, expired)
+
+    assert standin.deletes() == []
+    assert scopes_listed(standin) == {"group-001", "group-003"}
+    assert data_of(sink.events[-1])["outcome"] == "retained"
