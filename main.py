@@ -11,6 +11,7 @@ attributes of this module, where the framework and the runtime look them up.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -40,27 +41,40 @@ def _started_target() -> str | None:
     return str(flask.current_app.name) if flask.has_app_context() else None
 
 
-# Outside FunctionGraph a settings error stops the import here (one line, exit 2).
-# FunctionGraph imports this module once per instance and must not die: there the
-# error is kept and every invocation of `handler` raises it (SPEC section 3).
-_entry: Entry | None = None
-if _on_functiongraph():
-    from handlers.functiongraph import Entry as _Entry
+# Cold start: what is imported and built below (pydantic's schemas, the clients) lives as
+# long as the process, and a garbage collection meanwhile only walks it - tens of ms of a
+# start (bench/coldstart.py). So none runs until the app is built; then, the first time
+# in the process, what was built is moved out of the collector's reach (gc.freeze): the
+# next collections do not walk it again, and forked workers keep sharing its pages.
+_collecting = gc.isenabled()
+gc.disable()
+try:
+    # Outside FunctionGraph a settings error stops the import here (one line, exit 2).
+    # FunctionGraph imports this module once per instance and must not die: there the
+    # error is kept and every invocation of `handler` raises it (SPEC section 3).
+    _entry: Entry | None = None
+    if _on_functiongraph():
+        from handlers.functiongraph import Entry as _Entry
 
-    _entry = _Entry.load()
-    if _entry.app is not None:
-        app: App = _entry.app
-else:
-    from failjob_reaper.app import load_app_or_exit
+        _entry = _Entry.load()
+        if _entry.app is not None:
+            app: App = _entry.app
+    else:
+        from failjob_reaper.app import load_app_or_exit
 
-    app = load_app_or_exit()
-    _target = _started_target()
-    if _target == "on_event":
-        from handlers import cloudevent as _cloudevent
+        app = load_app_or_exit()
+        _target = _started_target()
+        if _target == "on_event":
+            from handlers import cloudevent as _cloudevent
 
-        _cloudevent.install_request_guard(app)  # 400s, and EventGrid's {"events": [...]}
-    elif _target == "on_http":
-        from handlers import http as _http  # noqa: F401 - imported now, not at the 1st call
+            _cloudevent.install_request_guard(app)  # 400s, and EventGrid's {"events": [...]}
+        elif _target == "on_http":
+            from handlers import http as _http  # noqa: F401 - imported now, not at the 1st call
+finally:
+    if _collecting:
+        if gc.get_freeze_count() == 0:  # once: a process that loads main.py again (tests)
+            gc.freeze()                 # collects what it built as usual
+        gc.enable()
 
 
 @functions_framework.cloud_event

@@ -268,12 +268,60 @@ def hello(event):
 '''
 
 
+_FLOOR_TEMPLATE = '''\
+"""Hello world plus what the design card requires before the first answer: the floor.
+
+pydantic-settings with one BaseSettings read from the environment, and httpx with
+one Client, built as the product builds its clients for a plain-http URL (tls.py:
+no CA bundle is loaded for a URL that never does a handshake).
+"""
+{pause}import ssl
+
+import functions_framework
+import httpx
+from pydantic_settings import BaseSettings
+
+
+class Settings(BaseSettings):
+    sdrs_endpoint: str
+    sdrs_project_id: str
+
+
+settings = Settings()
+client = httpx.Client(base_url=settings.sdrs_endpoint,
+                      verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+{resume}
+
+@functions_framework.cloud_event
+def hello(event):
+    return None
+'''
+FLOOR_SOURCE = _FLOOR_TEMPLATE.format(pause="", resume="")
+FLOOR_GC_PAUSED_SOURCE = _FLOOR_TEMPLATE.format(
+    pause="import gc\n\ngc.disable()  # as main.py does while it builds the app\n",
+    resume="gc.freeze()\ngc.enable()\n",
+)
+"""The floor started the way main.py starts the product: no garbage collection while it
+imports and builds, then ``gc.freeze()``."""
+
+
 @contextlib.contextmanager
-def hello_source() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="bench-hello-") as tmp:
+def _function_source(prefix: str, text: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         path = Path(tmp) / "main.py"
-        path.write_text(HELLO_SOURCE)
+        path.write_text(text)
         yield path
+
+
+def hello_source() -> contextlib.AbstractContextManager[Path]:
+    return _function_source("bench-hello-", HELLO_SOURCE)
+
+
+def floor_source(*, gc_paused: bool = False) -> contextlib.AbstractContextManager[Path]:
+    """The floor function: target ``hello``, needs SDRS_ENDPOINT and SDRS_PROJECT_ID in
+    its environment; ``gc_paused``: FLOOR_GC_PAUSED_SOURCE."""
+    return _function_source("bench-floor-",
+                            FLOOR_GC_PAUSED_SOURCE if gc_paused else FLOOR_SOURCE)
 
 
 def function_env(standin_srv: Server, *, sink_url: str | None, **extra: str) -> dict[str, str]:

@@ -1,26 +1,23 @@
-"""Wiring: settings -> client, policy, publisher, reaper, sweeper. Built once per process."""
+"""Wiring: settings -> client, policy, publisher, reaper, sweeper. Built once per process.
+
+Cold start: only what the configuration uses is imported. The EventGrid and fan-out
+emitters, the SMN alerts and the sweep machinery are imported when configured (or,
+the sweeper, on the first sweep), so an event function without them never loads them.
+"""
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-import httpx
-
-from failjob_reaper.alerts import Alerts, SmnPublisher
 from failjob_reaper.coordination import Shared, Timing
 from failjob_reaper.errors import ConfigError
 from failjob_reaper.events import EventTypes
 from failjob_reaper.logs import configure_from_settings
 from failjob_reaper.lookup import LookupIndex
-from failjob_reaper.outcomes import (
-    Emitter,
-    EventGridEmitter,
-    FanoutEmitter,
-    Publisher,
-    SinkEmitter,
-    StdoutEmitter,
-)
+from failjob_reaper.outcomes import Publisher
 from failjob_reaper.policy import Policy, PolicyError, default_policy, load_policy
 from failjob_reaper.reaper import Clock, Reaper, ReaperConfig, utc_now
 from failjob_reaper.sdrs import (
@@ -33,7 +30,14 @@ from failjob_reaper.sdrs import (
 )
 from failjob_reaper.settings import Settings, load_settings
 from failjob_reaper.state import StateStore, open_store
-from failjob_reaper.sweep import Sweeper, SweepLimits
+
+if TYPE_CHECKING:
+    import httpx
+
+    from failjob_reaper.alerts import Alerts
+    from failjob_reaper.outcomes import Emitter
+    from failjob_reaper.sdrs import RateLimiter
+    from failjob_reaper.sweep import Sweeper
 
 CONFIG_ERROR_PREFIX = "failjob-reaper: configuration error: "
 """Start of the one line a configuration error is reported with (then the variable)."""
@@ -45,7 +49,6 @@ class App:
 
     settings: Settings
     reaper: Reaper
-    sweeper: Sweeper
     types: EventTypes
     state: StateStore
     """Shared by every instance of the deployment (STATE_URL); memory:// is this process."""
@@ -54,6 +57,27 @@ class App:
     invocation (FunctionGraph agency); the entry point must ``update()`` it each time."""
     alerts: Alerts | None = None
     """Operator alerts through SMN (SMN_ENDPOINT, SMN_TOPIC_URN); None without them."""
+    sweep_rate: RateLimiter | None = None
+    """The sweeps' side of the deployment's one adaptive rate (they yield to single
+    events); None when SWEEP_RATE_LIMIT=0."""
+
+    @functools.cached_property
+    def sweeper(self) -> Sweeper:
+        """Built on first use (a sweep, a preview): starting for events does not import
+        the sweep machinery. (Two threads racing here on a Python without
+        cached_property's lock would build two equal sweepers; either serves.)"""
+        from failjob_reaper.sweep import Sweeper, SweepLimits
+
+        settings = self.settings
+        return Sweeper(
+            self.reaper,
+            SweepLimits(
+                concurrency=settings.sweep_concurrency,
+                deadline=settings.sweep_deadline,
+                emit_retained=settings.sweep_emit_retained,
+            ),
+            rate_limiter=self.sweep_rate,
+        )
 
 
 def build_app(
@@ -106,40 +130,44 @@ def build_app(
                     shared=Shared(state, _timing(settings)))
     reaper.index = LookupIndex(state, settings.failure_job_id_field,
                                view_max_age=settings.listing_max_age, clock=clock)
-    sweeper = Sweeper(
-        reaper,
-        SweepLimits(
-            concurrency=settings.sweep_concurrency,
-            deadline=settings.sweep_deadline,
-            emit_retained=settings.sweep_emit_retained,
-        ),
-        rate_limiter=limiter.bulk() if limiter is not None else None,
-    )
     types = EventTypes(settings.type_job_failed, settings.type_expired, settings.type_sweep)
     reaper.alerts = smn_alerts(settings, auth, state)
-    return App(settings, reaper, sweeper, types, state, alerts=reaper.alerts)
+    return App(settings, reaper, types, state, alerts=reaper.alerts,
+               sweep_rate=limiter.bulk() if limiter is not None else None)
 
 
 def outcome_emitter(settings: Settings, auth: httpx.Auth | None) -> Emitter:
     """K_SINK and/or the EventGrid channel (both: each event to both); else stdout."""
     emitters: list[Emitter] = []
     if settings.sink:
+        from failjob_reaper.outcomes import SinkEmitter
+
         emitters.append(SinkEmitter(settings.sink, timeout=settings.sink_timeout,
                                     attempts=settings.sink_attempts))
     if settings.eg_endpoint and settings.eg_channel_id:
+        from failjob_reaper.outcomes import EventGridEmitter
+
         # Signed with the deployment's credentials, like the SDRS calls (SPEC section 11).
         emitters.append(EventGridEmitter(settings.eg_endpoint, settings.project_id,
                                          settings.eg_channel_id, auth=auth,
                                          timeout=settings.sink_timeout,
                                          attempts=settings.sink_attempts))
     if not emitters:
+        from failjob_reaper.outcomes import StdoutEmitter
+
         return StdoutEmitter()
-    return emitters[0] if len(emitters) == 1 else FanoutEmitter(emitters)
+    if len(emitters) == 1:
+        return emitters[0]
+    from failjob_reaper.outcomes import FanoutEmitter
+
+    return FanoutEmitter(emitters)
 
 
 def smn_alerts(settings: Settings, auth: httpx.Auth | None, state: StateStore) -> Alerts | None:
     if not (settings.smn_endpoint and settings.smn_topic_urn):
         return None
+    from failjob_reaper.alerts import Alerts, SmnPublisher
+
     publisher = SmnPublisher(settings.smn_endpoint, settings.project_id, settings.smn_topic_urn,
                              auth=auth, timeout=settings.sink_timeout)
     return Alerts(publisher, state, max_per_hour=settings.smn_max_per_hour)

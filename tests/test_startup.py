@@ -3,6 +3,7 @@ process serves events over loopback; AK/SK signing works end to end."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +21,7 @@ from cloudevents.http import CloudEvent
 
 from failjob_reaper.errors import ConfigError
 from failjob_reaper.settings import ENV_VARS, load_settings
-from standin import OutcomeSink, TaskCenterStandIn
+from standin import EventGridStandIn, OutcomeSink, TaskCenterStandIn
 from tests.conftest import AK, EXPIRED, PROJECT, ROOT, SK, TOKEN, FunctionFactory, failed_task
 
 
@@ -267,3 +269,116 @@ def test_cli_check_policy_explains_a_valid_file_and_fails_an_invalid_one(
     )
     assert failed.returncode == 2
     assert "default_retention" in failed.stderr
+
+
+# -- cold start: what a start imports and builds (issue 13) -------------------------------
+
+_STARTED = """
+import gc, json, sys, uuid
+import functions_framework
+
+app = functions_framework.create_app(sys.argv[1], sys.argv[2], "cloudevent")
+loaded = {"gc_enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+headers = {"ce-specversion": "1.0", "ce-type": sys.argv[3], "ce-source": "/startup-test",
+           "ce-id": str(uuid.uuid4()), "content-type": "application/json"}
+answer = app.test_client().post("/", headers=headers, data=json.dumps(json.loads(sys.argv[4])))
+from failjob_reaper.policy import Policy
+print(json.dumps({**loaded, "status": answer.status_code, "modules": sorted(sys.modules),
+                  "policy_validator_built": Policy.__pydantic_complete__}))
+"""
+"""functions-framework's own create_app (what its command line runs) loads main.py for
+the target, then one CloudEvent goes through the app; a fresh process, so sys.modules
+says what that start and its first event imported."""
+
+CHANNEL = "outcomes-1"
+
+NOT_FOR_EVENTS = (
+    "failjob_reaper.alerts",  # SMN: only with SMN_ENDPOINT/SMN_TOPIC_URN
+    "failjob_reaper.outcomes._eventgrid",  # only with EG_ENDPOINT/EG_CHANNEL_ID
+    "failjob_reaper.outcomes._fanout",  # only with both outputs
+    "failjob_reaper.outcomes._stdout",  # only without any output
+    "failjob_reaper.outcomes._data",  # the TypedDicts of the manual API's document
+    "failjob_reaper.sweep",  # on the first sweep
+    "failjob_reaper.http_api._core",  # the manual API: on_http and FunctionGraph
+    "failjob_reaper.http_api._types",
+    "failjob_reaper.http_api._models",
+    "failjob_reaper.http_api._openapi",
+    "handlers.http",
+    "handlers.functiongraph",
+    "yaml",  # only for a YAML policy file
+    "redis",  # only with a redis:// STATE_URL
+)
+
+
+def _start_and_send(event_type: str, data: dict[str, object], **values: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", _STARTED, "on_event", str(ROOT / "main.py"), event_type,
+         json.dumps(data)],
+        cwd=ROOT, env=_env(**values), capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_an_event_start_imports_neither_unconfigured_outputs_nor_sweeps_nor_the_manual_api(
+    standin: TaskCenterStandIn, sink: OutcomeSink,
+) -> None:
+    started = _start_and_send("sdrs.failurejob.expired", {"failure_job_id": "not-listed-1"},
+                              SDRS_ENDPOINT=standin.url, SDRS_PROJECT_ID=PROJECT,
+                              SDRS_AUTH_TOKEN=TOKEN, K_SINK=sink.url)
+
+    assert started["status"] == 200
+    assert sink.wait_for(1)[0]["type"] == "sdrs.failurejob.already_deleted"
+    modules = set(started["modules"])
+    assert "failjob_reaper.outcomes._sink" in modules  # what it uses is there
+    assert [name for name in NOT_FOR_EVENTS if name in modules] == []
+    # The default policy is the model's own defaults: no validator is built for it.
+    assert started["policy_validator_built"] is False
+
+
+def test_configured_smn_and_eventgrid_are_imported_at_start_and_a_sweep_builds_the_sweeper(
+    standin: TaskCenterStandIn,
+) -> None:
+    with EventGridStandIn(project_id=PROJECT, channel_id=CHANNEL, token=TOKEN) as grid:
+        started = _start_and_send(
+            "sdrs.failurejob.sweep", {},
+            SDRS_ENDPOINT=standin.url, SDRS_PROJECT_ID=PROJECT, SDRS_AUTH_TOKEN=TOKEN,
+            SMN_ENDPOINT="http://127.0.0.1:1", SMN_TOPIC_URN=f"urn:smn:region-1:{PROJECT}:ops",
+            EG_ENDPOINT=grid.url, EG_CHANNEL_ID=CHANNEL,
+        )
+        assert started["status"] == 200
+        assert [event["type"] for event in grid.wait_for(1)] == ["sdrs.failurejob.sweep_completed"]
+    modules = set(started["modules"])
+    assert {"failjob_reaper.alerts", "failjob_reaper.outcomes._eventgrid",
+            "failjob_reaper.sweep"} <= modules
+
+
+def test_a_policy_file_is_validated_at_start(standin: TaskCenterStandIn, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"default_retention": "P1D"}))
+    started = _start_and_send("sdrs.failurejob.expired", {"failure_job_id": "not-listed-2"},
+                              SDRS_ENDPOINT=standin.url, SDRS_PROJECT_ID=PROJECT,
+                              SDRS_AUTH_TOKEN=TOKEN, RETENTION_POLICY_FILE=str(policy))
+    assert started["status"] == 200
+    assert started["policy_validator_built"] is True
+
+
+def test_garbage_collection_is_back_on_after_the_start_with_the_start_frozen(
+    standin: TaskCenterStandIn,
+) -> None:
+    started = _start_and_send("sdrs.failurejob.expired", {"failure_job_id": "not-listed-3"},
+                              SDRS_ENDPOINT=standin.url, SDRS_PROJECT_ID=PROJECT,
+                              SDRS_AUTH_TOKEN=TOKEN)
+    assert started["gc_enabled"] is True
+    assert started["frozen"] > 0  # main.py's objects are out of the collector's walks
+
+
+@pytest.mark.parametrize("package", ["failjob_reaper.outcomes", "failjob_reaper.http_api"])
+def test_a_package_imports_its_modules_only_for_the_names_asked_for(package: str) -> None:
+    code = (f"import sys, {package} as p; "
+            f"assert not [m for m in sys.modules if m.startswith('{package}.')], 'eager'; "
+            "missing = [n for n in p.__all__ if getattr(p, n, None) is None]; "
+            "assert not missing, missing; "
+            "import pytest; pytest.raises(AttributeError, getattr, p, 'no_such_name')")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)

@@ -17,9 +17,10 @@ from typing import Annotated, Final, Literal, Protocol
 from pydantic import Field
 from typing_extensions import TypedDict
 
+from failjob_reaper.http_api._errors import JSON as JSON
+from failjob_reaper.http_api._errors import error_body as error_body
 from failjob_reaper.outcomes import OutcomeData, SweepSummaryData
 
-JSON: Final = "application/json"
 CLOUDEVENTS_JSON: Final = "application/cloudevents+json"
 DELETE_FAILED_TYPE: Final = "sdrs.failurejob.delete_failed"
 """The one outcome type ``POST /retry`` takes back as a structured CloudEvent."""
@@ -86,7 +87,3 @@ AnswerBody = ErrorBody | HealthBody | OutcomeData | SweepSummaryData
 
 def json_bytes(body: AnswerBody) -> bytes:
     return json.dumps(body, separators=(",", ":"), default=str).encode()
-
-
-def error_body(code: str, message: str) -> ErrorBody:
-    return {"error": {"code": code, "message": message}}

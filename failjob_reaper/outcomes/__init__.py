@@ -4,29 +4,53 @@ Every decision becomes one ``Outcome``; ``Publisher`` turns it into a
 CloudEvent (SPEC section 7) and hands it to an ``Emitter``: the sink from
 ``K_SINK`` in binary mode, the EventGrid channel (``EG_ENDPOINT``/``EG_CHANNEL_ID``),
 both, or one JSON line on stdout when there is neither.
+
+Each name is imported from its module when first asked for (cold start): an event
+function with a sink never loads the EventGrid, fan-out or stdout emitters, nor the
+TypedDicts of the manual API's document.
 """
 
-from failjob_reaper.outcomes._eventgrid import MAX_BATCH, EventGridEmitter, PartialDelivery
-from failjob_reaper.outcomes._fanout import FanoutEmitter
-from failjob_reaper.outcomes._model import (
-    OUTCOMES,
-    SWEEP_COMPLETED,
-    TYPE_PREFIX,
-    Causation,
-    CausationData,
-    ErrorData,
-    Outcome,
-    OutcomeCounts,
-    OutcomeData,
-    OutcomeName,
-    SweepSummary,
-    SweepSummaryData,
-    Trigger,
-    outcome_id,
-)
-from failjob_reaper.outcomes._publisher import Emitter, Publisher
-from failjob_reaper.outcomes._sink import SinkEmitter
-from failjob_reaper.outcomes._stdout import StdoutEmitter
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from failjob_reaper._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from failjob_reaper.outcomes._data import (
+        CausationData,
+        ErrorData,
+        OutcomeCounts,
+        OutcomeData,
+        SweepSummaryData,
+    )
+    from failjob_reaper.outcomes._eventgrid import MAX_BATCH, EventGridEmitter, PartialDelivery
+    from failjob_reaper.outcomes._fanout import FanoutEmitter
+    from failjob_reaper.outcomes._model import (
+        OUTCOMES,
+        SWEEP_COMPLETED,
+        TYPE_PREFIX,
+        Causation,
+        Outcome,
+        OutcomeName,
+        SweepSummary,
+        Trigger,
+        outcome_id,
+    )
+    from failjob_reaper.outcomes._publisher import Emitter, Publisher
+    from failjob_reaper.outcomes._sink import SinkEmitter
+    from failjob_reaper.outcomes._stdout import StdoutEmitter
+
+__getattr__ = lazy_exports(__name__, {
+    "_data": "CausationData ErrorData OutcomeCounts OutcomeData SweepSummaryData",
+    "_eventgrid": "MAX_BATCH EventGridEmitter PartialDelivery",
+    "_fanout": "FanoutEmitter",
+    "_model": "OUTCOMES SWEEP_COMPLETED TYPE_PREFIX Causation Outcome OutcomeName "
+              "SweepSummary Trigger outcome_id",
+    "_publisher": "Emitter Publisher",
+    "_sink": "SinkEmitter",
+    "_stdout": "StdoutEmitter",
+})
 
 __all__ = [
     "MAX_BATCH",

@@ -1,11 +1,10 @@
 """What an outcome carries (SPEC section 7) and how its CloudEvent id is made.
 
 ``Outcome.as_data()`` and ``SweepSummary.as_data()`` are declared to return the
-TypedDicts ``OutcomeData`` and ``SweepSummaryData``: mypy holds the two together,
-and the manual API's OpenAPI document is generated from the TypedDicts
+TypedDicts ``OutcomeData`` and ``SweepSummaryData`` (``_data``): mypy holds the two
+together, and the manual API's OpenAPI document is generated from the TypedDicts
 (``failjob_reaper.http_api``), so what the document says is what is sent. A new
-field of the event data is added in two places next to each other: the
-TypedDict and ``as_data``.
+field of the event data is added in two places: the TypedDict and ``as_data``.
 """
 
 from __future__ import annotations
@@ -14,10 +13,15 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
-from pydantic import Field, WithJsonSchema
-from typing_extensions import TypedDict  # pydantic needs it for a schema on Python < 3.12
+if TYPE_CHECKING:
+    from failjob_reaper.outcomes._data import (
+        CausationData,
+        ErrorData,
+        OutcomeData,
+        SweepSummaryData,
+    )
 
 TYPE_PREFIX = "sdrs.failurejob."
 OutcomeName = Literal[
@@ -32,82 +36,6 @@ OUTCOMES: tuple[OutcomeName, ...] = get_args(OutcomeName)
 SWEEP_COMPLETED: Final = "sweep_completed"
 Trigger = Literal["event", "timer", "http", "cli"]
 """What started the decision (the ``trigger`` of every outcome)."""
-
-Count = Annotated[int, Field(ge=0)]
-Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
-
-
-class CausationData(TypedDict):
-    """The input that caused the outcome: its CloudEvent ``id``, ``source``, ``type``."""
-
-    id: str | None
-    source: str | None
-    type: str | None
-
-
-class ErrorData(TypedDict):
-    """Why a delete failed: the API's error code and message; worth a retry later?"""
-
-    code: str | None
-    message: str
-    retryable: bool
-
-
-class OutcomeData(TypedDict):
-    """The data of an outcome CloudEvent (SPEC section 7); the answer of ``POST /retry``."""
-
-    outcome: OutcomeName
-    project_id: str
-    failure_job_id: str | None
-    server_group_id: str | None
-    trigger: Trigger
-    dry_run: bool
-    forced: bool
-    rule: str | None
-    reason: str
-    retain_until: Timestamp | None
-    status_code: int | None
-    attempts: Count
-    job: Annotated[dict[str, Any] | None, Field(description="The authoritative record, as listed.")]
-    error: ErrorData | None
-    causation: CausationData
-
-
-class OutcomeCounts(TypedDict):
-    """Tasks per outcome (every outcome is named, 0 included)."""
-
-    deleted: Count
-    already_deleted: Count
-    retained: Count
-    would_delete: Count
-    delete_failed: Count
-    rejected: Count
-
-
-class SweepSummaryData(TypedDict):
-    """The data of the ``sweep_completed`` CloudEvent; the answer of ``POST /sweep``."""
-
-    outcome: Literal["sweep_completed"]
-    project_id: str
-    server_group_id: str | None
-    trigger: Trigger
-    dry_run: bool
-    listed: Count
-    groups: Count
-    decided: Count
-    deleted: Count
-    outcomes: OutcomeCounts
-    rules: dict[str, Count]
-    duration_seconds: Annotated[float, Field(ge=0)]
-    partial: bool
-    partial_reason: str | None
-    aborted: bool
-    aborted_reason: str | None
-    skipped: bool
-    """Another sweep of the project held the lease: this one listed and deleted nothing."""
-    skipped_reason: str | None
-    error: ErrorData | None
-    causation: CausationData
 
 # Fixed namespace so that the same (input, task, outcome) always gets the same id.
 _ID_NAMESPACE = uuid.UUID("6f1c3c52-5b0e-4f0e-9d53-6a4f7f2b9a10")

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cloudevents.conversion import to_json
 from cloudevents.http import CloudEvent, from_json
@@ -29,12 +29,13 @@ from failjob_reaper.outcomes._model import (
     TYPE_PREFIX,
     Causation,
     Outcome,
-    OutcomeData,
     SweepSummary,
-    SweepSummaryData,
     outcome_id,
 )
 from failjob_reaper.state import MemoryStore, StateStore, StateUnavailable
+
+if TYPE_CHECKING:
+    from failjob_reaper.outcomes._data import OutcomeData, SweepSummaryData
 
 log = logging.getLogger("failjob_reaper")
 

@@ -82,7 +82,9 @@ Tolerance = Annotated[timedelta, BeforeValidator(_tolerance), _AS_FILE]
 MatchValues = Annotated[tuple[str, ...] | None, BeforeValidator(_match_values)]
 Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+# defer_build: a model's validator is built when it first validates (a policy file),
+# not at import: a function on the default policy never builds them (cold start).
+_FROZEN = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Match(BaseModel):
@@ -122,7 +124,7 @@ class Rule(BaseModel):
     model_config = _FROZEN
 
     name: str = Field(min_length=1)
-    match: Annotated[Match, _none_is({})] = Match()
+    match: Annotated[Match, _none_is({})] = Match.model_construct()  # no build at import
     retention: Retention
 
     @field_validator("name")
@@ -165,8 +167,8 @@ class Policy(BaseModel):
     notice: Tolerance = timedelta(0)
     """> 0: tell the operator (SMN) which tasks will be deleted within this window."""
     rules: Annotated[tuple[Rule, ...], _none_is(())] = ()
-    holds: Annotated[Holds, _none_is({})] = Holds()
-    guards: Annotated[Guards, _none_is({})] = Guards()
+    holds: Annotated[Holds, _none_is({})] = Holds.model_construct()
+    guards: Annotated[Guards, _none_is({})] = Guards.model_construct()
 
     @field_validator("rules")
     @classmethod
