@@ -5,6 +5,8 @@ it as well as absolute numbers: the machine is shared and noisy, ratios travel
 better than seconds. Everything runs on loopback, every loop is bounded, and
 the function under test always runs in its own process (``functions-framework``
 as in production), never sharing a GIL with the servers it talks to.
+``--smoke`` runs the tiniest form for ``tests/test_bench_smoke.py`` (``run(quick,
+smoke=True)`` where a benchmark has one, else ``--quick``): the numbers mean nothing.
 
 Benchmarks (``--only`` names):
 

@@ -1,10 +1,11 @@
-"""``python -m bench [--quick] [--only NAME ...] [--json [FILE]]``: run, print Markdown tables."""
+"""``python -m bench [--quick | --smoke] [--only NAME ...] [--json [FILE]]``: run, print tables."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import importlib
+import inspect
 import json
 import os
 import platform
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from bench import BENCHMARKS
@@ -44,11 +46,23 @@ def _environment(argv: list[str]) -> dict[str, Any]:
     }
 
 
+def _run(module: ModuleType, *, quick: bool, smoke: bool) -> Any:
+    """``run(quick)``; with --smoke, ``run(True, smoke=True)`` where the benchmark has that
+    form, else its quick one."""
+    if smoke and "smoke" in inspect.signature(module.run).parameters:
+        return module.run(True, smoke=True)
+    return module.run(quick or smoke)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true",
                         help="shortened runs for CI smoke (well under 2 minutes)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the tiniest runs, for tests/test_bench_smoke.py: every part "
+                             "runs end to end, the numbers mean nothing (a benchmark without "
+                             "a smoke form runs its --quick one)")
     parser.add_argument("--only", nargs="+", metavar="NAME",
                         help=f"run only these: {', '.join(BENCHMARKS)}")
     parser.add_argument("--json", nargs="?", const="", metavar="FILE",
@@ -64,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
 
     env = _environment(argv)
-    print(f"## Benchmarks{' (quick)' if args.quick else ''}\n")
+    form = " (smoke)" if args.smoke else " (quick)" if args.quick else ""
+    print(f"## Benchmarks{form}\n")
     print(f"`{env['command']}` - {env['date']}, Python {env['python']}, {env['cpus']} CPUs "
           f"({env['machine']}), load average at start {env['loadavg_at_start']}, "
           f"git {env['git']}\n", flush=True)
@@ -76,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         say(f"{name}: start")
         try:
-            result = module.run(args.quick)
+            result = _run(module, quick=args.quick, smoke=args.smoke)
         except Exception as exc:  # report and go on with the next benchmark
             failed.append(name)
             say(f"{name}: FAILED: {type(exc).__name__}: {exc}")
@@ -92,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         target = Path(args.json) if args.json else RESULTS / (
             "bench-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            + ("-quick" if args.quick else "") + ".json")
+            + ("-smoke" if args.smoke else "-quick" if args.quick else "") + ".json")
         if not target.parent.name or target.parent == Path("."):
             target = RESULTS / target.name
         target.parent.mkdir(parents=True, exist_ok=True)

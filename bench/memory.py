@@ -112,8 +112,8 @@ def trajectory(fn: Function, total: int, make: Callable[[int], tuple[dict[str, s
     return {"points": points, "failures": failures, "hwm": proc_status(worker)["VmHWM"]}
 
 
-def run(quick: bool) -> Result:
-    total = 1000 if quick else 10_000
+def run(quick: bool, smoke: bool = False) -> Result:
+    total = 100 if smoke else 1000 if quick else 10_000  # 10 batches
     fresh = [dict(r) for r, _ in bulk_world(10, 0, datetime.now(UTC), expired=False,
                                               seed=21)[1]]
     runs: dict[str, dict[str, Any]] = {}

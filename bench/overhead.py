@@ -112,9 +112,9 @@ class Floor:
         self.http.close()
 
 
-def run(quick: bool) -> Result:
-    n = 100 if quick else 600  # per path
-    warmup = 10 if quick else 30
+def run(quick: bool, smoke: bool = False) -> Result:
+    n = 5 if smoke else 100 if quick else 600  # per path
+    warmup = 2 if smoke else 10 if quick else 30
     series: dict[str, list[float]] = {"function": [], "nolimit": [], "floor": [], "hello": []}
     with contextlib.ExitStack() as stack:
         si = stack.enter_context(standin_server())

@@ -151,11 +151,11 @@ VARIANTS: list[tuple[str, dict[str, str], bool]] = [
 ]
 
 
-def run(quick: bool) -> Result:
+def run(quick: bool, smoke: bool = False) -> Result:
     if quick:
-        plan = [(20.0, 100)]
+        plan = [(20.0, 20 if smoke else 100)]
         variants = [VARIANTS[0], VARIANTS[2]]
-        cpu_tasks, with_sdk = 300, False
+        cpu_tasks, with_sdk = 40 if smoke else 300, False
     else:
         # 2,000 tasks at 5/s is 400 s per row; 500 keeps the run under an hour.
         plan = [(5.0, 500), (20.0, 2000), (100.0, 2000)]

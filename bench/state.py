@@ -32,10 +32,10 @@ from bench.overhead import fresh_records, timed_job_failed
 from standin.redis_server import RedisServer
 
 
-def run(quick: bool) -> Result:
-    n = 100 if quick else 600
-    warmup = 10 if quick else 30
-    memory_events = 500 if quick else 3000
+def run(quick: bool, smoke: bool = False) -> Result:
+    n = 5 if smoke else 100 if quick else 600
+    warmup = 2 if smoke else 10 if quick else 30
+    memory_events = 20 if smoke else 500 if quick else 3000
     series: dict[str, list[float]] = {"memory": [], "redis": []}
     with contextlib.ExitStack() as stack:
         si = stack.enter_context(standin_server())

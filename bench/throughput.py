@@ -97,9 +97,9 @@ def drive(url: str, events: deque[tuple[dict[str, str], bytes]], seconds: float,
             "exhausted": not events}
 
 
-def run(quick: bool) -> Result:
-    seconds = 2.0 if quick else 10.0
-    n_tasks = 1500 if quick else 8000
+def run(quick: bool, smoke: bool = False) -> Result:
+    seconds = 0.5 if smoke else 2.0 if quick else 10.0
+    n_tasks = 200 if smoke else 1500 if quick else 8000
     warm = 20
     rows: dict[str, dict[str, Any]] = {}
     with contextlib.ExitStack() as stack:
@@ -156,7 +156,7 @@ def run(quick: bool) -> Result:
         counts = sk.stats()["counts"]
 
     table = Table(
-        f"Throughput: {CLIENTS} concurrent clients, {seconds:.0f} s per row, loopback",
+        f"Throughput: {CLIENTS} concurrent clients, {seconds:g} s per row, loopback",
         ["function / events", "duration", "events/s", "÷ hello world", "answered", "errors",
          "p50 (ms)", "p99 (ms)"],
     )

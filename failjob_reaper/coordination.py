@@ -122,7 +122,7 @@ class Shared:
     ) -> Outcome:
         """Decide ``request`` once across every instance (``pending``: the ids of outcome
         events still in the outbox after this invocation's flush)."""
-        identity = self.identity(request.causation)
+        identity = self.identity(request.causation) if request.causation.deduplicated else None
         if identity is None:
             return runner.decide_and_publish(request)
         try:
@@ -160,7 +160,7 @@ class Shared:
         """One sweep per project at a time, once per input, across every instance."""
         identity = self.identity(request.causation)
         claim: Claim | None = None
-        if identity is not None:
+        if identity is not None and request.causation.deduplicated:
             begun = self.sweeps.begin(identity, self.fingerprint_of("sweep", {
                 "dry_run": request.dry_run, "server_group_id": request.server_group_id}))
             if isinstance(begun, Completed):
@@ -293,14 +293,13 @@ def _sweep_event_id(publisher: Publisher, summary: SweepSummary) -> str:
 
 def outcome_from_data(data: Mapping[str, Any]) -> Outcome:
     """The Outcome whose ``as_data()`` is ``data`` (a replayed first answer)."""
-    causation = data.get("causation") or {}
     return Outcome(
         outcome=_known(data["outcome"], OUTCOMES),
         project_id=str(data.get("project_id", "")),
         failure_job_id=data.get("failure_job_id"),
         trigger=_known(data.get("trigger"), TRIGGERS),
         dry_run=bool(data.get("dry_run")),
-        causation=Causation(**{k: causation.get(k) for k in ("id", "source", "type")}),
+        causation=_causation(data),
         rule=data.get("rule"),
         reason=str(data.get("reason") or ""),
         retain_until=_datetime(data.get("retain_until")),
@@ -313,9 +312,14 @@ def outcome_from_data(data: Mapping[str, Any]) -> Outcome:
     )
 
 
+def _causation(data: Mapping[str, Any]) -> Causation:
+    causation = data.get("causation") or {}
+    return Causation(id=causation.get("id"), source=causation.get("source"),
+                     type=causation.get("type"))
+
+
 def summary_from_data(data: Mapping[str, Any]) -> SweepSummary:
     """The SweepSummary whose ``as_data()`` is ``data``."""
-    causation = data.get("causation") or {}
     names = {"listed", "groups", "decided", "deleted", "partial", "partial_reason",
              "aborted", "aborted_reason", "error", "server_group_id", "skipped",
              "skipped_reason"}
@@ -324,7 +328,7 @@ def summary_from_data(data: Mapping[str, Any]) -> SweepSummary:
         project_id=str(data.get("project_id", "")),
         trigger=_known(data.get("trigger"), TRIGGERS),
         dry_run=bool(data.get("dry_run")),
-        causation=Causation(**{k: causation.get(k) for k in ("id", "source", "type")}),
+        causation=_causation(data),
         outcomes={k: int(v) for k, v in (data.get("outcomes") or {}).items() if v},
         rules=dict(data.get("rules") or {}),
         duration_seconds=float(data.get("duration_seconds") or 0.0),

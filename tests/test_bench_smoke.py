@@ -1,9 +1,9 @@
-"""Smoke test of the benchmarks: `python -m bench --quick --only sweep` runs and reports.
+"""Smoke tests of the benchmarks: every `python -m bench --only NAME` runs and reports.
 
-No timing assertions: the numbers depend on the machine. This only checks that
-the benchmark harness still works end to end (stand-in, sink and
-functions-framework in their own processes, the official SDK baseline) and
-prints the table the README quotes.
+No timing assertions: the numbers depend on the machine. These only check that
+each benchmark still works end to end (stand-in, sink, redis-server and
+functions-framework in their own processes, the baselines) and prints its tables,
+in its shortest form: `--smoke` (tiny sizes) where a benchmark has one, else `--quick`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +47,101 @@ def test_quick_sweep_benchmark_runs_and_prints_its_table(tmp_path: Path) -> None
     (sweep,) = data["results"]
     assert sweep["data"]["sdk"]["deleted"] == 500
     assert all(run["deleted"] == 500 and run["left"] == 0 for run in sweep["data"]["runs"])
+
+
+def run_bench(name: str, form: str, tmp_path: Path, timeout: float = 240
+              ) -> tuple[str, dict[str, Any]]:
+    """``python -m bench FORM --only NAME --json``: its stdout and its one result."""
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", form, "--only", name, "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["failed"] == []
+    (bench,) = data["results"]
+    assert bench["name"] == name
+    assert f"### {bench['heading']}" in result.stdout
+    assert bench["tables"]
+    for table in bench["tables"]:  # each table printed, with its header and its rows
+        assert f"**{table['title']}**" in result.stdout
+        assert "| " + " | ".join(table["columns"]) + " |" in result.stdout
+        assert table["rows"], table["title"]
+        assert all(len(row) == len(table["columns"]) for row in table["rows"]), table
+    return result.stdout, bench
+
+
+def column(table: dict[str, Any], name: str) -> list[Any]:
+    index = table["columns"].index(name)
+    return [row[index] for row in table["rows"]]
+
+
+def _state(bench: dict[str, Any]) -> None:
+    latency, _extra, memory = bench["tables"]
+    assert column(latency, "STATE_URL") == ["memory://", "redis:// (loopback)"]
+    assert column(memory, "keys per event")[0] > 0  # the events did reach Redis
+
+
+def _overhead(bench: dict[str, Any]) -> None:
+    paths = column(bench["tables"][0], "path")
+    assert len(paths) == 4 and paths[0].startswith("floor") and "hello world" in paths[-1]
+
+
+def _memory(bench: dict[str, Any]) -> None:
+    rss = bench["tables"][0]
+    assert len(rss["rows"]) == 2
+    assert column(rss, "failed") == [0, 0]  # every event answered 200, by both
+
+
+def _throughput(bench: dict[str, Any]) -> None:
+    table = bench["tables"][0]
+    assert len(table["rows"]) == 4
+    assert all(n > 0 for n in column(table, "answered"))
+    assert column(table, "errors") == [0, 0, 0, 0]
+
+
+def _ratelimit(bench: dict[str, Any]) -> None:
+    sweeps, cpu = bench["tables"]
+    assert len(sweeps["rows"]) == 2  # adaptive and the limiter off
+    for tasks, deleted, left in zip(column(sweeps, "tasks"), column(sweeps, "deleted (204)"),
+                                    column(sweeps, "left"), strict=True):
+        assert deleted + left == tasks  # what was not deleted is still listed
+    assert len(cpu["rows"]) == 2  # httpx's transport and the one before
+
+
+def _lookup(bench: dict[str, Any]) -> None:
+    table = bench["tables"][0]
+    assert set(column(table, "groups (N)")) == {1, 10}  # the --quick sizes
+
+
+def _coldstart(bench: dict[str, Any]) -> None:
+    assert bench["heading"].startswith("Cold start")
+    assert len(bench["tables"][0]["rows"]) >= 2  # the function and its hello world
+
+
+SMOKE: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
+    "state": ("--smoke", _state),
+    "overhead": ("--smoke", _overhead),
+    "memory": ("--smoke", _memory),
+    "throughput": ("--smoke", _throughput),
+    "ratelimit": ("--smoke", _ratelimit),
+    "lookup": ("--quick", _lookup),  # its own sizes: N = 1 and 10
+    "coldstart": ("--quick", _coldstart),  # builds bench/results/runtime-venv once
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", list(SMOKE))
+def test_benchmark_runs_end_to_end_and_prints_its_tables(name: str, tmp_path: Path) -> None:
+    form, check = SMOKE[name]
+    _, bench = run_bench(name, form, tmp_path)
+    check(bench)
+
+
+def test_every_benchmark_has_a_smoke_test() -> None:
+    from bench import BENCHMARKS
+
+    assert set(BENCHMARKS) == {"sweep", *SMOKE}

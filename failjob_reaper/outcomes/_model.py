@@ -50,6 +50,9 @@ class Causation:
     type: str | None = None
     traceparent: str | None = None
     tracestate: str | None = None
+    deduplicated: bool = True
+    """False when no repeat can name the input again (a manual call without an
+    ``Idempotency-Key`` gets a fresh id): then no idempotency record is kept for it."""
 
     def as_dict(self) -> CausationData:
         return {"id": self.id, "source": self.source, "type": self.type}

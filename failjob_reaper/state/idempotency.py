@@ -1,7 +1,8 @@
 """Idempotent inputs, in the manner of Powertools' idempotency utility (SPEC sections 8, 10).
 
 An input is known by its identity (a CloudEvent's source and id; the route and
-``Idempotency-Key`` of a manual call) and what it asks by a fingerprint (a hash
+``Idempotency-Key`` of a manual call; a manual call without the key has none and
+gets no record) and what it asks by a fingerprint (a hash
 of the parsed request). The first to ``begin()`` it holds an *in-progress*
 record (``add``: one winner across every instance); it ends with ``complete()``
 (the answer is kept, 24 h for manual calls) or ``abandon()`` (a transient
