@@ -152,7 +152,8 @@ def test_deadline_gives_a_partial_sweep_and_the_next_one_finishes(
     assert len(left) == 11
 
     sink.clear()
-    # Settings given to make_function stay set: the next sweep gets the defaults back.
+    # Settings given to make_function stay set: the next sweep gets the default deadline
+    # and concurrency back (under the first one's deadline it would race the clock).
     make_function(SWEEP_DEADLINE="", SWEEP_CONCURRENCY="").send(PING, {}, event_id="t2")
     second = summary_of(sink)
     assert (second["partial"], second["partial_reason"]) == (False, None)
