@@ -130,6 +130,11 @@ def process_wall(env: dict[str, str], statement: str, cwd: Path = ROOT,
     return time.perf_counter() - started
 
 
+def _round_ratio(values: list[float], baselines: list[float]) -> str:
+    """The median of value ÷ baseline over the rounds (each pair started one after the other)."""
+    return fmt_ratio(median([v / b for v, b in zip(values, baselines, strict=True)]))
+
+
 def run(quick: bool) -> Result:
     starts = 3 if quick else 11
     import_runs = 3 if quick else 7
@@ -284,6 +289,11 @@ def run(quick: bool) -> Result:
         "libraries cost before any line of the product runs (pydantic-settings brings "
         "pydantic, python-dotenv, asyncio; httpx's Client brings httpcore, h11, anyio); "
         "product ÷ floor (GC paused in both) is the part the product owns.",
+        "Median of the ratios within each round of interleaved starts (less sensitive to the "
+        "load changing between rounds on a shared machine): product ÷ hello world "
+        f"{_round_ratio(fn_s, hello_s)}, floor ÷ hello world {_round_ratio(floor_s, hello_s)}, "
+        f"product ÷ floor {_round_ratio(fn_s, floor_s)}, product ÷ floor with GC paused "
+        f"{_round_ratio(fn_s, floor_gc_s)}.",
         "The clock includes interpreter start, imports, building the app (settings, policy, "
         "HTTP clients), gunicorn's master and worker start, and the first event (new "
         "connections to the stand-in and the sink). Every function runs from a copy compiled "
