@@ -291,8 +291,8 @@ def run(quick: bool) -> Result:
         "SWEEP_RATE_LIMIT=0 for the product, as in the earlier runs (pacing belongs to the "
         "event path: see \"overhead\"). "
         "The floor answers like hello world (no request of its own) and builds its client "
-        "as the product does for the plain-http stand-in (no CA bundle; an https endpoint "
-        "would add loading it, some 20 ms, to the product only).",
+        "as the product does for the plain-http stand-in (no CA bundle: with an https "
+        "endpoint each would load it once, some 20 ms).",
         f"importtime totals: `main` {(main_cum or 0) / 1000:.0f} ms cumulative (its body, "
         f"building the app, {main_self / 1000:.0f} ms self); `import functions_framework` "
         f"alone {(ff_cum or 0) / 1000:.0f} ms; main ÷ functions_framework "
