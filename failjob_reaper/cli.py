@@ -230,7 +230,9 @@ def _build(args: argparse.Namespace) -> _Built:
 
 
 def _causation(kind: str) -> Causation:
-    return Causation(id=str(uuid.uuid4()), source="/cli", type=f"cli.{kind}")
+    # Each command is a new input: nothing would ever ask for its idempotency record.
+    return Causation(id=str(uuid.uuid4()), source="/cli", type=f"cli.{kind}",
+                     deduplicated=False)
 
 
 def _request(args: argparse.Namespace, kind: str, *, dry_run: bool) -> SweepRequest:

@@ -22,6 +22,7 @@ from failjob_reaper.cli import EXIT_CODES
 from failjob_reaper.settings import ENV_VARS
 from standin import OutcomeSink, TaskCenterStandIn
 from standin._http import Fault
+from standin.redis_server import RedisServer
 from tests.conftest import EXPIRED, FRESH, PROJECT, ROOT, TOKEN, failed_task
 
 COMMAND = Path(sys.executable).parent / "failjob-reaper"
@@ -311,3 +312,19 @@ def test_progress_on_a_terminal_says_would_delete_in_a_dry_run_and_ends_listing_
     # The listing bar shows 100 % when the listing ends, before any task is decided.
     assert "listing: 100%" in text
     assert text.index("listing: 100%") < text.index("would delete")
+
+
+def test_a_cli_sweep_against_redis_keeps_no_idempotency_record(
+    standin: TaskCenterStandIn, redis_url: str, redis_server: RedisServer
+) -> None:
+    # Every command is a new input that nothing asks about again: a record kept for it
+    # would sit 24 h in the shared store for nothing. The sweep's own keys stay.
+    standin.add_job(failed_task(EXPIRED))
+    result = cli("sweep", **settings(standin, STATE_URL=redis_url))
+
+    assert result.returncode == 0, result.stderr
+    assert len(standin.deletes()) == 1
+    with redis_server.client() as client:
+        keys = list(client.scan_iter(match=f"fjr:{PROJECT}:*"))
+    assert keys, "the sweep used the store"
+    assert not [k for k in keys if ":idem:" in k]
