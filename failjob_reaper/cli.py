@@ -369,8 +369,7 @@ def _print_summary(title: str, data: Mapping[str, Any], out: TextIO) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from failjob_reaper.lookup import find_task
-    from failjob_reaper.reaper import Listing
+    from failjob_reaper.events import TaskRequest
     from failjob_reaper.sdrs import SdrsError
 
     built = _build(args)
@@ -378,27 +377,31 @@ def _explain(args: argparse.Namespace) -> int:
     task_id = validate_id(args.task_id, "TASK_ID")
     group = validate_id(args.group, "--group") if args.group else None
     field = reaper.config.id_field if args.by == "failure_job_id" else args.by
+    # The plan an event naming this task would act on: a view of it, never a decision
+    # of its own (the same job, the same listings, the same planner).
+    request = TaskRequest(task_id=task_id, match_field=field, trigger="cli",
+                          causation=_causation("explain"), server_group_id=group)
     try:
-        found = find_task(reaper.client, field, task_id, group)
+        plan, _ = reaper.explain(request)
     except SdrsError as exc:
         print(f"failjob-reaper: listing failed: {exc.message}", file=sys.stderr)
         return _exit_for(exc, built)
-    if found is None:
-        print(f"{task_id}: not listed at the top level nor in any protection group")
+    named = [p for p in plan.records if p.targeted]
+    if not named:
+        reason = plan.settled[0].reason if plan.settled else "not listed"
+        print(f"{task_id}: {reason}")
         return EXIT_PROBLEM
-    listing = Listing(found.scope_records, reaper.config.id_field)
-    decision = reaper.decide_record(found.record, listing, found.scope)
-    print(f"task {task_id} in {found.scope.server_group_id or 'the top level'}:")
-    for key, value in found.record.items():
+    [planned] = named
+    rows = [row for row in plan_rows(plan) if row.job_id == planned.job_id] or plan_rows(plan)
+    row = rows[0]
+    where = ", ".join(f"group {s}" if s else "the top level" for s in planned.scopes)
+    print(f"task {task_id} in {where}:")
+    for key, value in planned.record.items():
         print(f"  {key}: {value}")
-    action = decision.action
-    if action == "delete" and reaper.dry_run(False):
-        action = "delete (dry run: would_delete)"
-    print(f"rule:         {decision.rule}")
-    print(f"decision:     {action}")
-    print(f"reason:       {decision.reason}")
-    until = decision.retain_until.isoformat() if decision.retain_until else "-"
-    print(f"retain_until: {until}")
+    print(f"rule:         {row.rule}")
+    print(f"decision:     {row.action}")
+    print(f"reason:       {row.reason}")
+    print(f"retain_until: {row.retain_until or '-'}")
     return EXIT_OK
 
 

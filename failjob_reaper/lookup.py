@@ -19,13 +19,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from failjob_reaper.ids import is_valid_id
-from failjob_reaper.plan import Everything, OneResource, OneTask, ScopeListing, Target
+from failjob_reaper.plan import (
+    OneResource,
+    OneTask,
+    ScopeListing,
+    Target,
+    keys_to_weigh,
+    targets_in,
+)
 from failjob_reaper.sdrs import IncompleteListing, SdrsError, TaskCenterClient
 from failjob_reaper.state import StateStore, StateUnavailable
 
 log = logging.getLogger("failjob_reaper")
-
-_NO_SUCH_GROUP = "SDRS.1301"
 
 
 @dataclass(frozen=True)
@@ -46,13 +51,6 @@ class Scope:
 
 
 TOP_LEVEL = Scope(None)
-
-
-@dataclass(frozen=True)
-class Found:
-    record: Mapping[str, Any]
-    scope: Scope
-    scope_records: list[Mapping[str, Any]]
 
 
 def group_scopes(
@@ -92,7 +90,11 @@ def scopes_to_search(
 
 
 def search_order(hint_group: str | None, groups: Iterable[Scope]) -> list[Scope]:
-    scopes = [Scope(hint_group)] if hint_group is not None else []
+    """The hinted group first (only when the group list names it: a hint is a hint),
+    then the top level, then every other group."""
+    groups = list(groups)
+    named = hint_group is not None and any(s.server_group_id == hint_group for s in groups)
+    scopes = [Scope(hint_group)] if named else []
     scopes.append(TOP_LEVEL)
     scopes.extend(s for s in groups if s.server_group_id != hint_group)
     return scopes
@@ -102,33 +104,30 @@ def read_scope(
     client: TaskCenterClient, scope: Scope, clock: Callable[[], datetime],
     deadline: float | None = None,
 ) -> ScopeListing:
-    """One scope's complete listing; a group that does not exist (a wrong hint, a group
-    removed meanwhile) lists nothing. Other errors (IncompleteListing too) propagate."""
+    """One scope's complete listing. A group that the group list does not name (a wrong
+    hint, a group removed meanwhile) lists nothing, whatever the code of the API's 400
+    or 404 to it: what SDRS answers for an unknown group is not documented, so whether a
+    group exists is read from the group list, never inferred from an error code. Other
+    errors (IncompleteListing too) propagate."""
     listed_at = clock()
     try:
         records = scope.list(client, deadline)
     except SdrsError as exc:
-        if scope.server_group_id is not None and exc.status_code == 404 \
-                and exc.code == _NO_SUCH_GROUP:
+        if scope.server_group_id is not None and exc.status_code in (400, 404) \
+                and not group_exists(client, scope.server_group_id, deadline):
             return ScopeListing(scope.server_group_id, (), listed_at=listed_at)
         raise
     return ScopeListing(scope.server_group_id, records, listed_at=listed_at)
 
 
-def find_task(
-    client: TaskCenterClient, match_field: str, task_id: str, hint_group: str | None
-) -> Found | None:
-    """The first listed record with ``match_field == task_id`` (for ``explain``)."""
-    for scope in scopes_to_search(client, hint_group):
-        records = list(read_scope(client, scope, _no_clock).records)
-        for record in records:
-            if record.get(match_field) == task_id:
-                return Found(record, scope, records)
-    return None
-
-
-def _no_clock() -> datetime:
-    return datetime.min
+def group_exists(client: TaskCenterClient, group_id: str, deadline: float | None) -> bool:
+    """Whether the group list names ``group_id`` (True when the list cannot be read in
+    full: then the refusal stands)."""
+    try:
+        groups = client.list_server_groups(deadline=deadline)
+    except SdrsError:
+        return True
+    return any(str(group.get("id")) == group_id for group in groups)
 
 
 # -- the lookup index -------------------------------------------------------------------
@@ -255,39 +254,11 @@ class LookupIndex:
     def keys_to_weigh(
         self, target: Target, listings: Sequence[ScopeListing]
     ) -> list[str | None]:
-        """The keys (``<field>:<value>``) of every record a DELETE for ``target`` must
-        weigh: the target's, and every record sharing a DELETE id or a resource with one
-        of those, transitively. None in the list: a value that cannot be a key (then no
-        view can vouch for anything)."""
-        records = [r for listing in listings for r in listing.records
-                   if isinstance(r, Mapping)]
-        weighed = [r for r in records if _is_target(r, target)]
-        keys: dict[str | None, None] = {}
-        pending = list(weighed)
-        while pending:
-            record = pending.pop()
-            new = []
-            for field in (self.id_field, "resource_id"):
-                value = record.get(field)
-                if value is None or value == "":
-                    continue
-                key = f"{field}:{value}" if _indexable(value) \
-                    and field in self.fields else None
-                if key not in keys:
-                    keys[key] = None
-                    new.append((field, value))
-            for field, value in new:
-                for other in records:
-                    if other.get(field) == value and not any(other is w for w in weighed):
-                        weighed.append(other)
-                        pending.append(other)
-        if isinstance(target, OneTask):
-            keys[f"{target.field}:{target.value}" if _indexable(target.value)
-                 and target.field in self.fields else None] = None
-        elif isinstance(target, OneResource):
-            keys[f"resource_id:{target.resource_id}"
-                 if _indexable(target.resource_id) else None] = None
-        return list(keys)
+        """The index keys (``<field>:<value>``) of every record a DELETE for ``target``
+        must weigh (the planner says which: ``plan.keys_to_weigh``). None in the list: a
+        value that cannot be a key (then no view can vouch for anything)."""
+        return [f"{field}:{value}" if _indexable(value) and field in self.fields else None
+                for field, value in keys_to_weigh(target, listings, self.id_field)]
 
     def scopes_for(self, target: Target) -> list[Scope] | None:
         """Where the index last saw the target; None when it cannot say (cold, expired)."""
@@ -305,7 +276,7 @@ class LookupIndex:
         """After reading the indexed scopes: the scopes still to read. None: the target is
         not there (the index was wrong) - search everywhere. Else the scopes the index
         knows for the found records' DELETE ids and resources that were not read yet."""
-        found = [r for listing in listings for r in listing.records if _is_target(r, target)]
+        found = targets_in(target, listings)
         if not found:
             return None
         pairs = [(field, str(record.get(field))) for record in found
@@ -344,14 +315,6 @@ class LookupIndex:
 def _indexable(value: object) -> bool:
     return isinstance(value, str | int) and not isinstance(value, bool) \
         and 0 < len(str(value)) <= _MAX_VALUE
-
-
-def _is_target(record: Mapping[str, Any], target: Target) -> bool:
-    if isinstance(target, OneTask):
-        return record.get(target.field) == target.value
-    if isinstance(target, OneResource):
-        return record.get("resource_id") == target.resource_id
-    return isinstance(target, Everything)
 
 
 def _utc_now() -> datetime:

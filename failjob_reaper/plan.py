@@ -32,12 +32,12 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
 from failjob_reaper.ids import is_valid_id
-from failjob_reaper.policy import Decision, Policy, decide
+from failjob_reaper.policy import Decision, Policy, decide, parse_begin_time
 
 Record = Mapping[str, Any]
 
@@ -81,6 +81,8 @@ class ScopeListing:
     complete: bool = True
     why_incomplete: str | None = None
     listed_at: datetime | None = None
+    retryable: bool = True
+    """Incomplete only: whether listing again may complete it (the deadline, a 5xx)."""
 
     @property
     def where(self) -> str:
@@ -101,6 +103,8 @@ class PlannedRecord:
     failure_job_id: str | None
     """The record's id field, when it is a usable DELETE id; else None."""
     targeted: bool
+    ids: tuple[str, ...] = ()
+    """Every usable DELETE id its copies carry (usually just ``failure_job_id``)."""
 
     @property
     def server_group_id(self) -> str | None:
@@ -131,7 +135,7 @@ class PlannedDelete:
         return tuple(seen)
 
 
-Settled = Literal["retained", "already_deleted", "delete_failed"]
+Settled = Literal["retained", "already_deleted", "delete_failed", "would_delete"]
 
 
 @dataclass(frozen=True)
@@ -189,7 +193,7 @@ def record_key(record: Record) -> str:
     job_id = record.get("job_id")
     if isinstance(job_id, str) and job_id:
         return "job:" + job_id
-    return "content:" + json.dumps(record, sort_keys=True, default=str)
+    return "content:" + _canonical(record)
 
 
 def make_plan(
@@ -202,40 +206,46 @@ def make_plan(
     force: bool = False,
     dry_run: bool = False,
 ) -> Plan:
-    """Decide every distinct record of ``listings`` and plan the DELETEs for ``target``."""
+    """Decide every distinct record of ``listings`` and plan the DELETEs for ``target``.
+
+    Nothing here depends on the order in which records or scopes were read: copies of
+    one record are weighed all (the copy that keeps it wins), DELETE groups are reported
+    for a canonical member, and a named task's match is chosen canonically.
+    """
     distinct = _distinct(listings)
     by_resource: dict[str, list[Record]] = defaultdict(list)
-    for record, _ in distinct.values():
-        resource_id = record.get("resource_id")
-        if isinstance(resource_id, str) and resource_id:
-            by_resource[resource_id].append(record)
+    for copies, _ in distinct.values():
+        for copy in copies:
+            resource_id = copy.get("resource_id")
+            if isinstance(resource_id, str) and resource_id:
+                by_resource[resource_id].append(copy)
 
     records: list[PlannedRecord] = []
-    found_one = False
-    for key, (record, scopes) in distinct.items():
-        resource_id = record.get("resource_id")
-        siblings = by_resource.get(resource_id, []) if isinstance(resource_id, str) else []
-        decision = _decide_everywhere(record, scopes, policy, now, siblings, force)
+    for key, (copies, scopes) in distinct.items():
+        record, decision = _decide_everywhere(copies, scopes, policy, now, by_resource, force)
         raw_id = record.get(id_field)
-        targeted = _targeted(record, target)
-        if isinstance(target, OneTask):
-            # One task named: the first match in search order (the hinted scope first).
-            targeted, found_one = targeted and not found_one, found_one or targeted
         records.append(PlannedRecord(
             key=key, record=record, scopes=scopes, decision=decision,
             failure_job_id=str(raw_id) if is_valid_id(raw_id) else None,
-            targeted=targeted,
+            targeted=any(_targeted(copy, target) for copy in copies),
+            ids=_ids_of(copies, id_field),
         ))
+    if isinstance(target, OneTask):
+        # One task named: one match, chosen canonically (the newest, then by identity),
+        # never by the order in which scopes happened to be read.
+        chosen = _canonical_match([p for p in records if p.targeted])
+        records = [replace(p, targeted=p is chosen) for p in records]
 
     by_id: dict[str, list[PlannedRecord]] = defaultdict(list)
     for planned in records:
-        if planned.failure_job_id is not None:
-            by_id[planned.failure_job_id].append(planned)
+        for delete_id in planned.ids:
+            by_id[delete_id].append(planned)
 
     incomplete = tuple(
         f"listing {listing.where} incomplete: {listing.why_incomplete or 'unknown reason'}"
         for listing in listings if not listing.complete
     )
+    incomplete_error = _incomplete_error(listings, incomplete)
     deletes: list[PlannedDelete] = []
     settled: list[Settlement] = []
     done_ids: set[str] = set()
@@ -243,30 +253,38 @@ def make_plan(
         if not planned.targeted:
             continue
         if planned.failure_job_id is None:
-            settled.append(_no_usable_id(planned, id_field))
+            settled.append(_no_usable_id(planned, id_field, dry_run))
             continue
         if planned.failure_job_id in done_ids:
             continue  # one DELETE path is one task to the API: one decision, one outcome
         done_ids.add(planned.failure_job_id)
         sharing = by_id[planned.failure_job_id]
-        decision = _shared_decision(planned, sharing, id_field)
+        lead, decision = _shared_decision(sharing, id_field, target)
         if decision.action == "retain":
-            settled.append(_retained(planned, decision))
+            settled.append(_retained(lead, decision))
         elif incomplete:
-            settled.append(_retained(planned, Decision(
-                "retain", INCOMPLETE_RULE,
+            settled.append(Settlement(
+                "retained", lead, lead.failure_job_id, Decision(
+                    "retain", INCOMPLETE_RULE,
+                    "not deleted: a listing was incomplete and could hide a record this "
+                    "DELETE would remove (" + "; ".join(incomplete) + ")", None),
                 "not deleted: a listing was incomplete and could hide a record this DELETE "
-                "would remove (" + "; ".join(incomplete) + ")", None,
-            )))
+                "would remove (" + "; ".join(incomplete) + ")", incomplete_error))
         else:
-            deletes.append(PlannedDelete(planned.failure_job_id, planned, tuple(sharing),
+            deletes.append(PlannedDelete(planned.failure_job_id, lead, tuple(sharing),
                                          decision))
 
     if isinstance(target, OneTask) and not any(p.targeted for p in records):
-        settled.append(Settlement(
-            "already_deleted", None, None, None,
-            "not listed at the top level nor in any protection group",
-        ))
+        if incomplete:
+            settled.append(Settlement(
+                "retained", None, None, Decision("retain", INCOMPLETE_RULE, "", None),
+                "not found, and a listing was incomplete: it may be in what was not listed "
+                "(" + "; ".join(incomplete) + ")", incomplete_error))
+        else:
+            settled.append(Settlement(
+                "already_deleted", None, None, None,
+                "not listed at the top level nor in any protection group",
+            ))
 
     guard = None
     if isinstance(target, Everything):
@@ -302,6 +320,64 @@ def guard_verdict(
     return verdict
 
 
+def recheck_delete(
+    delete: PlannedDelete,
+    listings: Sequence[ScopeListing],
+    policy: Policy,
+    now: datetime,
+    *,
+    id_field: str,
+    force: bool = False,
+) -> PlannedDelete | Settlement:
+    """The same plan for one planned DELETE, on its scopes listed again (the listing it
+    rested on grew older than LISTING_MAX_AGE): the DELETE again, or what it became."""
+    plan = make_plan(listings, policy, now, id_field=id_field,
+                     target=OneTask(id_field, delete.failure_job_id), force=force)
+    if plan.deletes:
+        return plan.deletes[0]
+    settlement = plan.settled[0]
+    if settlement.outcome == "already_deleted":
+        return replace(settlement, record=delete.record, failure_job_id=delete.failure_job_id,
+                       decision=delete.decision,
+                       reason="not listed any more when listed again before the DELETE")
+    return settlement
+
+
+def keys_to_weigh(
+    target: Target, listings: Sequence[ScopeListing], id_field: str
+) -> list[tuple[str, object]]:
+    """The (field, value) pairs of every record a DELETE for ``target`` must weigh: the
+    target's own, then every record sharing a DELETE id or a resource with one of those,
+    transitively (the same grouping ``make_plan`` applies). A scope that holds none of
+    them cannot change what the DELETE does."""
+    records = [r for listing in listings for r in listing.records if isinstance(r, Mapping)]
+    pairs: dict[tuple[str, object], None] = {}
+    if isinstance(target, OneTask):
+        pairs[(target.field, target.value)] = None
+    elif isinstance(target, OneResource):
+        pairs[("resource_id", target.resource_id)] = None
+    pending = [r for r in records if _targeted(r, target)]
+    weighed = {id(r) for r in pending}
+    while pending:
+        record = pending.pop()
+        for name in (id_field, "resource_id"):
+            value = record.get(name)
+            if value is None or value == "" or (name, _hashable(value)) in pairs:
+                continue
+            pairs[(name, _hashable(value))] = None
+            for other in records:
+                if id(other) not in weighed and other.get(name) == value:
+                    weighed.add(id(other))
+                    pending.append(other)
+    return list(pairs)
+
+
+def targets_in(target: Target, listings: Sequence[ScopeListing]) -> list[Record]:
+    """The records of ``listings`` that ``target`` names (before the plan picks one)."""
+    return [r for listing in listings for r in listing.records
+            if isinstance(r, Mapping) and _targeted(r, target)]
+
+
 def _tripped(verdict: GuardVerdict, which: str, reason: str) -> GuardVerdict:
     return GuardVerdict(verdict.planned, verdict.listed, verdict.max_deletions,
                         verdict.max_fraction, which, reason)
@@ -309,40 +385,75 @@ def _tripped(verdict: GuardVerdict, which: str, reason: str) -> GuardVerdict:
 
 def _distinct(
     listings: Sequence[ScopeListing],
-) -> dict[str, tuple[Record, tuple[str | None, ...]]]:
-    out: dict[str, tuple[Record, tuple[str | None, ...]]] = {}
+) -> dict[str, tuple[tuple[Record, ...], tuple[str | None, ...]]]:
+    """Each distinct record (by ``record_key``): its distinct copies and every scope it
+    was listed in."""
+    out: dict[str, tuple[tuple[Record, ...], tuple[str | None, ...]]] = {}
     for listing in listings:
         for record in listing.records:
             if not isinstance(record, Mapping):
                 continue
             key = record_key(record)
-            if key in out:
-                first, scopes = out[key]
-                if listing.server_group_id not in scopes:
-                    out[key] = (first, (*scopes, listing.server_group_id))
-            else:
-                out[key] = (record, (listing.server_group_id,))
+            known = out.get(key)
+            if known is None:
+                out[key] = ((record,), (listing.server_group_id,))
+                continue
+            copies, scopes = known
+            if not any(copy is record or copy == record for copy in copies):
+                copies = (*copies, record)
+            if listing.server_group_id not in scopes:
+                scopes = (*scopes, listing.server_group_id)
+            out[key] = (copies, scopes)
     return out
 
 
 def _decide_everywhere(
-    record: Record,
+    copies: tuple[Record, ...],
     scopes: tuple[str | None, ...],
     policy: Policy,
     now: datetime,
-    siblings: Sequence[Record],
+    by_resource: Mapping[str, Sequence[Record]],
     force: bool,
-) -> Decision:
-    # A rule may match on the group: seen in two scopes, the record goes only if both agree.
-    first: Decision | None = None
-    for scope in scopes:
-        decision = decide(record, policy, now, siblings=siblings, force=force,
-                          server_group_id=scope)
-        if decision.action == "retain":
-            return decision
-        first = first or decision
+) -> tuple[Record, Decision]:
+    """The copy to report and the decision: a record goes only if every copy may go in
+    every scope it was listed in (a rule may match on the group); the first copy that
+    keeps it, in a canonical order, says why."""
+    ordered = copies if len(copies) == 1 else tuple(sorted(copies, key=_canonical))
+    in_order = sorted(scopes, key=lambda scope: (scope is not None, scope or ""))
+    first: tuple[Record, Decision] | None = None
+    for copy in ordered:
+        resource_id = copy.get("resource_id")
+        siblings = by_resource.get(resource_id, ()) if isinstance(resource_id, str) else ()
+        for scope in in_order:
+            decision = decide(copy, policy, now, siblings=siblings, force=force,
+                              server_group_id=scope)
+            if decision.action == "retain":
+                return copy, decision
+            first = first or (copy, decision)
     assert first is not None
     return first
+
+
+def _ids_of(copies: Sequence[Record], id_field: str) -> tuple[str, ...]:
+    """Every usable DELETE id the record's copies carry (a DELETE by any of them would
+    remove it)."""
+    ids: dict[str, None] = {}
+    for copy in copies:
+        raw = copy.get(id_field)
+        if is_valid_id(raw):
+            ids[str(raw)] = None
+    return tuple(ids)
+
+
+def _canonical_match(matches: Sequence[PlannedRecord]) -> PlannedRecord | None:
+    if not matches:
+        return None
+    return max(matches, key=lambda p: (_begin_key(p.record), p.key))
+
+
+def _begin_key(record: Record) -> str:
+    begin = parse_begin_time(record.get("begin_time"))
+    return begin.isoformat() if begin is not None else ""
 
 
 def _targeted(record: Record, target: Target) -> bool:
@@ -354,32 +465,63 @@ def _targeted(record: Record, target: Target) -> bool:
 
 
 def _shared_decision(
-    planned: PlannedRecord, sharing: Sequence[PlannedRecord], id_field: str
-) -> Decision:
-    if planned.decision.action == "retain":
-        return planned.decision
-    for other in sharing:
-        if other.decision.action == "retain":
-            return Decision(
-                "retain", other.decision.rule,
-                f"{SHARED_ID_PREFIX}{id_field} is kept: {other.decision.reason}",
-                other.decision.retain_until,
-            )
-    return planned.decision
+    sharing: Sequence[PlannedRecord], id_field: str, target: Target
+) -> tuple[PlannedRecord, Decision]:
+    """The record a DELETE group is reported for, and the group's decision: retained
+    when any member is kept. Reported for the member the target names (its own reason)
+    when it keeps the group, else for the canonically first member that keeps it."""
+    named = [p for p in sharing if p.targeted] if not isinstance(target, Everything) else []
+    lead = min(named or sharing, key=lambda p: p.key)
+    if lead.decision.action == "retain":
+        return lead, lead.decision
+    keeping = sorted((p for p in sharing if p.decision.action == "retain"),
+                     key=lambda p: p.key)
+    if keeping:
+        other = keeping[0]
+        return lead, Decision(
+            "retain", other.decision.rule,
+            f"{SHARED_ID_PREFIX}{id_field} is kept: {other.decision.reason}",
+            other.decision.retain_until,
+        )
+    return lead, lead.decision
 
 
 def _retained(planned: PlannedRecord, decision: Decision) -> Settlement:
     return Settlement("retained", planned, planned.failure_job_id, decision, decision.reason)
 
 
-def _no_usable_id(planned: PlannedRecord, id_field: str) -> Settlement:
+def _incomplete_error(
+    listings: Sequence[ScopeListing], incomplete: Sequence[str]
+) -> Mapping[str, Any] | None:
+    if not incomplete:
+        return None
+    return {"code": "SDRS.IncompleteListing", "message": "; ".join(incomplete),
+            "retryable": any(listing.retryable for listing in listings
+                             if not listing.complete)}
+
+
+def _no_usable_id(planned: PlannedRecord, id_field: str, dry_run: bool) -> Settlement:
     if planned.decision.action == "retain":
         return _retained(planned, planned.decision)
+    why = f"the listed record has no usable {id_field!r}; check SDRS_FAILURE_JOB_ID_FIELD"
+    if dry_run:
+        # What a dry run can say without a DELETE: the policy lets it go, a real run
+        # could not send the DELETE. Not a failure of this run.
+        return Settlement("would_delete", planned, None, planned.decision,
+                          f"{planned.decision.reason}; but {why}: a real run reports "
+                          "delete_failed")
     return Settlement(
-        "delete_failed", planned, None, planned.decision,
-        f"the listed record has no usable {id_field!r}; check SDRS_FAILURE_JOB_ID_FIELD",
+        "delete_failed", planned, None, planned.decision, why,
         {"code": "reaper.no_id", "message": "no failure_job_id", "retryable": False},
     )
+
+
+def _canonical(record: Record) -> str:
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+def _hashable(value: object) -> object:
+    return value if isinstance(value, str | int | float | bool) else _canonical({"v": value})
 
 
 # -- interpreting an answer --------------------------------------------------------------

@@ -27,6 +27,7 @@ from failjob_reaper.outcomes import MAX_BATCH, Outcome, SweepSummary
 from failjob_reaper.plan import Everything, Plan
 from failjob_reaper.reaper import Execution, Job, Progress, Reaper
 from failjob_reaper.sdrs import IncompleteListing, RateLimiter, SdrsError
+from failjob_reaper.state import StateUnavailable
 from failjob_reaper.state.lease import Lease
 
 log = logging.getLogger("failjob_reaper")
@@ -140,11 +141,17 @@ class Sweeper:
             summary = run.summary(started, None, aborted_reason="listing protection groups "
                                   f"failed: {exc.message}", error=exc.as_dict())
         else:
+            def planned(plan: Plan) -> None:
+                if plan.guard is not None:  # the planner's number, enforced across instances
+                    run.allowance = plan.guard.max_deletions
+                if on_plan is not None:
+                    on_plan(plan)
+
             execution = self.reaper.execute(
                 run.job, run.publish, client=self.client, scopes=scopes,
                 concurrency=self.limits.concurrency, deadline_at=deadline_at,
                 stop_deleting=run.stop_deleting,
-                progress=progress, on_plan=on_plan,
+                progress=progress, on_plan=planned,
             )
             run.drain()
             summary = run.summary(started, execution)
@@ -183,6 +190,7 @@ class _Run:
         self.sink_down = threading.Event()
         self.lease = lease
         self.stopped: str | None = None
+        self.store_lost = False
         """Why deleting stopped besides the sink and the deadline (fenced, budget spent)."""
         self.watch = (SweepWatch(self.reaper.clock(), self.reaper.policy.notice)
                       if self.reaper.alerts is not None else None)
@@ -190,6 +198,9 @@ class _Run:
         self._batch: list[Outcome] | None = (
             [] if callable(getattr(self.reaper.publisher.emitter, "emit_many", None)) else None)
         self._batch_lock = threading.Lock()
+        self.allowance = self.reaper.policy.guards.max_deletions_per_sweep
+        """How many DELETEs the plan's guard allows this sweep (``on_plan`` sets it from
+        the plan's verdict); the shared budget only enforces it across instances."""
 
     def stop_deleting(self) -> bool:
         """Asked before each DELETE: the sink is down, the lease was lost (fencing), or
@@ -202,10 +213,14 @@ class _Run:
         try:
             if self.lease is not None and not shared.lease.still_held(self.lease):
                 raise SweepFenced("the sweep lease expired and another sweep took it")
-            shared.spend_budget(self.request.causation,
-                                self.reaper.policy.guards.max_deletions_per_sweep)
+            shared.spend_budget(self.request.causation, self.allowance)
         except (SweepFenced, BudgetSpent) as exc:
             self.stopped = str(exc)
+            return True
+        except StateUnavailable as exc:
+            # No DELETE without the lease and the shared budget: stop, say what was done.
+            self.stopped = f"state store unavailable ({exc})"
+            self.store_lost = True
             return True
         return False
 
@@ -217,7 +232,7 @@ class _Run:
             return
         if self.sink_down.is_set():
             # Kept for the next delivery attempt (the summary's, or the next invocation's).
-            self.reaper.publisher.defer(self.reaper.shared.settle(outcome))
+            self.reaper.keep_outcome(outcome)
             return
         if self._batch is not None:
             with self._batch_lock:
@@ -236,7 +251,7 @@ class _Run:
                 ready, self._batch = self._batch, []
             if self.sink_down.is_set():
                 for outcome in ready:
-                    self.reaper.publisher.defer(self.reaper.shared.settle(outcome))
+                    self.reaper.keep_outcome(outcome)
             else:
                 self._send(ready)
 
@@ -266,14 +281,23 @@ class _Run:
                 listed = plan.listed
                 if plan.guard is not None and plan.guard.tripped is not None:
                     aborted_reason = plan.guard.reason
+                if execution.stopped is not None:
+                    self.stopped = self.stopped or execution.stopped
+                    self.store_lost = True
                 if execution.left_over:
                     total = len(plan.deletes)
                     reason = ("outcome sink unavailable" if self.sink_down.is_set()
                               else self.stopped or "deadline reached")
+                    done = (f"; {self.tally.outcomes.get('deleted', 0)} deleted before it "
+                            "stopped" if self.store_lost else "")
                     partial.append(f"{reason}: {execution.left_over} of {total} deletions "
-                                   "left for the next sweep")
+                                   f"left for the next sweep{done}")
             groups = sum(1 for s in execution.scopes if s.server_group_id is not None)
         outcomes = dict(self.tally.outcomes)
+        if self.store_lost and error is None:
+            # The truth, and a redelivery: what was deleted is counted above.
+            error = {"code": "state_unavailable", "retryable": True,
+                     "message": f"the state store was lost half-way: {self.stopped}"}
         return SweepSummary(
             project_id=self.reaper.config.project_id,
             trigger=self.request.trigger,

@@ -208,8 +208,10 @@ def test_a_server_that_ignores_offset_ends_a_single_event_without_delete(
     assert odd.deletes() == []
     assert response.status_code == 200  # permanent: a redelivery would page forever too
     [outcome] = outcomes_of(sink)
-    assert outcome["outcome"] == "delete_failed"
+    # The plan's answer on every path: kept while a listing is incomplete.
+    assert (outcome["outcome"], outcome["rule"]) == ("retained", "incomplete-listing")
     assert outcome["error"]["code"] == "SDRS.IncompleteListing"
+    assert outcome["error"]["retryable"] is False
 
 
 def test_listing_stops_at_the_page_bound_as_partial(

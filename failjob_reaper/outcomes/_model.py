@@ -90,7 +90,10 @@ class Outcome:
     @property
     def transient_failure(self) -> bool:
         """A failure that a redelivery of the input may cure."""
-        return self.outcome == "delete_failed" and bool(self.error and self.error.get("retryable"))
+        # delete_failed after transient errors; retained only because a listing was cut
+        # short (the deadline, a 5xx): listing again may decide it.
+        return self.outcome in ("delete_failed", "retained") and bool(
+            self.error and self.error.get("retryable"))
 
     def as_data(self) -> OutcomeData:
         return {
