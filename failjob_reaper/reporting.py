@@ -70,7 +70,10 @@ class Reporter:
         return Outcome(
             outcome=outcome,
             project_id=self.project_id,
-            failure_job_id=failure_job_id or job.task_id,
+            # The record's own id when a record was found (None: it has no usable one);
+            # else the id the input gave.
+            failure_job_id=failure_job_id if planned is not None else (
+                failure_job_id or job.task_id),
             trigger=job.trigger,
             dry_run=job.dry_run if dry_run is None else dry_run,
             causation=job.causation,

@@ -16,7 +16,7 @@ Choices where the real API is not settled (see reference/sdrs-task-center.md):
 
 Odd answers real servers give, as knobs (all off by default): ``max_page`` (pages
 capped below ``limit``), ``count_mode="page"`` (``count`` is the page's size),
-``ignore_offset`` (every page is the first), ``repeat_records`` / ``repeat_groups``
+``ignore_offset`` (every page is the first; ``"jobs"``: only failed-task listings), ``repeat_records`` / ``repeat_groups``
 (each record or group listed that many times in a row), :data:`HTML_200` (a gateway
 page answered 200), ``Fault(passthrough=True, late=s)`` (a DELETE applied at once and
 answered late, so the client times out), ``after_delete`` (a callback after each
@@ -105,7 +105,7 @@ class TaskCenterStandIn(ServerBase):
         latency: float = 0.0,
         count_mode: CountMode = "page",
         max_page: int = 1000,
-        ignore_offset: bool = False,
+        ignore_offset: bool | Literal["jobs"] = False,
         repeat_records: int = 1,
         repeat_groups: int = 1,
         host: str = "127.0.0.1",
@@ -133,6 +133,8 @@ class TaskCenterStandIn(ServerBase):
         self._scopes: dict[_Scope, list[_Entry]] = {None: []}
         self._by_id: dict[str, list[tuple[_Scope, float, int]]] = {}
         self.throttle: Throttle | None = None  # the gateway's rate limit; off by default
+        self.unknown_group_answer: tuple[int, str] = (404, "SDRS.1301")
+        """(status, code) of a listing of a group that does not exist: undocumented."""
 
     # -- runtime knobs -------------------------------------------------------
 
@@ -334,7 +336,9 @@ class TaskCenterStandIn(ServerBase):
         with self._data_lock:
             entries = self._scopes.get(scope)
             if entries is None:
-                return Response(404, error_body(404, "SDRS.1301", "protection group not found"))
+                # What SDRS answers here is not documented: a guess, and a knob.
+                status, code = self.unknown_group_answer
+                return Response(status, error_body(status, code, "protection group not found"))
             if filters:
                 entries = [e for e in entries if self._matches(e[2], filters)]
             if self.repeat_records > 1:
@@ -371,7 +375,7 @@ class TaskCenterStandIn(ServerBase):
 
     def _list_groups(self, query: Mapping[str, str]) -> Response:
         limit = min(_int_param(query, "limit", _API_MAX_LIMIT, _API_MAX_LIMIT), self.max_page)
-        offset = 0 if self.ignore_offset else _int_param(query, "offset", 0, None)
+        offset = 0 if self.ignore_offset is True else _int_param(query, "offset", 0, None)
         with self._data_lock:
             groups = [g for g in self._groups.values() for _ in range(self.repeat_groups)]
         return json_response(
