@@ -88,8 +88,12 @@ def build_app(
     emitter: Emitter | None = None,
     clock: Clock = utc_now,
     state: StateStore | None = None,
+    index: bool = True,
 ) -> App:
-    """Build the process's objects; raise ConfigError for a bad policy file."""
+    """Build the process's objects; raise ConfigError for a bad policy file.
+
+    ``index``: keep the lookup index (a process that lives for one command, the CLI,
+    would only pay for it: it never asks it)."""
     policy = _policy(settings)
     if state is None:
         state = open_store(settings.state_url.get_secret_value(),
@@ -128,8 +132,9 @@ def build_app(
     )
     reaper = Reaper(client, policy, publisher, config, clock=clock,
                     shared=Shared(state, _timing(settings)))
-    reaper.index = LookupIndex(state, settings.failure_job_id_field,
-                               view_max_age=settings.listing_max_age, clock=clock)
+    if index:
+        reaper.index = LookupIndex(state, settings.failure_job_id_field,
+                                   view_max_age=settings.listing_max_age, clock=clock)
     types = EventTypes(settings.type_job_failed, settings.type_expired, settings.type_sweep)
     reaper.alerts = smn_alerts(settings, auth, state)
     return App(settings, reaper, types, state, alerts=reaper.alerts,

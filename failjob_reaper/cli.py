@@ -226,7 +226,9 @@ def _build(args: argparse.Namespace) -> _Built:
     )
     outcomes = _Forwarding(sink)
     sdrs = _Watching(transport_for(settings.endpoint, max_connections=settings.max_connections))
-    return _Built(build_app(settings, emitter=outcomes, transport=sdrs), outcomes, sdrs)
+    # One command, one process: the lookup index would be written and never read.
+    return _Built(build_app(settings, emitter=outcomes, transport=sdrs, index=False),
+                  outcomes, sdrs)
 
 
 def _causation(kind: str) -> Causation:

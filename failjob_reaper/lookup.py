@@ -27,6 +27,7 @@ from failjob_reaper.plan import (
     keys_to_weigh,
     targets_in,
 )
+from failjob_reaper.records import Compactor
 from failjob_reaper.sdrs import IncompleteListing, SdrsError, TaskCenterClient
 from failjob_reaper.state import StateStore, StateUnavailable
 
@@ -42,8 +43,16 @@ class Scope:
     def list(
         self, client: TaskCenterClient, deadline: float | None = None
     ) -> list[Mapping[str, Any]]:
-        return list(client.list_failure_jobs(server_group_id=self.server_group_id,
-                                             deadline=deadline))
+        """The scope's records, each in its compact form as its page arrives
+        (``records.Record``: a backlog costs little per task)."""
+        compact = Compactor()
+        pages = getattr(client, "failure_job_pages", None)
+        if callable(pages):
+            return [compact(record)
+                    for page in pages(server_group_id=self.server_group_id, deadline=deadline)
+                    for record in page]
+        return [compact(record) for record in client.list_failure_jobs(
+            server_group_id=self.server_group_id, deadline=deadline)]
 
     @property
     def where(self) -> str:

@@ -214,11 +214,12 @@ def make_plan(
     """
     distinct = _distinct(listings)
     by_resource: dict[str, list[Record]] = defaultdict(list)
-    for copies, _ in distinct.values():
-        for copy in copies:
-            resource_id = copy.get("resource_id")
-            if isinstance(resource_id, str) and resource_id:
-                by_resource[resource_id].append(copy)
+    if policy.keep_latest_per_resource > 0:  # siblings matter to keep-latest only
+        for copies, _ in distinct.values():
+            for copy in copies:
+                resource_id = copy.get("resource_id")
+                if isinstance(resource_id, str) and resource_id:
+                    by_resource[resource_id].append(copy)
 
     records: list[PlannedRecord] = []
     for key, (copies, scopes) in distinct.items():
@@ -517,7 +518,7 @@ def _no_usable_id(planned: PlannedRecord, id_field: str, dry_run: bool) -> Settl
 
 
 def _canonical(record: Record) -> str:
-    return json.dumps(record, sort_keys=True, default=str)
+    return json.dumps(dict(record), sort_keys=True, default=str)
 
 
 def _hashable(value: object) -> object:

@@ -16,7 +16,8 @@ Choices where the real API is not settled (see reference/sdrs-task-center.md):
 
 Odd answers real servers give, as knobs (all off by default): ``max_page`` (pages
 capped below ``limit``), ``count_mode="page"`` (``count`` is the page's size),
-``ignore_offset`` (every page is the first; ``"jobs"``: only failed-task listings), ``repeat_records`` / ``repeat_groups``
+``ignore_offset`` (every page is the first; ``"jobs"``: only failed-task listings),
+``repeat_records`` / ``repeat_groups``
 (each record or group listed that many times in a row), :data:`HTML_200` (a gateway
 page answered 200), ``Fault(passthrough=True, late=s)`` (a DELETE applied at once and
 answered late, so the client times out), ``after_delete`` (a callback after each
