@@ -15,11 +15,14 @@
 #   POLICY_FILE=my-policy.yaml infra/functiongraph/package.sh
 #   FGS_RUNTIME=Python3.12 FGS_ARCH=aarch64 infra/functiongraph/package.sh
 #   infra/functiongraph/package.sh --print-target       # "<runtime> <python version> <arch>", builds nothing
+#
+# FGS_PACKAGE_DIR (default build/package, what var.package_dir expects) and
+# FGS_TFVARS (default terraform.tfvars) move the output and the .tfvars file read.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "${here}/../.." && pwd)"
-out="${here}/build/package"
+out="${FGS_PACKAGE_DIR:-${here}/build/package}"
 python="${PYTHON:-python3}"
 arch="${FGS_ARCH:-x86_64}"
 lock="${repo}/requirements.lock"
@@ -37,7 +40,7 @@ default_runtime() {
 }
 
 runtime="${FGS_RUNTIME:-${TF_VAR_runtime:-}}"
-[ -n "${runtime}" ] || runtime="$(tfvars_runtime "${here}/terraform.tfvars")"
+[ -n "${runtime}" ] || runtime="$(tfvars_runtime "${FGS_TFVARS:-${here}/terraform.tfvars}")"
 [ -n "${runtime}" ] || runtime="$(default_runtime)"
 if [[ ! "${runtime}" =~ ^Python([0-9]+\.[0-9]+)$ ]]; then
   echo "runtime '${runtime}': not a FunctionGraph Python runtime (PythonX.Y)" >&2
