@@ -62,7 +62,7 @@ PLATFORM_ENV = frozenset(
 SIGNATURES = {"on_event": "cloudevent", "on_http": "http"}
 FUNCTIONGRAPH_HANDLER = "handler"
 
-# SPEC section 7: what the function emits. No Trigger may route these back to on_event.
+# What the function emits (the outcome types). No Trigger may route these back to on_event.
 OUTCOME_TYPES = frozenset(
     f"sdrs.failurejob.{name}"
     for name in (
@@ -91,7 +91,7 @@ EXPECTED_DOCUMENTS: dict[str, list[tuple[str, str]] | None] = {
     "knative/secret.example.yaml": [("v1", "Secret")],
     "knative/kustomization.yaml": [("kustomize.config.k8s.io/v1beta1", "Kustomization")],
     "knative/kustomizeconfig.yaml": None,  # kustomize transformer configuration
-    "knative/policy.yaml": None,  # retention policy (SPEC section 5)
+    "knative/policy.yaml": None,  # retention policy (README, "The retention policy")
 }
 # Files in infra/knative that are not kustomize resources.
 NOT_RESOURCES = frozenset(
@@ -196,7 +196,7 @@ def _ref_target(ref: Mapping[str, Any]) -> tuple[str, str, str]:
 @cache
 def _main_functions() -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
     """Top-level functions of main.py, read with ast (importing main.py reads the environment)."""
-    assert MAIN_PY.is_file(), f"{MAIN_PY} is missing: the entry points live there (SPEC section 2)"
+    assert MAIN_PY.is_file(), f"{MAIN_PY} is missing: the entry points live there"
     tree = ast.parse(MAIN_PY.read_text(encoding="utf-8"), filename=str(MAIN_PY))
     return {
         node.name: node

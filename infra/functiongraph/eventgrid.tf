@@ -1,5 +1,5 @@
 # ---------------------------------------------------------------------------
-# EventGrid, Huawei Cloud side (SPEC sections 4 and 11)
+# EventGrid, Huawei Cloud side (in: failjob_reaper/cts.py; out: the outcome publisher)
 #
 # In:  cloud-service events of SDRS on the official "default" channel
 #      (source HC.SDRS or HC.BRS, type SDRS:CloudTrace:ApiCall|ConsoleAction|SystemAction,

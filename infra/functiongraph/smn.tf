@@ -1,5 +1,5 @@
 # ---------------------------------------------------------------------------
-# SMN: what needs a person (SPEC section 11): sweep digests (guard tripped,
+# SMN: what needs a person (failjob_reaper/alerts.py): sweep digests (guard tripped,
 # partial, failed deletions), permanent failures outside sweeps, the policy's
 # notice window. The function publishes with the agency's credentials.
 # ---------------------------------------------------------------------------

@@ -144,7 +144,7 @@ variable "sweep_deadline" {
   # The setting's bound (above 0); the function's precondition keeps it below timeout.
   validation {
     condition     = var.sweep_deadline > 0 && var.sweep_deadline <= 86400
-    error_message = "sweep_deadline must be above 0 (and below timeout)."
+    error_message = "sweep_deadline must be above 0 and at most 86400 (SWEEP_DEADLINE), and below timeout."
   }
 }
 
