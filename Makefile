@@ -2,14 +2,16 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements.lock requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv redis-server run test lint bench bench-quick soak clean
+.PHONY: venv redis-server run test lint bench bench-quick soak clean lock
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements.lock requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# The locked runtime tree first (what the image and the FunctionGraph package install).
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	# The `failjob-reaper` command (pyproject.toml), editable: it runs this tree from anywhere.
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
@@ -41,6 +43,16 @@ bench-quick: $(STAMP) redis-server
 
 soak: $(STAMP)
 	SOAK_EVENTS=$${SOAK_EVENTS:-2000} $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_reliability_soak.py
+
+# requirements.lock: the whole runtime dependency tree of requirements.txt, pinned with
+# hashes, for every platform and Python >= 3.11. The image, the FunctionGraph package
+# and `make venv` install it, so a deployment runs what the tests ran. Rerun after any
+# change to requirements.txt (tests/test_infra_bounds.py fails until then).
+UV_VERSION := 0.13.8
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	  --custom-compile-command "make lock" --output-file requirements.lock requirements.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -62,7 +62,7 @@ PLATFORM_ENV = frozenset(
 SIGNATURES = {"on_event": "cloudevent", "on_http": "http"}
 FUNCTIONGRAPH_HANDLER = "handler"
 
-# SPEC section 7: what the function emits. No Trigger may route these back to on_event.
+# What the function emits (the outcome types). No Trigger may route these back to on_event.
 OUTCOME_TYPES = frozenset(
     f"sdrs.failurejob.{name}"
     for name in (
@@ -91,7 +91,7 @@ EXPECTED_DOCUMENTS: dict[str, list[tuple[str, str]] | None] = {
     "knative/secret.example.yaml": [("v1", "Secret")],
     "knative/kustomization.yaml": [("kustomize.config.k8s.io/v1beta1", "Kustomization")],
     "knative/kustomizeconfig.yaml": None,  # kustomize transformer configuration
-    "knative/policy.yaml": None,  # retention policy (SPEC section 5)
+    "knative/policy.yaml": None,  # retention policy (README, "The retention policy")
 }
 # Files in infra/knative that are not kustomize resources.
 NOT_RESOURCES = frozenset(
@@ -117,7 +117,12 @@ _HCL_OPTIONS = SerializationOptions(
 
 
 def _yaml_files() -> list[Path]:
-    return sorted(p for p in INFRA.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    # functiongraph/build/ is package.sh's output (git-ignored): a copy of the policy.
+    build = TERRAFORM / "build"
+    return sorted(
+        p for p in INFRA.rglob("*")
+        if p.suffix in (".yaml", ".yml") and p.is_file() and not p.is_relative_to(build)
+    )
 
 
 def _rel(path: Path) -> str:
@@ -191,7 +196,7 @@ def _ref_target(ref: Mapping[str, Any]) -> tuple[str, str, str]:
 @cache
 def _main_functions() -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
     """Top-level functions of main.py, read with ast (importing main.py reads the environment)."""
-    assert MAIN_PY.is_file(), f"{MAIN_PY} is missing: the entry points live there (SPEC section 2)"
+    assert MAIN_PY.is_file(), f"{MAIN_PY} is missing: the entry points live there"
     tree = ast.parse(MAIN_PY.read_text(encoding="utf-8"), filename=str(MAIN_PY))
     return {
         node.name: node
@@ -702,7 +707,8 @@ def test_terraform_user_data_names_are_settings() -> None:
     assert {"SDRS_ENDPOINT", "RETENTION_POLICY_FILE"} <= plain
 
 
-def test_terraform_user_data_defaults_are_a_valid_configuration() -> None:
+def _tf_default_environ() -> dict[str, str]:
+    """The function's environment as Terraform deploys it with every default."""
     environ = {k: str(_tf_eval(v)) for k, v in _tf_locals()["user_data_all"].items()}
     environ["SDRS_ENDPOINT"] = "https://sdrs.ap-southeast-3.myhuaweicloud.com"  # computed local
     # Computed from resources created with the defaults (the channel, the topic).
@@ -714,8 +720,12 @@ def test_terraform_user_data_defaults_are_a_valid_configuration() -> None:
                                 f"{_tf_eval('${var.smn_topic_name}')}")
     environ = {k: v for k, v in environ.items() if v != ""}
     environ.setdefault("SDRS_PROJECT_ID", "0605767f0a00d5762fe0c0148c8ba0d3")
+    return environ
+
+
+def test_terraform_user_data_defaults_are_a_valid_configuration() -> None:
     # FunctionGraph signs with the agency's temporary credentials from the context.
-    load_settings(environ, context_credentials=True)
+    load_settings(_tf_default_environ(), context_credentials=True)
 
 
 def test_timer_trigger_starts_a_sweep_with_a_json_user_event() -> None:
@@ -790,19 +800,60 @@ def test_cts_trigger_hands_sdrs_operations_to_the_function() -> None:
         assert 1 <= len(names.split(";")) <= 10
 
 
+def _dynamic_blocks(body: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
+    """The blocks ``dynamic "<name>"`` expands to (for_each over a list local), with
+    ``<name>.value`` replaced by each element."""
+    (dynamic,) = [block[name] for block in body.get("dynamic", []) if name in block]
+    each = re.fullmatch(r"\$\{toset\(local\.(\w+)\)\}", dynamic["for_each"])
+    assert each, f"dynamic {name}: for_each over toset(local.<list>) expected"
+    values = _tf_locals()[each.group(1)]
+    (content,) = dynamic["content"]
+    expanded = []
+    for value in values:
+        block = {}
+        for key, raw in content.items():
+            text = raw.replace("${" + name + ".value}", value)
+            block[key] = text.replace(f"{name}.value", json.dumps(value))
+        expanded.append(block)
+    return expanded
+
+
 def test_eventgrid_cloudtrace_subscription_matches_what_the_function_accepts() -> None:
-    from failjob_reaper.cts import CLOUD_SOURCES, is_cloudtrace_event
+    from failjob_reaper.cts import CLOUD_SOURCES, SERVICES, cloudevent_service, is_cloudtrace_event
 
     subscription = _tf_resource("huaweicloud_eg_event_subscription", "cloudtrace")
-    (source,) = subscription["sources"]
-    assert (source["name"], source["provider_type"]) == ("HC.SDRS", "OFFICIAL")
-    rule = json.loads(_tf_eval(source["filter_rule"]))
-    assert set(rule["source"][0]["values"]) == CLOUD_SOURCES
-    types = rule["type"][0]["values"]
-    assert types and all(is_cloudtrace_event({"type": t}) for t in types)
+    # A sources block names one source: one block for every name SDRS publishes under.
+    assert "sources" not in subscription, "one static sources block names one source only"
+    sources = _dynamic_blocks(subscription, "sources")
+    assert sorted(s["name"] for s in sources) == sorted(CLOUD_SOURCES)
+    ids = set()
+    for source in sources:
+        assert source["provider_type"] == "OFFICIAL"
+        rule = json.loads(_tf_eval(source["filter_rule"]))
+        assert rule["source"] == [{"op": "StringIn", "values": [source["name"]]}]
+        types = rule["type"][0]["values"]
+        assert types and all(is_cloudtrace_event({"type": t}) for t in types)
+        # Traces published under BRS carry BRS:CloudTrace:* types.
+        assert {cloudevent_service({"type": t}) for t in types} == SERVICES
+        # The block's own UUID (provider docs), never another resource's id.
+        assert source["id"].startswith('${uuidv5("url", ') and ".id" not in source["id"]
+        ids.add(source["id"])
+    assert len(ids) == len(sources), "each sources block needs its own id"
     (target,) = subscription["targets"]
     assert target["name"] == "HC.FunctionGraph"
     assert "huaweicloud_fgs_function.reaper.urn" in target["detail"]
+    assert target["id"] not in ids
+
+
+def test_eventgrid_subscription_source_ids_are_their_own() -> None:
+    for _, _, body in [b for b in _tf_blocks("resource")
+                       if b[0] == "huaweicloud_eg_event_subscription"]:
+        blocks = body.get("sources") or _dynamic_blocks(body, "sources")
+        for block in [*blocks, *body["targets"]]:
+            # The provider's docs: a UUID of the block's own, "no association with the
+            # parameters or attributes of other resources".
+            assert block["id"].startswith('${uuidv5("url", '), block["id"]
+            assert not re.search(r"\.id\b", block["id"]), block["id"]
 
 
 def test_outcomes_channel_and_its_source_match_the_function_settings() -> None:
@@ -870,7 +921,7 @@ def test_terraform_fmt() -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_dockerfile_is_multi_stage_on_slim_python_311() -> None:
+def test_dockerfile_is_multi_stage_on_slim_python_311_pinned_by_digest() -> None:
     stages = _dockerfile_stages()
     assert len(stages) >= 2, "multi-stage: build tools stay out of the final image"
     for stage in stages:
@@ -879,12 +930,13 @@ def test_dockerfile_is_multi_stage_on_slim_python_311() -> None:
         if image.startswith("${"):
             (arg,) = [a for i, a in _dockerfile_instructions() if i == "ARG" and "IMAGE=" in a]
             image = arg.partition("=")[2]
-        assert image.startswith("python:3.11-slim"), image
+        # Full version tag and the digest: every build starts from the same bytes.
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", image), image
 
 
 def test_dockerfile_copies_only_the_function() -> None:
     stages = _dockerfile_stages()
-    allowed = {"requirements.txt", "main.py", "failjob_reaper/", "handlers/"}
+    allowed = {"requirements.lock", "main.py", "failjob_reaper/", "handlers/"}
     copied = set()
     for stage in stages[:-1]:
         for instruction, arguments in stage:

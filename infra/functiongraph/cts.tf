@@ -3,7 +3,7 @@
 #
 # SDRS publishes no "job failed" event; CTS records its operations and this
 # trigger hands each trace to main.handler as {"cts": {...}}. The function
-# decides every failed task of the trace's resource (SPEC section 4).
+# decides every failed task of the trace's resource (failjob_reaper/cts.py).
 # event_data as Huawei's own tools build it (huaweicloud/cloud-custodian,
 # c7n_huaweicloud mu.py, CloudTraceServiceSource): a name and operations
 # "<service>:<resource type>:<trace name>;<trace name>...". CTS allows at most

@@ -1,8 +1,8 @@
 # ---------------------------------------------------------------------------
-# EventGrid, Huawei Cloud side (SPEC sections 4 and 11)
+# EventGrid, Huawei Cloud side (in: failjob_reaper/cts.py; out: the outcome publisher)
 #
 # In:  cloud-service events of SDRS on the official "default" channel
-#      (source HC.SDRS, type SDRS:CloudTrace:ApiCall|ConsoleAction|SystemAction,
+#      (source HC.SDRS or HC.BRS, type SDRS:CloudTrace:ApiCall|ConsoleAction|SystemAction,
 #      data = the CTS trace) -> the function. Off by default: the CTS trigger
 #      (cts.tf) already delivers the same traces.
 # Out: a custom channel the function publishes its outcome CloudEvents to
@@ -16,9 +16,12 @@ variable "enable_eventgrid_cloudtrace" {
 }
 
 variable "cloudtrace_event_types" {
-  description = "EventGrid types of SDRS traces the subscription passes on."
+  description = "EventGrid types of SDRS traces the subscription passes on (\"<service>:CloudTrace:<kind>\"; SDRS is also named BRS)."
   type        = list(string)
-  default     = ["SDRS:CloudTrace:ApiCall", "SDRS:CloudTrace:ConsoleAction", "SDRS:CloudTrace:SystemAction"]
+  default = [
+    "SDRS:CloudTrace:ApiCall", "SDRS:CloudTrace:ConsoleAction", "SDRS:CloudTrace:SystemAction",
+    "BRS:CloudTrace:ApiCall", "BRS:CloudTrace:ConsoleAction", "BRS:CloudTrace:SystemAction",
+  ]
 }
 
 variable "enable_eventgrid_outcomes" {
@@ -34,6 +37,9 @@ variable "eventgrid_outcome_channel_name" {
 }
 
 locals {
+  # The cloud-service sources SDRS traces arrive under (SDRS is also named BRS).
+  cloudtrace_sources = ["HC.SDRS", "HC.BRS"]
+
   eg_endpoint            = "https://eg.${var.region}.myhuaweicloud.com"
   eg_outcomes_endpoint   = var.enable_eventgrid_outcomes ? local.eg_endpoint : ""
   eg_outcomes_channel_id = var.enable_eventgrid_outcomes ? huaweicloud_eg_custom_event_channel.outcomes[0].id : ""
@@ -53,13 +59,21 @@ resource "huaweicloud_eg_event_subscription" "cloudtrace" {
   name        = "${var.function_name}-sdrs-traces"
   description = "SDRS operation traces to failjob-reaper"
 
-  sources {
-    name          = "HC.SDRS"
-    provider_type = "OFFICIAL"
-    filter_rule = jsonencode({
-      source = [{ op = "StringIn", values = ["HC.SDRS", "HC.BRS"] }]
-      type   = [{ op = "StringIn", values = var.cloudtrace_event_types }]
-    })
+  # One sources block names one source: one block per name SDRS publishes under
+  # (failjob_reaper/cts.py CLOUD_SOURCES). The id is the block's own UUID (the
+  # provider's docs: "no association with ... other resources"; a fixed one keeps
+  # the set element stable between plans).
+  dynamic "sources" {
+    for_each = toset(local.cloudtrace_sources)
+    content {
+      id            = uuidv5("url", "${huaweicloud_fgs_function.reaper.urn}/cloudtrace/sources/${sources.value}")
+      name          = sources.value
+      provider_type = "OFFICIAL"
+      filter_rule = jsonencode({
+        source = [{ op = "StringIn", values = [sources.value] }]
+        type   = [{ op = "StringIn", values = var.cloudtrace_event_types }]
+      })
+    }
   }
 
   targets {
@@ -95,6 +109,15 @@ resource "huaweicloud_eg_custom_event_source" "outcomes" {
   name        = var.outcome_source
   type        = "APPLICATION"
   description = "failjob-reaper outcomes"
+
+  lifecycle {
+    # The provider's rule for a custom event source name (tests/test_infra_bounds.py):
+    # a URI source such as /failjob-reaper would plan and then fail at apply.
+    precondition {
+      condition     = can(regex("^[a-z0-9][a-z0-9_-]{0,127}$", var.outcome_source))
+      error_message = "outcome_source is the outcome channel's event source name: 1-128 lowercase letters, digits, '-' or '_', starting with a letter or digit."
+    }
+  }
 }
 
 output "eventgrid_outcome_channel_id" {

@@ -2,7 +2,7 @@
 #
 # Run ./package.sh first: it fills build/package/ with the code, the
 # dependencies built for the FunctionGraph runtime and policy.yaml. Terraform
-# zips the directory and deploys it. See "Deployment" in ../../README.md.
+# zips the directory and deploys it. See docs/deployment.md.
 #
 # The Huawei Cloud inputs and outputs live in their own files: cts.tf (CTS
 # trigger), eventgrid.tf (cloud-service events for HC.SDRS, the outcome
@@ -67,6 +67,14 @@ locals {
 # Permissions: an agency FunctionGraph assumes to call SDRS
 # ---------------------------------------------------------------------------
 
+# delegated_service_name is marked "Internal" in the provider's schema (so not in
+# its docs) at 1.72.0 and 1.97.1 alike, and still works: create sends it as the
+# trusted domain, read sets it back for op_svc_* names, so plans stay empty.
+# huaweicloud_identity_service_agency (since 1.63.0) is no replacement here: it is
+# an IAM v5 agency ("incubating" docs), takes v5 identity policy names instead of
+# the project roles below (SDRS Administrator, the custom role of iam.tf), and
+# FunctionGraph's `agency` names a v3 agency trusted by op_svc_cff. See
+# docs/deployment.md ("Provider versions").
 resource "huaweicloud_identity_agency" "function" {
   count = var.create_agency ? 1 : 0
 
@@ -90,12 +98,18 @@ data "archive_file" "code" {
   type        = "zip"
   source_dir  = local.package_dir
   output_path = "${path.module}/build/${var.function_name}.zip"
-  excludes    = ["**/__pycache__/**"]
+  excludes    = ["**/__pycache__/**", ".fgs-runtime"]
 
   lifecycle {
     precondition {
       condition     = fileexists("${local.package_dir}/main.py") && fileexists("${local.package_dir}/policy.yaml")
       error_message = "No code or policy in package_dir: run infra/functiongraph/package.sh first (POLICY_FILE=... to package your own policy)."
+    }
+    # Compiled wheels (pydantic-core, PyYAML, ...) only load on the Python they
+    # were built for: package.sh records it in .fgs-runtime.
+    precondition {
+      condition     = try(trimspace(file("${local.package_dir}/.fgs-runtime")), "") == var.runtime
+      error_message = "package_dir was not built for var.runtime: run infra/functiongraph/package.sh again (it builds for FGS_RUNTIME, TF_VAR_runtime, runtime in terraform.tfvars or the variable's default, in that order)."
     }
   }
 }
@@ -233,7 +247,9 @@ resource "huaweicloud_eg_event_subscription" "reaper" {
   description = "job-failed and expiry events to failjob-reaper"
 
   sources {
-    id            = huaweicloud_eg_custom_event_source.sdrs[0].id
+    # The block's own UUID, unrelated to the event source's id (provider docs:
+    # "no association with ... other resources"); fixed, so plans stay empty.
+    id            = uuidv5("url", "${huaweicloud_fgs_function.reaper.urn}/events/sources/${huaweicloud_eg_custom_event_source.sdrs[0].name}")
     provider_type = "CUSTOM"
     name          = huaweicloud_eg_custom_event_source.sdrs[0].name
     filter_rule = jsonencode({

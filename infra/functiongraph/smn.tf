@@ -1,5 +1,5 @@
 # ---------------------------------------------------------------------------
-# SMN: what needs a person (SPEC section 11): sweep digests (guard tripped,
+# SMN: what needs a person (failjob_reaper/alerts.py): sweep digests (guard tripped,
 # partial, failed deletions), permanent failures outside sweeps, the policy's
 # notice window. The function publishes with the agency's credentials.
 # ---------------------------------------------------------------------------
@@ -26,9 +26,15 @@ variable "alert_subscriptions" {
 }
 
 variable "alerts_per_hour" {
-  description = "SMN_MAX_MESSAGES_PER_HOUR: at most this many alert messages an hour (shared by every instance through the state store)."
+  description = "SMN_MAX_MESSAGES_PER_HOUR: at most this many alert messages an hour (shared by every instance through the state store); a whole number from 1 to 1000."
   type        = number
   default     = 6
+
+  # The setting's bounds (failjob_reaper/settings.py; tests/test_infra_bounds.py).
+  validation {
+    condition     = var.alerts_per_hour >= 1 && var.alerts_per_hour <= 1000 && floor(var.alerts_per_hour) == var.alerts_per_hour
+    error_message = "alerts_per_hour must be a whole number from 1 to 1000 (SMN_MAX_MESSAGES_PER_HOUR)."
+  }
 }
 
 locals {

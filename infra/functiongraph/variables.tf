@@ -47,13 +47,14 @@ variable "function_app" {
 }
 
 variable "runtime" {
-  description = "Managed Python runtime. The code needs Python >= 3.11, so Python3.12 (Python3.10 cannot run it; the container image is Python 3.11)."
+  description = "FunctionGraph runtime of the zip package; package.sh builds the dependencies for it. FunctionGraph's Python runtimes are Python2.7, 3.6, 3.9, 3.10 and 3.12, and the code needs Python >= 3.11 (pyproject.toml requires-python), so Python3.12 is the only one that runs it."
   type        = string
   default     = "Python3.12"
 
+  # tests/test_infra_bounds.py: exactly the FunctionGraph runtimes requires-python allows.
   validation {
-    condition     = can(regex("^Python3\\.(1[1-9]|[2-9][0-9])$", var.runtime))
-    error_message = "runtime must be a Python 3.11+ FunctionGraph runtime such as Python3.12."
+    condition     = contains(["Python3.12"], var.runtime)
+    error_message = "runtime must be Python3.12: of FunctionGraph's Python runtimes (2.7, 3.6, 3.9, 3.10, 3.12) only 3.12 meets the code's Python >= 3.11."
   }
 }
 
@@ -139,6 +140,12 @@ variable "sweep_deadline" {
   description = "SWEEP_DEADLINE in seconds: a sweep stops starting deletes after it. Must be below timeout."
   type        = number
   default     = 240
+
+  # The setting's bound (above 0); the function's precondition keeps it below timeout.
+  validation {
+    condition     = var.sweep_deadline > 0 && var.sweep_deadline <= 86400
+    error_message = "sweep_deadline must be above 0 and at most 86400 (SWEEP_DEADLINE), and below timeout."
+  }
 }
 
 variable "log_level" {
@@ -153,7 +160,7 @@ variable "log_level" {
 }
 
 variable "outcome_source" {
-  description = "OUTCOME_SOURCE: the CloudEvents source attribute of outcome events."
+  description = "OUTCOME_SOURCE: the CloudEvents source attribute of outcome events. With enable_eventgrid_outcomes it is also the name of the outcome channel's custom event source: 1-128 lowercase letters, digits, '-' or '_', starting with a letter or digit (so not a URI such as /failjob-reaper)."
   type        = string
   default     = "failjob-reaper"
 }
@@ -241,9 +248,15 @@ variable "eventgrid_channel_name" {
 }
 
 variable "eventgrid_source_name" {
-  description = "EventGrid custom event source name; publishers set it as the CloudEvents source."
+  description = "EventGrid custom event source name; publishers set it as the CloudEvents source. 1-128 lowercase letters, digits, '-' or '_', starting with a letter or digit."
   type        = string
   default     = "sdrs-task-center"
+
+  # The provider's rule for huaweicloud_eg_custom_event_source.name (tests/test_infra_bounds.py).
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9_-]{0,127}$", var.eventgrid_source_name))
+    error_message = "eventgrid_source_name must be 1-128 lowercase letters, digits, '-' or '_', starting with a letter or digit."
+  }
 }
 
 variable "eventgrid_target_agency" {
