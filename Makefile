@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv redis-server run test lint bench bench-quick soak clean
+.PHONY: venv redis-server run test lint docs bench bench-quick soak clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ test: $(STAMP) redis-server
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
+
+# The docs site (mkdocs.yml, docs/) into site/ (gitignored), strictly: a broken link fails.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 bench: $(STAMP) redis-server
 	$(BIN)/python -m bench
