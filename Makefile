@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements.lock requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv redis-server run test lint bench bench-quick soak clean lock
+.PHONY: venv redis-server run test lint docs bench bench-quick soak clean lock
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ test: $(STAMP) redis-server
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
+
+# The docs site (mkdocs.yml, docs/) into site/ (gitignored), strictly: a broken link fails.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 bench: $(STAMP) redis-server
 	$(BIN)/python -m bench
