@@ -327,8 +327,8 @@ def _progress(args: argparse.Namespace, dry_run: bool) -> Iterator[Progress | No
 
 
 def _report(
-    output: OutputFormat | Literal["html"], rows: list[Row], plan: Plan | None, summary: Mapping[str, Any], *,
-    dry_run: bool, title: str,
+    output: OutputFormat | Literal["html"], rows: list[Row], plan: Plan | None,
+    summary: Mapping[str, Any], *, dry_run: bool, title: str,
 ) -> None:
     """The plan's rows, the guard verdict and the summary, in the chosen format."""
     guard = plan.guard if plan is not None else None

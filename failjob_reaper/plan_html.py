@@ -65,11 +65,11 @@ def _escape_char(char: str) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def _text(value: object, *, svg: bool = False) -> str:
+def _text(value: object, *, plain: bool = False) -> str:
     """``value`` as HTML text: escaped, hidden characters made visible.
 
-    In HTML the visible escapes are marked (``<span class=esc>``); inside SVG text, where
-    a ``span`` is not drawn, they are plain text.
+    In HTML text the visible escapes are marked (``<span class=esc>``); ``plain`` leaves
+    them unmarked, for attribute values, ``<title>`` and SVG text (where no ``span`` is drawn).
     """
     text = "" if value is None else str(value)
     out: list[str] = []
@@ -77,7 +77,7 @@ def _text(value: object, *, svg: bool = False) -> str:
     for match in _HIDDEN.finditer(text):
         out.append(html.escape(text[last:match.start()], quote=True))
         shown = _escape_char(match.group())
-        out.append(shown if svg else f'<span class="esc">{shown}</span>')
+        out.append(shown if plain else f'<span class="esc">{shown}</span>')
         last = match.end()
     out.append(html.escape(text[last:], quote=True))
     return "".join(out)
@@ -264,7 +264,7 @@ def render_html(
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'\">",
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>failjob-reaper: {_text(title)}</title>",
+        f"<title>failjob-reaper: {_text(title, plain=True)}</title>",
         f"<style>{_CSS}</style>",
         "</head>",
         "<body>",
@@ -330,7 +330,7 @@ def _cards(total: int, going: int, kept: int, due: int, days: int,
                                      f"{guard.get('max_deletions_per_sweep', '?')}")
     cards = [
         ("tasks", str(total), "in this plan", ""),
-        ("goes", str(going), "DELETE", "goes"),
+        ("goes", str(going), "to be deleted", "goes"),
         ("kept", str(kept), f"{due} deletable within {days} d", "kept"),
         ("guard", verdict, detail, "tripped" if guard and guard.get("tripped") else ""),
     ]
@@ -370,7 +370,7 @@ def _legend(prefix: str, kinds: Iterable[str], x: float, y: float) -> str:
         label = _KINDS[kind][0]
         out.append(f'<rect x="{x:.1f}" y="{y - 10:.1f}" width="14" height="12" fill="{fill}" '
                    f'stroke="{stroke}"/><text x="{x + 19:.1f}" y="{y:.1f}" '
-                   f'class="legend">{_text(label, svg=True)}</text>')
+                   f'class="legend">{_text(label, plain=True)}</text>')
         x += 30 + 6.6 * len(label)
     return "".join(out)
 
@@ -379,8 +379,8 @@ def _svg_open(prefix: str, title: str, desc: str, width: int, height: float) -> 
     return (f'<svg id="chart-{prefix}" class="chart" viewBox="0 0 {width} {height:.0f}" '
             f'role="img" aria-labelledby="chart-{prefix}-title chart-{prefix}-desc" '
             f'xmlns="http://www.w3.org/2000/svg">'
-            f'<title id="chart-{prefix}-title">{_text(title, svg=True)}</title>'
-            f'<desc id="chart-{prefix}-desc">{_text(desc, svg=True)}</desc>{_defs(prefix)}')
+            f'<title id="chart-{prefix}-title">{_text(title, plain=True)}</title>'
+            f'<desc id="chart-{prefix}-desc">{_text(desc, plain=True)}</desc>{_defs(prefix)}')
 
 
 def _count_label(x: float, y: float, n: int, *, anchor: str = "middle",
@@ -405,10 +405,11 @@ def _hbars(prefix: str, title: str, desc: str, bars: Sequence[_Bar], what: str) 
     for i, bar in enumerate(bars):
         y = top + i * row_h
         mid = y + bar_h / 2 + 4.5
-        svg.append(f'<g class="bar" data-label="{_text(bar.label)}" data-total="{bar.total}">'
-                   f"<title>{_text(bar.label, svg=True)}: {bar.total}</title>"
+        svg.append(f'<g class="bar" data-label="{_text(bar.label, plain=True)}" '
+                   f'data-total="{bar.total}">'
+                   f"<title>{_text(bar.label, plain=True)}: {bar.total}</title>"
                    f'<text x="{label_w}" y="{mid:.1f}" text-anchor="end" class="label">'
-                   f"{_text(_cut(bar.label, 26), svg=True)}</text>")
+                   f"{_text(_cut(bar.label, 26), plain=True)}</text>")
         x = float(x0)
         for kind, n in bar.parts:
             w = n / scale * area
@@ -463,8 +464,9 @@ def _vbars(prefix: str, title: str, desc: str, bars: Sequence[_Bar], axis: str, 
     for i, bar in enumerate(bars):
         cx = left + slot * (i + 0.5)
         x = cx - bar_w / 2
-        svg.append(f'<g class="bar" data-label="{_text(bar.label)}" data-total="{bar.total}">'
-                   f"<title>{_text(bar.label, svg=True)}: {bar.total}</title>")
+        svg.append(f'<g class="bar" data-label="{_text(bar.label, plain=True)}" '
+                   f'data-total="{bar.total}">'
+                   f"<title>{_text(bar.label, plain=True)}: {bar.total}</title>")
         y = float(base)
         for kind, n in bar.parts:
             h = n / scale * plot_h
@@ -478,9 +480,9 @@ def _vbars(prefix: str, title: str, desc: str, bars: Sequence[_Bar], axis: str, 
         svg.append(_count_label(cx, y - 5, bar.total, cls="total"))
         svg.append(f'<text x="{cx:.1f}" y="{base + 17}" text-anchor="middle" '
                    f'class="{"label small" if small else "label"}">'
-                   f"{_text(_cut(bar.label, 12), svg=True)}</text></g>")
+                   f"{_text(_cut(bar.label, 12), plain=True)}</text></g>")
     svg.append(f'<text x="{left + (width - left - right) / 2:.1f}" y="{height - 6}" '
-               f'text-anchor="middle" class="axis-title">{_text(axis, svg=True)}</text>')
+               f'text-anchor="middle" class="axis-title">{_text(axis, plain=True)}</text>')
     svg.append("</svg>")
     return _figure(prefix, title, "".join(svg), _data_table(what, bars, across=True), footer,
                    wide=wide)
@@ -490,9 +492,9 @@ def _guard_chart(guard: Mapping[str, Any] | None) -> str:
     prefix, title = "guard", "The guards in numbers"
     if guard is None:
         desc = "No guard verdict: the guards count only for sweeps over every task."
-        svg = (_svg_open(prefix, title, desc, 640, 60)
-               + f'<text x="10" y="34" class="empty">{_text(desc, svg=True)}</text></svg>')
-        return _figure(prefix, title, svg, "")
+        empty = (_svg_open(prefix, title, desc, 640, 60)
+                 + f'<text x="10" y="34" class="empty">{_text(desc, plain=True)}</text></svg>')
+        return _figure(prefix, title, empty, "")
     planned = int(guard.get("planned", 0))
     listed = int(guard.get("listed", 0))
     limit = int(guard.get("max_deletions_per_sweep", 0))
@@ -524,19 +526,19 @@ def _guard_chart(guard: Mapping[str, Any] | None) -> str:
         svg.append(
             f'<g class="gauge" data-guard="{name}" data-value="{value}" data-limit="{cap}">'
             f'<text x="{label_w}" y="{y + 10}" text-anchor="end" class="label">'
-            f"{_text(label, svg=True)}</text>"
+            f"{_text(label, plain=True)}</text>"
             f'<text x="{label_w}" y="{y + 25}" text-anchor="end" class="small">'
-            f"{_text(name, svg=True)}</text>"
+            f"{_text(name, plain=True)}</text>"
             f'<rect x="{x0}" y="{y}" width="{area}" height="22" class="track"/>'
             f'<rect x="{x0}" y="{y}" width="{w:.1f}" height="22" fill="{fill}" '
             f'stroke="{stroke}"/>'
             f'<line x1="{cap_x:.1f}" y1="{y - 6}" x2="{cap_x:.1f}" y2="{y + 28}" class="cap"/>'
             f'<text x="{min(cap_x, x0 + area):.1f}" y="{y + 42}" text-anchor="'
             f'{"end" if cap_x > x0 + area * 0.75 else "middle"}" class="small">'
-            f"{_text(cap_text, svg=True)}</text>"
+            f"{_text(cap_text, plain=True)}</text>"
             f'<text x="{x0 + w + 6 if w < area * 0.6 else x0 + w - 6:.1f}" y="{y + 15.5}" '
             f'text-anchor="{"start" if w < area * 0.6 else "end"}" class="total">'
-            f'{_text(shown, svg=True)}{" - TRIPS" if trips else ""}</text></g>')
+            f'{_text(shown, plain=True)}{" - TRIPS" if trips else ""}</text></g>')
     svg.append("</svg>")
     table = (
         '<table class="data"><thead><tr><th scope="col">guard</th><th scope="col">planned</th>'
@@ -555,8 +557,8 @@ def _figure(prefix: str, title: str, svg: str, table: str, footer: str = "", *,
             wide: bool = False) -> str:
     note = f'<p class="note">{_text(footer)}</p>' if footer else ""
     wide_class = ' class="wide"' if wide else ""
-    return (f'<figure id="fig-{prefix}"{wide_class}><figcaption>{_text(title)}</figcaption>{svg}{note}'
-            f"{table}</figure>")
+    return (f'<figure id="fig-{prefix}"{wide_class}><figcaption>{_text(title)}</figcaption>'
+            f"{svg}{note}{table}</figure>")
 
 
 def _data_table(what: str, bars: Sequence[_Bar], *, across: bool = False) -> str:
@@ -570,7 +572,7 @@ def _data_table(what: str, bars: Sequence[_Bar], *, across: bool = False) -> str
         cells = "".join(f'<tr><th scope="row">{_text(name)}</th>'
                         + "".join(f"<td>{n}</td>" for n in counts) + "</tr>"
                         for name, counts in lines)
-        return (f'<table class="data across" data-chart="{_text(what)}"><thead><tr>'
+        return (f'<table class="data across" data-chart="{_text(what, plain=True)}"><thead><tr>'
                 f'<th scope="col">{_text(what)}</th>{heads}</tr></thead>'
                 f"<tbody>{cells}</tbody></table>")
     head = "".join(f'<th scope="col">{_text(_KINDS[kind][0])}</th>' for kind in kinds)
@@ -580,50 +582,53 @@ def _data_table(what: str, bars: Sequence[_Bar], *, across: bool = False) -> str
         cells = "".join(f"<td>{counts.get(kind, 0)}</td>" for kind in kinds)
         body.append(f'<tr><th scope="row">{_text(bar.label)}</th>{cells}'
                     f"<td>{bar.total}</td></tr>")
-    return (f'<table class="data" data-chart="{_text(what)}"><thead><tr>'
+    return (f'<table class="data" data-chart="{_text(what, plain=True)}"><thead><tr>'
             f'<th scope="col">{_text(what)}</th>{head}<th scope="col">tasks</th></tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
 # -- the table ---------------------------------------------------------------------------
 
-_COLUMNS = ("#", "action", "task (failure_job_id)", "job_id", "resource", "group", "rule",
-            "age", "retain_until", "reason")
+# (heading, share of the table's width in %); fixed, so that long ids wrap in their cell.
+_COLUMNS = (("#", 3), ("action", 8.5), ("task (failure_job_id) / job_id", 19),
+            ("resource", 13), ("group", 9), ("rule", 8), ("age / begin_time", 10.5),
+            ("retain_until", 12.5), ("reason", 16.5))
 
 
 def _plan_table(rows: Sequence[Row], kinds: Sequence[str], now: datetime) -> str:
-    head = "".join(f'<th scope="col">{_text(name)}</th>' for name in _COLUMNS)
+    cols = "".join(f'<col style="width: {share}%">' for _, share in _COLUMNS)
+    head = "".join(f'<th scope="col">{_text(name)}</th>' for name, _ in _COLUMNS)
     body = []
     for n, (row, kind) in enumerate(zip(rows, kinds, strict=True), start=1):
         begin = parse_begin_time(row.begin_time)
-        age = (f"{_text(_span(now - begin))}" if begin is not None and begin <= now
+        age = (_span(now - begin) if begin is not None and begin <= now
                else "in the future" if begin is not None else "unknown")
         until = parse_begin_time(row.retain_until)
         when = ""
         if until is not None:
             when = (f'<span class="rel">in {_text(_span(until - now))}</span>' if until > now
                     else '<span class="rel">passed</span>')
-        resource = (f'<span class="name">{_text(row.resource_name or "-")}</span>'
-                    f'<span class="id">{_text(row.resource_id or "-")}</span>')
+        resource_id = ("" if row.resource_id == row.failure_job_id else
+                       f'<span class="id sub">{_text(row.resource_id or "-")}</span>')
         body.append(
             f'<tr class="{kind}"><td class="n">{n}</td>'
             f'<td><span class="badge {kind}">{_text(row.action)}</span></td>'
-            f'<td class="id">{_text(row.failure_job_id or "-")}</td>'
-            f'<td class="id">{_text(row.job_id or "-")}</td>'
-            f"<td>{resource}</td>"
-            f'<td class="id">{_text(row.server_group_id or "top level")}</td>'
+            f'<td><span class="id">{_text(row.failure_job_id or "-")}</span>'
+            f'<span class="id sub">{_text(row.job_id or "-")}</span></td>'
+            f"<td>{_text(row.resource_name or '-')}{resource_id}</td>"
+            f'<td class="{"id" if row.server_group_id else ""}">'
+            f"{_text(row.server_group_id or 'top level')}</td>"
             f"<td>{_text(row.rule or '-')}</td>"
-            f'<td class="num">{age}<span class="id">{_text(row.begin_time or "-")}'
-            f"</span></td>"
-            f'<td class="num">{_text(row.retain_until or "-")}{when}</td>'
-            f'<td class="reason">{_text(row.reason)}</td></tr>')
+            f"<td>{_text(age)}<span class=\"id sub\">{_text(row.begin_time or '-')}</span></td>"
+            f"<td>{_text(row.retain_until or '-')}{when}</td>"
+            f"<td>{_text(row.reason)}</td></tr>")
     if not body:
         body.append(f'<tr><td colspan="{len(_COLUMNS)}" class="empty">no failed tasks listed'
                     "</td></tr>")
     return (f'<section class="plan"><h2>The plan, task by task <span class="sub">{len(rows)} '
             f"task{'' if len(rows) == 1 else 's'}, those that go first</span></h2>"
-            f'<table class="plan-table"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table></section>")
+            f'<table class="plan-table"><colgroup>{cols}</colgroup><thead><tr>{head}</tr>'
+            f"</thead><tbody>{''.join(body)}</tbody></table></section>")
 
 
 def _summary_table(summary: Mapping[str, Any]) -> str:
@@ -694,27 +699,23 @@ svg .empty { fill: var(--muted); font-style: italic; }
 .note { margin: 6px 0 0; font-size: 12px; color: var(--muted); }
 table { border-collapse: collapse; }
 table.data { margin-top: 8px; font-size: 12px; width: 100%; }
-table.data th, table.data td { border-top: 1px solid var(--line); padding: 2px 8px;
+table.data th, table.data td { border-top: 1px solid var(--line); padding: 2px 6px;
+  white-space: nowrap;
   text-align: right; font-variant-numeric: tabular-nums; }
 table.data th:first-child { text-align: left; font-weight: 400; }
 table.data thead th { color: var(--muted); font-weight: 600; border-top: 0; }
-.plan-table { width: 100%; font-size: 12.5px; }
-.plan-table th, .plan-table td { border-bottom: 1px solid var(--line); padding: 5px 8px;
+.plan-table { width: 100%; font-size: 12.5px; table-layout: fixed; }
+.plan-table th, .plan-table td { border-bottom: 1px solid var(--line); padding: 5px 6px;
   text-align: left; vertical-align: top; overflow-wrap: anywhere; }
-.plan-table thead th { position: sticky; top: 0; background: #e9edf1; font-size: 11.5px;
-  text-transform: uppercase; letter-spacing: .04em; color: #3a4756;
-  border-bottom: 2px solid #9aa6b3; }
+.plan-table thead th { position: sticky; top: 0; background: #e9edf1; font-size: 11px;
+  text-transform: uppercase; letter-spacing: .03em; color: #3a4756; line-height: 1.25;
+  border-bottom: 2px solid #9aa6b3; overflow-wrap: normal; }
 .plan-table tbody tr:nth-child(even) { background: #f8f9fb; }
-.plan-table td.n { color: var(--muted); text-align: right; white-space: nowrap; }
-.plan-table thead th { white-space: nowrap; }
-.plan-table td.id { white-space: nowrap; }
-.plan-table td.num { white-space: nowrap; }
+.plan-table td.n { color: var(--muted); text-align: right; }
 .plan-table .id { font-family: ui-monospace, "DejaVu Sans Mono", "Liberation Mono", monospace;
-  font-size: 11.5px; }
-.plan-table td .id, .plan-table td .rel { display: block; color: var(--muted); }
-.plan-table td.num .id { font-size: 10.5px; }
-.plan-table td .name { display: block; }
-.plan-table td.reason { min-width: 16em; }
+  font-size: 11px; }
+.plan-table .sub, .plan-table .rel { display: block; color: var(--muted); }
+.plan-table .sub { font-size: 10.5px; }
 .badge { display: inline-block; padding: 1px 7px; border-radius: 10px; font-size: 11.5px;
   font-weight: 600; white-space: nowrap; border: 1px solid; }
 .badge.goes { color: #7d2413; border-color: var(--goes); border-style: dashed;
