@@ -590,9 +590,9 @@ def _data_table(what: str, bars: Sequence[_Bar], *, across: bool = False) -> str
 # -- the table ---------------------------------------------------------------------------
 
 # (heading, share of the table's width in %); fixed, so that long ids wrap in their cell.
-_COLUMNS = (("#", 3), ("action", 8.5), ("task (failure_job_id) / job_id", 19),
-            ("resource", 13), ("group", 9), ("rule", 8), ("age / begin_time", 10.5),
-            ("retain_until", 12.5), ("reason", 16.5))
+_COLUMNS = (("#", 3), ("action", 10), ("task (failure_job_id) / job_id", 20),
+            ("resource", 12.5), ("group", 9), ("rule", 8), ("age / begin_time", 10.5),
+            ("retain_until", 12.5), ("reason", 14.5))
 
 
 def _plan_table(rows: Sequence[Row], kinds: Sequence[str], now: datetime) -> str:
@@ -702,7 +702,7 @@ table.data { margin-top: 8px; font-size: 12px; width: 100%; }
 table.data th, table.data td { border-top: 1px solid var(--line); padding: 2px 6px;
   white-space: nowrap;
   text-align: right; font-variant-numeric: tabular-nums; }
-table.data th:first-child { text-align: left; font-weight: 400; }
+table.data th:first-child { text-align: left; font-weight: 400; white-space: normal; }
 table.data thead th { color: var(--muted); font-weight: 600; border-top: 0; }
 .plan-table { width: 100%; font-size: 12.5px; table-layout: fixed; }
 .plan-table th, .plan-table td { border-bottom: 1px solid var(--line); padding: 5px 6px;
@@ -713,10 +713,10 @@ table.data thead th { color: var(--muted); font-weight: 600; border-top: 0; }
 .plan-table tbody tr:nth-child(even) { background: #f8f9fb; }
 .plan-table td.n { color: var(--muted); text-align: right; }
 .plan-table .id { font-family: ui-monospace, "DejaVu Sans Mono", "Liberation Mono", monospace;
-  font-size: 11px; }
+  font-size: 10.5px; }
 .plan-table .sub, .plan-table .rel { display: block; color: var(--muted); }
-.plan-table .sub { font-size: 10.5px; }
-.badge { display: inline-block; padding: 1px 7px; border-radius: 10px; font-size: 11.5px;
+.plan-table .sub { font-size: 10px; }
+.badge { display: inline-block; padding: 1px 6px; border-radius: 10px; font-size: 11px;
   font-weight: 600; white-space: nowrap; border: 1px solid; }
 .badge.goes { color: #7d2413; border-color: var(--goes); border-style: dashed;
   background: repeating-linear-gradient(45deg, #fbe4de 0 4px, #fff 4px 8px); }
@@ -734,6 +734,7 @@ table.data thead th { color: var(--muted); font-weight: 600; border-top: 0; }
   body { max-width: none; padding: 0; font-size: 10.5pt; }
   .charts { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 10pt; }
   figure { padding: 6pt 8pt; }
+  table.data th, table.data td { padding: 1px 4px; }
   .plan { break-before: page; }
   .plan-table { font-size: 8.5pt; }
   .plan-table thead { display: table-header-group; }
