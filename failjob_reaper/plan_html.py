@@ -330,7 +330,8 @@ def _cards(total: int, going: int, kept: int, due: int, days: int,
                                      f"{guard.get('max_deletions_per_sweep', '?')}")
     cards = [
         ("tasks", str(total), "in this plan", ""),
-        ("goes", str(going), "to be deleted", "goes"),
+        ("goes", str(going), "planned, but the guard stops the sweep"
+         if guard is not None and guard.get("tripped") else "to be deleted", "goes"),
         ("kept", str(kept), f"{due} deletable within {days} d", "kept"),
         ("guard", verdict, detail, "tripped" if guard and guard.get("tripped") else ""),
     ]

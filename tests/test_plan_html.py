@@ -160,6 +160,7 @@ def test_a_tripped_guard_and_an_empty_plan_are_said_in_words() -> None:
     text = "".join(parse(page).text)
     assert "Guard max_deletions_per_sweep trips:" in text
     assert "3 planned - TRIPS" in text
+    assert "planned, but the guard stops the sweep" in text
     empty = render_html([], None, {"listed": 0}, now=NOW, title="plan")
     assert "no failed tasks listed" in empty and "No guard verdict" in empty
 

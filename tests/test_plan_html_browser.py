@@ -21,8 +21,8 @@ import math
 import os
 import queue
 import shutil
+import signal
 import struct
-import subprocess
 import tempfile
 import threading
 from collections import Counter
@@ -68,16 +68,18 @@ class Browser:
     def __init__(self, binary: str, profile: Path, log: Path) -> None:
         to_child_r, self._to_child = map(_high, os.pipe())
         self._from_child, from_child_w = map(_high, os.pipe())
-
-        def place_pipes() -> None:  # in the child, before exec; dup2 clears close-on-exec
-            os.dup2(to_child_r, 3)
-            os.dup2(from_child_w, 4)
-
-        with log.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, close_fds=False,
-                preexec_fn=place_pipes)
+        # posix_spawn places the pipes on 3 and 4 in the child (no Python code runs between
+        # fork and exec, which a preexec_fn would do beside the stand-in's threads).
+        with log.open("wb") as out:
+            self.pid = os.posix_spawn(
+                binary, [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                os.environ, file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+                    (os.POSIX_SPAWN_DUP2, out.fileno(), 2),
+                    (os.POSIX_SPAWN_DUP2, to_child_r, 3),
+                    (os.POSIX_SPAWN_DUP2, from_child_w, 4),
+                ])
         os.close(to_child_r)
         os.close(from_child_w)
         self._messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -133,13 +135,12 @@ class Browser:
     def close(self) -> None:
         with contextlib.suppress(AssertionError, OSError):
             self.send("Browser.close")
-        try:
-            self.process.wait(timeout=ANSWER_WAIT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
         os.close(self._to_child)
-        self._reader.join()
+        self._reader.join(timeout=ANSWER_WAIT)  # the pipe ends when chromium has exited
+        if self._reader.is_alive():
+            os.kill(self.pid, signal.SIGKILL)
+            self._reader.join()
+        os.waitpid(self.pid, 0)
         os.close(self._from_child)
 
 
