@@ -20,6 +20,7 @@ import json
 import math
 import os
 import queue
+import re
 import shutil
 import signal
 import struct
@@ -422,6 +423,11 @@ def test_the_html_plan_in_a_browser_shows_the_world_and_fetches_nothing(
         assert page.evaluate(f"document.querySelector('#chart-{chart} > title').textContent")
         assert page.evaluate(f"document.querySelector('#chart-{chart} > desc').textContent")
     assert page.evaluate("document.querySelectorAll('figure table.data').length") == 5
+
+    # It prints (the print stylesheet's layout, as Chromium's PDF): more than one page.
+    pdf = base64.b64decode(page.browser.send("Page.printToPDF", {}, page.session)["data"])
+    assert pdf.startswith(b"%PDF-")
+    assert len(re.findall(rb"/Type\s*/Page\b", pdf)) >= 2
 
     png = page.screenshot()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
