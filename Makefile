@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements.lock requirements-dev.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: venv redis-server run test lint docs bench bench-quick soak clean lock
+.PHONY: venv redis-server chromium run test lint docs bench bench-quick soak clean lock
 
 venv: $(STAMP)
 
@@ -25,10 +25,18 @@ redis-server:
 	  elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
 	  else echo "make: the tests need redis-server: install the Debian package redis-server (apt-get install redis-server)"; exit 1; fi; }
 
+# The HTML plan's test renders the page in a real headless Chromium (Debian package); install
+# it if missing. Where apt cannot, say so and go on: that one test is then skipped, saying why.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else false; fi; } || echo "make: could not install chromium (apt-get install chromium); tests/test_plan_html_browser.py will be skipped"
+
 run: $(STAMP)
 	$(BIN)/python -m standin.demo
 
-test: $(STAMP) redis-server
+test: $(STAMP) redis-server chromium
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

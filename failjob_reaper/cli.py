@@ -18,7 +18,8 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
 
 import httpx
 from cloudevents.http import CloudEvent
@@ -163,9 +164,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group", metavar="ID", help="one protection group only")
-    parser.add_argument("--output", choices=["table", "json", "csv"], default="table",
+    parser.add_argument("--output", choices=["table", "json", "csv", "html"], default="table",
                         help="table (default), JSON lines (one per task, then the guard and "
-                             "the summary) or CSV (the summary then goes to stderr)")
+                             "the summary), CSV (the summary then goes to stderr) or html "
+                             "(one self-contained page: the table and charts)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -327,11 +329,18 @@ def _progress(args: argparse.Namespace, dry_run: bool) -> Iterator[Progress | No
 
 
 def _report(
-    output: OutputFormat, rows: list[Row], plan: Plan | None, summary: Mapping[str, Any], *,
-    dry_run: bool, title: str,
+    output: OutputFormat | Literal["html"], rows: list[Row], plan: Plan | None,
+    summary: Mapping[str, Any], *, dry_run: bool, title: str,
 ) -> None:
     """The plan's rows, the guard verdict and the summary, in the chosen format."""
     guard = plan.guard if plan is not None else None
+    if output == "html":
+        from failjob_reaper.plan_html import render_html
+
+        print(render_html(rows, guard_data(guard) if guard is not None else None, summary,
+                          now=datetime.now(UTC), title=title,
+                          notes=plan.incomplete if plan is not None else ()), end="")
+        return
     if output == "json":
         lines = [render_json_lines(rows)] if rows else []
         if guard is not None:
