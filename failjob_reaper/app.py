@@ -32,6 +32,8 @@ from failjob_reaper.settings import Settings, load_settings
 from failjob_reaper.state import StateStore, open_store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import httpx
 
     from failjob_reaper.alerts import Alerts
@@ -88,9 +90,15 @@ def build_app(
     emitter: Emitter | None = None,
     clock: Clock = utc_now,
     state: StateStore | None = None,
+    adjust_policy: Callable[[Policy], Policy] | None = None,
 ) -> App:
-    """Build the process's objects; raise ConfigError for a bad policy file."""
+    """Build the process's objects; raise ConfigError for a bad policy file.
+
+    ``adjust_policy``: a change to the loaded policy for this process only (the CLI's
+    ``--max-deletions``)."""
     policy = _policy(settings)
+    if adjust_policy is not None:
+        policy = adjust_policy(policy)
     if state is None:
         state = open_store(settings.state_url.get_secret_value(),
                            namespace=f"fjr:{settings.project_id}:")

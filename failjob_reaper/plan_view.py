@@ -5,6 +5,12 @@ Every distinct record the sweep read gets a row: what happens to it (``would_del
 ``left_over`` when the deadline came first), its DELETE id, where it was listed, the rule
 that decided and ``retain_until``. The guard verdict says, with numbers, whether a guard
 stops the sweep and how far the plan is over it.
+
+Output carries record fields, which anyone who can name a resource writes: the table
+shows control characters escaped (``_text.escape_control``), a CSV cell that would start
+a spreadsheet formula gets a leading ``'`` (``_text.csv_cell``), JSON escapes both itself.
+Filters (``RowFilter``) choose the rows shown; the plan and its guard are always computed
+on everything listed.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from failjob_reaper._text import csv_cell, escape_control, iso_utc
 from failjob_reaper.plan import GUARD_RULE, GuardVerdict, Plan, PlannedRecord
-from failjob_reaper.policy import Decision
+from failjob_reaper.policy import Decision, format_duration, parse_begin_time
 
 OutputFormat = Literal["table", "json", "csv"]
 
@@ -105,7 +112,7 @@ def _row(
         resource_name=_text(record.get("resource_name")),
         server_group_id=planned.server_group_id,
         rule=decision.rule if decision else None,
-        retain_until=_iso(decision.retain_until) if decision else None,
+        retain_until=iso_utc(decision.retain_until) if decision else None,
         begin_time=_text(record.get("begin_time")),
         reason=reason if reason is not None else (decision.reason if decision else ""),
     )
@@ -176,23 +183,67 @@ def render_json_lines(rows: Sequence[Row]) -> str:
 
 
 def render_csv(rows: Sequence[Row]) -> str:
+    """A header and one line per row; no cell starts a spreadsheet formula."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(Row.__dataclass_fields__), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow(asdict(row))
+        writer.writerow({key: csv_cell(value) if isinstance(value, str) else value
+                         for key, value in asdict(row).items()})
     return out.getvalue().rstrip("\n")
 
 
 def _cell(value: object) -> str:
-    return "-" if value is None or value == "" else str(value)
+    return "-" if value is None or value == "" else escape_control(str(value))
 
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+# -- choosing the rows shown -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Which rows to show: all given conditions hold (a list matches any of its values)."""
+
+    older_than: timedelta | None = None
+    """begin_time at least this long before ``now`` (a row without one is not shown)."""
+    rules: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    now: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.older_than is not None or bool(self.rules) or bool(self.actions)
+
+    def describe(self) -> str:
+        parts = []
+        if self.older_than is not None:
+            parts.append(f"begun more than {_duration_text(self.older_than)} ago")
+        if self.rules:
+            parts.append("rule " + " or ".join(self.rules))
+        if self.actions:
+            parts.append("action " + " or ".join(self.actions))
+        return ", ".join(parts)
+
+    def keep(self, row: Row) -> bool:
+        if self.rules and row.rule not in self.rules:
+            return False
+        if self.actions and row.action not in self.actions:
+            return False
+        if self.older_than is not None:
+            began = parse_begin_time(row.begin_time)
+            if began is None or self.now is None or self.now - began < self.older_than:
+                return False
+        return True
+
+
+def filter_rows(rows: Sequence[Row], chosen: RowFilter) -> list[Row]:
+    return [row for row in rows if chosen.keep(row)] if chosen.active else list(rows)
+
+
+def _duration_text(value: timedelta) -> str:
+    return format_duration(value)
