@@ -48,11 +48,16 @@ class Row:
     reason: str
 
 
-def plan_rows(plan: Plan, done: Mapping[str, Mapping[str, Any]] | None = None) -> list[Row]:
+def plan_rows(
+    plan: Plan, done: Mapping[str, Mapping[str, Any]] | None = None, *,
+    stopped: str | None = None,
+) -> list[Row]:
     """One row per distinct record of ``plan``, the deletes first.
 
     ``done``: after a real sweep, the outcome data of each DELETE id (what the DELETE
     answered); None for a dry run, where a planned DELETE is ``would_delete``.
+    ``stopped``: why the planned DELETEs missing from ``done`` were not sent, when the
+    caller knows (``--limit N reached``); else the deadline or the sink.
     """
     sharing: dict[str | None, list[PlannedRecord]] = defaultdict(list)
     for planned in plan.records:
@@ -66,7 +71,8 @@ def plan_rows(plan: Plan, done: Mapping[str, Mapping[str, Any]] | None = None) -
     for delete in plan.deletes:
         answer = (done or {}).get(delete.failure_job_id)
         for planned in delete.removes:
-            rows[planned.key] = _deleting_row(planned, delete.decision, answer, done is None)
+            rows[planned.key] = _deleting_row(planned, delete.decision, answer, done is None,
+                                              stopped)
     for settlement in plan.settled:
         lead = settlement.record
         if lead is None:
@@ -89,13 +95,15 @@ def plan_rows(plan: Plan, done: Mapping[str, Mapping[str, Any]] | None = None) -
 
 
 def _deleting_row(
-    planned: PlannedRecord, decision: Decision, answer: Mapping[str, Any] | None, dry: bool
+    planned: PlannedRecord, decision: Decision, answer: Mapping[str, Any] | None, dry: bool,
+    stopped: str | None = None,
 ) -> Row:
     if dry:
         return _row("would_delete", planned, decision)
     if answer is None:
+        why = stopped or "the sweep stopped first (deadline or sink down)"
         return _row("left_over", planned, decision,
-                    reason="not sent: the sweep stopped first (deadline or sink down)")
+                    reason=f"not sent: {why}; left for the next sweep")
     return _row(str(answer.get("outcome")), planned, decision,
                 reason=str(answer.get("reason") or decision.reason))
 
@@ -157,7 +165,9 @@ def guard_text(guard: GuardVerdict, *, dry_run: bool) -> str:
         raise_to = f"guards.max_deletion_fraction to {data['planned_fraction']:g} or more"
     return (f"guard {guard.tripped} {stops}: {numbers}; nothing "
             f"{'would be' if dry_run else 'was'} deleted. After reviewing the plan above, "
-            f"raise {raise_to} in the policy file (RETENTION_POLICY_FILE) to let it run.")
+            f"raise {raise_to} in the policy file (RETENTION_POLICY_FILE) to let it run"
+            + (f", or pass --max-deletions {guard.planned} for one run."
+               if guard.tripped == "max_deletions_per_sweep" else "."))
 
 
 # -- rendering -------------------------------------------------------------------------------
