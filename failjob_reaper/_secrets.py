@@ -52,8 +52,9 @@ def _forms(secrets: Iterable[str]) -> tuple[set[str], set[str]]:
         if len(secret) < MIN_SECRET:
             continue
         # Text forms: any case (a server that upper-cases an echo still shows the secret).
-        folded.update({secret, json.dumps(secret)[1:-1], quote(secret, safe=""),
-                       quote_plus(secret, safe="")})
+        as_json = json.dumps(secret)[1:-1]
+        folded.update({secret, as_json, as_json.replace("/", "\\/"),  # JSON may escape /
+                       quote(secret, safe=""), quote_plus(secret, safe="")})
         exact.update(_base64_forms(secret.encode()))
     return ({f for f in exact if len(f) >= MIN_SECRET},
             {f for f in folded if len(f) >= MIN_SECRET})

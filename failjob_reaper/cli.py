@@ -134,9 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StateUnavailable as exc:
         # Every verb alike: one line naming the setting, never a traceback (docs/cli.md).
         print(f"failjob-reaper: the state store STATE_URL={_shown_state_url()} could not be "
-              f"used: {exc}. Check that it is running and reachable and that the URL's "
-              "password is right, then run again.",
-              file=sys.stderr)
+              f"used: {str(exc).rstrip('.')}. Check that it is running and reachable and "
+              "that the URL's password is right, then run again.", file=sys.stderr)
         return EXIT_UNAVAILABLE
     return code
 
@@ -427,7 +426,7 @@ def _sweep(args: argparse.Namespace) -> int:
     rows = (plan_rows(plan, done, stopped=limit.reason if limited and limit else None)
             if plan else [])
     data = {**summary.as_data(), "records": _by_action(rows),
-            "deletes_planned": len(plan.deletes) if plan else 0}
+            "deletes_planned": _deletes_planned(plan)}
     if not dry_run:
         data["deletes_sent"] = sum(summary.outcomes.get(name, 0) for name in _SENT)
     if limit is not None:
@@ -438,11 +437,12 @@ def _sweep(args: argparse.Namespace) -> int:
         return EXIT_AUTH
     if summary.error is not None:
         refused_request = not summary.error.get("retryable", True)
-        built.say("failjob-reaper: " + (
-            "the SDRS API refused the request; check SDRS_PROJECT_ID and --group"
-            if refused_request else
-            "the SDRS API could not be reached; check SDRS_ENDPOINT and the network, "
-            "then run again"))
+        said = escape_control(f"{summary.error.get('message')} ({summary.error.get('code')})")
+        built.say("failjob-reaper: listing protection groups: " + (
+            f"the SDRS API refused the request: {said}; check SDRS_PROJECT_ID, --group and "
+            "SDRS_ENDPOINT (the region)." if refused_request else
+            f"the SDRS API could not be reached: {said}; check SDRS_ENDPOINT and the "
+            "network, then run again."))
         return EXIT_REFUSED if refused_request else EXIT_UNAVAILABLE
     partial = _partial_besides(summary.partial_reason, limit.reason if limit else None)
     if dry_run:
@@ -457,6 +457,13 @@ def _partial_besides(reasons: str | None, limit_reason: str | None) -> bool:
     """Whether the sweep was partial for any reason but the ``--limit`` asked for."""
     parts = [part for part in (reasons or "").split("; ") if part]
     return any(limit_reason is None or not part.startswith(limit_reason) for part in parts)
+
+
+def _deletes_planned(plan: Plan | None) -> int:
+    """The DELETE ids the plan would send (the guard's count, also when it trips)."""
+    if plan is None:
+        return 0
+    return plan.guard.planned if plan.guard is not None else len(plan.deletes)
 
 
 def _by_action(rows: Sequence[Row]) -> dict[str, int]:
@@ -482,7 +489,7 @@ def _plan(args: argparse.Namespace) -> int:
     data: dict[str, Any] = {
         "outcome": "plan", "dry_run": True, "listed": plan.listed,
         "groups": sum(1 for scope in execution.scopes if scope.server_group_id),
-        "records": _by_action(rows), "deletes_planned": len(plan.deletes),
+        "records": _by_action(rows), "deletes_planned": _deletes_planned(plan),
         "partial": bool(execution.partial_reasons),
         "partial_reason": "; ".join(execution.partial_reasons) or None}
     shown = rows
