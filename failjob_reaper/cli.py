@@ -32,8 +32,9 @@ from failjob_reaper.errors import ConfigError, InvalidInput, OutcomeDeliveryErro
 from failjob_reaper.events import SweepRequest
 from failjob_reaper.ids import validate_id
 from failjob_reaper.outcomes import Causation, Emitter, SinkEmitter, SweepSummary
-from failjob_reaper.plan import Plan
+from failjob_reaper.plan import GUARD_RULE, Plan
 from failjob_reaper.plan_view import (
+    DELETING,
     OutputFormat,
     Row,
     RowFilter,
@@ -426,7 +427,7 @@ def _sweep(args: argparse.Namespace) -> int:
     rows = (plan_rows(plan, done, stopped=limit.reason if limited and limit else None)
             if plan else [])
     data = {**summary.as_data(), "records": _by_action(rows),
-            "deletes_planned": _deletes_planned(plan)}
+            "deletes_planned": _deletes_planned(rows)}
     if not dry_run:
         data["deletes_sent"] = sum(summary.outcomes.get(name, 0) for name in _SENT)
     if limit is not None:
@@ -459,11 +460,10 @@ def _partial_besides(reasons: str | None, limit_reason: str | None) -> bool:
     return any(limit_reason is None or not part.startswith(limit_reason) for part in parts)
 
 
-def _deletes_planned(plan: Plan | None) -> int:
-    """The DELETE ids the plan would send (the guard's count, also when it trips)."""
-    if plan is None:
-        return 0
-    return plan.guard.planned if plan.guard is not None else len(plan.deletes)
+def _deletes_planned(rows: Sequence[Row]) -> int:
+    """The distinct DELETE ids of the rows the plan deletes (or a guard stopped)."""
+    return len({row.failure_job_id for row in rows
+                if row.failure_job_id and (row.action in DELETING or row.rule == GUARD_RULE)})
 
 
 def _by_action(rows: Sequence[Row]) -> dict[str, int]:
@@ -489,7 +489,7 @@ def _plan(args: argparse.Namespace) -> int:
     data: dict[str, Any] = {
         "outcome": "plan", "dry_run": True, "listed": plan.listed,
         "groups": sum(1 for scope in execution.scopes if scope.server_group_id),
-        "records": _by_action(rows), "deletes_planned": _deletes_planned(plan),
+        "records": _by_action(rows), "deletes_planned": _deletes_planned(rows),
         "partial": bool(execution.partial_reasons),
         "partial_reason": "; ".join(execution.partial_reasons) or None}
     shown = rows

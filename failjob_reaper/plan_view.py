@@ -30,8 +30,9 @@ from failjob_reaper.policy import Decision, format_duration, parse_begin_time
 
 OutputFormat = Literal["table", "json", "csv"]
 
-_DELETING = ("would_delete", "deleted", "already_deleted", "delete_failed", "left_over")
-_ORDER = {action: n for n, action in enumerate((*_DELETING, "retained"))}
+DELETING = ("would_delete", "deleted", "already_deleted", "delete_failed", "left_over")
+"""The actions of a row a DELETE was (or would be) sent for."""
+_ORDER = {action: n for n, action in enumerate((*DELETING, "retained"))}
 
 
 @dataclass(frozen=True)
@@ -151,16 +152,17 @@ def guard_text(guard: GuardVerdict, *, dry_run: bool) -> str:
     data = guard_data(guard)
     if guard.tripped is None:
         fraction = (f"at most {guard.max_fraction:.1%}" if guard.max_fraction < 1 else "off")
-        return (f"guards: {guard.planned} deletions planned, at most {guard.max_deletions} "
-                f"(max_deletions_per_sweep); {data['planned_fraction']:.1%} of the "
-                f"{guard.listed} listed, max_deletion_fraction {fraction}")
+        return (f"guards: {guard.planned} records planned for deletion, at most "
+                f"{guard.max_deletions} (max_deletions_per_sweep); "
+                f"{data['planned_fraction']:.1%} of the {guard.listed} listed, "
+                f"max_deletion_fraction {fraction}")
     stops = "would stop this sweep" if dry_run else "stopped this sweep"
     if guard.tripped == "max_deletions_per_sweep":
-        numbers = (f"{guard.planned} deletions planned, the limit is {guard.max_deletions} "
-                   f"({data['over_by']} over)")
+        numbers = (f"{guard.planned} records planned for deletion, the limit is "
+                   f"{guard.max_deletions} ({data['over_by']} over)")
         raise_to = f"guards.max_deletions_per_sweep to {guard.planned} or more"
     else:
-        numbers = (f"{guard.planned} of {guard.listed} listed tasks planned "
+        numbers = (f"{guard.planned} of {guard.listed} listed records planned "
                    f"({data['planned_fraction']:.1%}), the limit is {guard.max_fraction:.1%}")
         raise_to = f"guards.max_deletion_fraction to {data['planned_fraction']:g} or more"
     return (f"guard {guard.tripped} {stops}: {numbers}; nothing "
