@@ -187,7 +187,7 @@ def test_limit_deletes_at_most_n_and_leaves_the_rest_for_the_next_sweep(
 
     dry = cli("sweep", "--dry-run", "--limit", "2", "--output", "json", **env)
     assert dry.returncode == 0, dry.stderr
-    actions = [t["action"] for t in tasks_of(dry.stdout) if t["type"] == "task"]
+    actions = [str(t["action"]) for t in tasks_of(dry.stdout) if t["type"] == "task"]
     assert sorted(actions) == ["left_over"] * 3 + ["would_delete"] * 2
     assert standin.deletes() == []
 

@@ -16,6 +16,7 @@ import pytest
 
 from failjob_reaper._secrets import MASK, mask_secrets
 from failjob_reaper._text import csv_cell, escape_control, iso_utc
+from failjob_reaper.cli import masked_url
 from failjob_reaper.logs import _Masking
 from failjob_reaper.plan import Everything, ScopeListing, make_plan
 from failjob_reaper.plan_view import (
@@ -199,3 +200,21 @@ def test_an_sdrs_error_masks_the_token_it_was_sent_in_each_encoding(encoding: st
         json={"error_code": "APIGW.0301", "error_msg": f"Incorrect IAM token {echoed}"})
     error = error_from_response(response, attempts=1)
     assert error.message == f"Incorrect IAM token {MASK}"
+
+
+# -- a URL shown in a message ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw-secret@10.0.0.5:6379/0", "redis://:***@10.0.0.5:6379/0"),
+        ("rediss://user:pw-secret@h:6380/1?ssl_cert_reqs=required",
+         "rediss://user:***@h:6380/1?ssl_cert_reqs=required"),
+        ("redis://10.0.0.5:6379/0", "redis://10.0.0.5:6379/0"),
+        ("memory://", "memory://"),
+        ("redis://[::1", "<unreadable URL>"),
+    ],
+)
+def test_a_state_url_is_shown_with_its_password_masked(url: str, shown: str) -> None:
+    assert masked_url(url) == shown
