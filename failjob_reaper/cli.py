@@ -101,16 +101,21 @@ _SENT = ("deleted", "already_deleted", "delete_failed")
 
 
 class _Watching(httpx.BaseTransport):
-    """The SDRS transport, noting whether the API ever refused the credentials."""
+    """The SDRS transport, noting whether the API ever refused the credentials, or
+    refused a listing itself (a 4xx no retry mends: a bad project, group or region)."""
 
     def __init__(self, inner: httpx.BaseTransport) -> None:
         self.inner = inner
         self.refused_auth = False
+        self.refused_listing: int | None = None
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         response = self.inner.handle_request(request)
-        if response.status_code in AUTH_STATUSES:
+        status = response.status_code
+        if status in AUTH_STATUSES:
             self.refused_auth = True
+        elif request.method == "GET" and _refused_status(status):
+            self.refused_listing = status
         return response
 
     def close(self) -> None:
@@ -446,6 +451,12 @@ def _sweep(args: argparse.Namespace) -> int:
             "network, then run again."))
         return EXIT_REFUSED if refused_request else EXIT_UNAVAILABLE
     partial = _partial_besides(summary.partial_reason, limit.reason if limit else None)
+    if partial and built.sdrs.refused_listing is not None:
+        built.say(f"failjob-reaper: the SDRS API refused a listing (HTTP "
+                  f"{built.sdrs.refused_listing}; its message is in the partial reason above); "
+                  "nothing was deleted where the listing was refused. Check SDRS_PROJECT_ID, "
+                  "--group and SDRS_ENDPOINT (the region).")
+        return EXIT_REFUSED
     if dry_run:
         # A dry run fails only where a real run would fail for the same reason: a guard
         # that would stop it, a listing that is not whole. Never a DELETE it did not send.
@@ -654,8 +665,16 @@ def _explain(args: argparse.Namespace) -> int:
 def _refusal(exc: Any) -> bool:
     """The API refused the request itself (4xx, not the credentials, not worth a retry)."""
     status = getattr(exc, "status_code", None)
-    return (status is not None and 400 <= status < 500 and status not in AUTH_STATUSES
-            and not getattr(exc, "retryable", False))
+    return status is not None and _refused_status(status) and not getattr(exc, "retryable",
+                                                                           False)
+
+
+def _refused_status(status: int) -> bool:
+    # 404 is not a refusal: a group deleted during the sweep lists as not found.
+    from failjob_reaper.sdrs import RETRYABLE_STATUSES
+
+    return (400 <= status < 500 and status != 404 and status not in AUTH_STATUSES
+            and status not in RETRYABLE_STATUSES)
 
 
 def _exit_for(exc: Any, built: _Built) -> int:

