@@ -139,9 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except StateUnavailable as exc:
         # Every verb alike: one line naming the setting, never a traceback (docs/cli.md).
+        said = mask_secrets(escape_control(str(exc).rstrip(".")), _state_password())
         print(f"failjob-reaper: the state store STATE_URL={_shown_state_url()} could not be "
-              f"used: {str(exc).rstrip('.')}. Check that it is running and reachable and "
-              "that the URL's password is right, then run again.", file=sys.stderr)
+              f"used: {said}. Check that it is running and reachable and that the URL's "
+              "password is right, then run again.", file=sys.stderr)
         return EXIT_UNAVAILABLE
     return code
 
@@ -149,6 +150,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _shown_state_url() -> str:
     """STATE_URL as set (memory:// unset), its password masked."""
     return masked_url(os.environ.get("STATE_URL") or "memory://")
+
+
+def _state_password() -> list[str]:
+    try:
+        password = urlsplit(os.environ.get("STATE_URL") or "").password
+    except ValueError:
+        return []
+    return [password] if password else []
 
 
 def masked_url(url: str) -> str:
