@@ -32,6 +32,8 @@ from failjob_reaper.settings import Settings, load_settings
 from failjob_reaper.state import StateStore, open_store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import httpx
 
     from failjob_reaper.alerts import Alerts
@@ -89,12 +91,16 @@ def build_app(
     clock: Clock = utc_now,
     state: StateStore | None = None,
     index: bool = True,
+    adjust_policy: Callable[[Policy], Policy] | None = None,
 ) -> App:
     """Build the process's objects; raise ConfigError for a bad policy file.
 
     ``index``: keep the lookup index (a process that lives for one command, the CLI,
-    would only pay for it: it never asks it)."""
+    would only pay for it: it never asks it). ``adjust_policy``: a change to the loaded
+    policy for this process only (the CLI's ``--max-deletions``)."""
     policy = _policy(settings)
+    if adjust_policy is not None:
+        policy = adjust_policy(policy)
     if state is None:
         state = open_store(settings.state_url.get_secret_value(),
                            namespace=f"fjr:{settings.project_id}:")

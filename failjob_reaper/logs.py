@@ -7,19 +7,21 @@ also carries ``outcome``, ``failure_job_id``, ``causation_id`` and ``trace_id`` 
 otherwise (the command line always defaults to text).
 
 Known secrets (tokens, keys, passwords inside URLs) are masked in every line, whatever
-its format: a server that echoes a credential into an error message does not put it in
-the log.
+its format, as sent, in any case, base64- or URL-encoded: a server that echoes a
+credential into an error message does not put it in the log.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 from urllib.parse import urlsplit
+
+from failjob_reaper._secrets import MASK as MASK  # re-exported: what a masked secret reads
+from failjob_reaper._secrets import masker
 
 if TYPE_CHECKING:
     from failjob_reaper.outcomes import Outcome, SweepSummary
@@ -33,8 +35,6 @@ TEXT_FORMAT = "failjob-reaper %(levelname)s %(message)s"
 PLATFORM_MARKERS = ("K_SERVICE", "FUNCTION_TARGET", "RUNTIME_FUNC_NAME")
 """Set by Knative (and Cloud Run), by functions-framework images, by FunctionGraph."""
 
-MASK = "***"
-_MIN_SECRET = 4  # shorter "secrets" would mask ordinary words
 
 
 def resolve_format(
@@ -153,22 +153,16 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 class _Masking(logging.Formatter):
-    """Formats with ``inner``, then masks every known secret in the line."""
+    """Formats with ``inner``, then masks every known secret in the line, in each of the
+    encodings a server may echo it in (``failjob_reaper._secrets``)."""
 
     def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
         super().__init__()
         self.inner = inner
-        # As written and as JSON escapes it; longest first, so a secret that contains
-        # another is masked whole.
-        forms = {form for s in secrets if len(s) >= _MIN_SECRET
-                 for form in (s, json.dumps(s)[1:-1])}
-        self.secrets = sorted(forms, key=len, reverse=True)
+        self.mask = masker(tuple(secrets))
 
     def format(self, record: logging.LogRecord) -> str:
-        line = self.inner.format(record)
-        for secret in self.secrets:
-            line = line.replace(secret, MASK)
-        return line
+        return self.mask(self.inner.format(record))
 
 
 def _json_formatter() -> logging.Formatter:

@@ -5,6 +5,12 @@ Every distinct record the sweep read gets a row: what happens to it (``would_del
 ``left_over`` when the deadline came first), its DELETE id, where it was listed, the rule
 that decided and ``retain_until``. The guard verdict says, with numbers, whether a guard
 stops the sweep and how far the plan is over it.
+
+Output carries record fields, which anyone who can name a resource writes: the table
+shows control characters escaped (``_text.escape_control``), a CSV cell that would start
+a spreadsheet formula gets a leading ``'`` (``_text.csv_cell``), JSON escapes both itself.
+Filters (``RowFilter``) choose the rows shown; the plan and its guard are always computed
+on everything listed.
 """
 
 from __future__ import annotations
@@ -15,16 +21,18 @@ import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from failjob_reaper._text import csv_cell, escape_control, iso_utc
 from failjob_reaper.plan import GUARD_RULE, GuardVerdict, Plan, PlannedRecord
-from failjob_reaper.policy import Decision
+from failjob_reaper.policy import Decision, format_duration, parse_begin_time
 
 OutputFormat = Literal["table", "json", "csv"]
 
-_DELETING = ("would_delete", "deleted", "already_deleted", "delete_failed", "left_over")
-_ORDER = {action: n for n, action in enumerate((*_DELETING, "retained"))}
+DELETING = ("would_delete", "deleted", "already_deleted", "delete_failed", "left_over")
+"""The actions of a row a DELETE was (or would be) sent for."""
+_ORDER = {action: n for n, action in enumerate((*DELETING, "retained"))}
 
 
 @dataclass(frozen=True)
@@ -41,11 +49,16 @@ class Row:
     reason: str
 
 
-def plan_rows(plan: Plan, done: Mapping[str, Mapping[str, Any]] | None = None) -> list[Row]:
+def plan_rows(
+    plan: Plan, done: Mapping[str, Mapping[str, Any]] | None = None, *,
+    stopped: str | None = None,
+) -> list[Row]:
     """One row per distinct record of ``plan``, the deletes first.
 
     ``done``: after a real sweep, the outcome data of each DELETE id (what the DELETE
     answered); None for a dry run, where a planned DELETE is ``would_delete``.
+    ``stopped``: why the planned DELETEs missing from ``done`` were not sent, when the
+    caller knows (``--limit N reached``); else the deadline or the sink.
     """
     sharing: dict[str | None, list[PlannedRecord]] = defaultdict(list)
     for planned in plan.records:
@@ -59,7 +72,8 @@ def plan_rows(plan: Plan, done: Mapping[str, Mapping[str, Any]] | None = None) -
     for delete in plan.deletes:
         answer = (done or {}).get(delete.failure_job_id)
         for planned in delete.removes:
-            rows[planned.key] = _deleting_row(planned, delete.decision, answer, done is None)
+            rows[planned.key] = _deleting_row(planned, delete.decision, answer, done is None,
+                                              stopped)
     for settlement in plan.settled:
         lead = settlement.record
         if lead is None:
@@ -82,13 +96,15 @@ def plan_rows(plan: Plan, done: Mapping[str, Mapping[str, Any]] | None = None) -
 
 
 def _deleting_row(
-    planned: PlannedRecord, decision: Decision, answer: Mapping[str, Any] | None, dry: bool
+    planned: PlannedRecord, decision: Decision, answer: Mapping[str, Any] | None, dry: bool,
+    stopped: str | None = None,
 ) -> Row:
     if dry:
         return _row("would_delete", planned, decision)
     if answer is None:
+        why = stopped or "the sweep stopped first (deadline or sink down)"
         return _row("left_over", planned, decision,
-                    reason="not sent: the sweep stopped first (deadline or sink down)")
+                    reason=f"not sent: {why}; left for the next sweep")
     return _row(str(answer.get("outcome")), planned, decision,
                 reason=str(answer.get("reason") or decision.reason))
 
@@ -105,7 +121,7 @@ def _row(
         resource_name=_text(record.get("resource_name")),
         server_group_id=planned.server_group_id,
         rule=decision.rule if decision else None,
-        retain_until=_iso(decision.retain_until) if decision else None,
+        retain_until=iso_utc(decision.retain_until) if decision else None,
         begin_time=_text(record.get("begin_time")),
         reason=reason if reason is not None else (decision.reason if decision else ""),
     )
@@ -136,21 +152,24 @@ def guard_text(guard: GuardVerdict, *, dry_run: bool) -> str:
     data = guard_data(guard)
     if guard.tripped is None:
         fraction = (f"at most {guard.max_fraction:.1%}" if guard.max_fraction < 1 else "off")
-        return (f"guards: {guard.planned} deletions planned, at most {guard.max_deletions} "
-                f"(max_deletions_per_sweep); {data['planned_fraction']:.1%} of the "
-                f"{guard.listed} listed, max_deletion_fraction {fraction}")
+        return (f"guards: {guard.planned} records planned for deletion, at most "
+                f"{guard.max_deletions} (max_deletions_per_sweep); "
+                f"{data['planned_fraction']:.1%} of the {guard.listed} listed, "
+                f"max_deletion_fraction {fraction}")
     stops = "would stop this sweep" if dry_run else "stopped this sweep"
     if guard.tripped == "max_deletions_per_sweep":
-        numbers = (f"{guard.planned} deletions planned, the limit is {guard.max_deletions} "
-                   f"({data['over_by']} over)")
+        numbers = (f"{guard.planned} records planned for deletion, the limit is "
+                   f"{guard.max_deletions} ({data['over_by']} over)")
         raise_to = f"guards.max_deletions_per_sweep to {guard.planned} or more"
     else:
-        numbers = (f"{guard.planned} of {guard.listed} listed tasks planned "
+        numbers = (f"{guard.planned} of {guard.listed} listed records planned "
                    f"({data['planned_fraction']:.1%}), the limit is {guard.max_fraction:.1%}")
         raise_to = f"guards.max_deletion_fraction to {data['planned_fraction']:g} or more"
     return (f"guard {guard.tripped} {stops}: {numbers}; nothing "
             f"{'would be' if dry_run else 'was'} deleted. After reviewing the plan above, "
-            f"raise {raise_to} in the policy file (RETENTION_POLICY_FILE) to let it run.")
+            f"raise {raise_to} in the policy file (RETENTION_POLICY_FILE) to let it run"
+            + (f", or pass --max-deletions {guard.planned} for one run."
+               if guard.tripped == "max_deletions_per_sweep" else "."))
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -176,23 +195,67 @@ def render_json_lines(rows: Sequence[Row]) -> str:
 
 
 def render_csv(rows: Sequence[Row]) -> str:
+    """A header and one line per row; no cell starts a spreadsheet formula."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(Row.__dataclass_fields__), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow(asdict(row))
+        writer.writerow({key: csv_cell(value) if isinstance(value, str) else value
+                         for key, value in asdict(row).items()})
     return out.getvalue().rstrip("\n")
 
 
 def _cell(value: object) -> str:
-    return "-" if value is None or value == "" else str(value)
+    return "-" if value is None or value == "" else escape_control(str(value))
 
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+# -- choosing the rows shown -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Which rows to show: all given conditions hold (a list matches any of its values)."""
+
+    older_than: timedelta | None = None
+    """begin_time at least this long before ``now`` (a row without one is not shown)."""
+    rules: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    now: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.older_than is not None or bool(self.rules) or bool(self.actions)
+
+    def describe(self) -> str:
+        parts = []
+        if self.older_than is not None:
+            parts.append(f"begun more than {_duration_text(self.older_than)} ago")
+        if self.rules:
+            parts.append("rule " + " or ".join(self.rules))
+        if self.actions:
+            parts.append("action " + " or ".join(self.actions))
+        return ", ".join(parts)
+
+    def keep(self, row: Row) -> bool:
+        if self.rules and row.rule not in self.rules:
+            return False
+        if self.actions and row.action not in self.actions:
+            return False
+        if self.older_than is not None:
+            began = parse_begin_time(row.begin_time)
+            if began is None or self.now is None or self.now - began < self.older_than:
+                return False
+        return True
+
+
+def filter_rows(rows: Sequence[Row], chosen: RowFilter) -> list[Row]:
+    return [row for row in rows if chosen.keep(row)] if chosen.active else list(rows)
+
+
+def _duration_text(value: timedelta) -> str:
+    return format_duration(value)

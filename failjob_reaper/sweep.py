@@ -103,8 +103,13 @@ class Sweeper:
         deadline: float | None = None,
         progress: Progress | None = None,
         on_plan: Callable[[Plan], None] | None = None,
+        stop_deleting: Callable[[], str | None] | None = None,
     ) -> SweepSummary:
         """Sweep, publish every changed task and the summary; return the summary.
+
+        ``stop_deleting``: the caller's own brake (the CLI's ``--limit``), asked before
+        each DELETE (each would_delete in a dry run); a reason stops deleting, and the
+        summary says so with what is left for the next sweep.
 
         Raises OutcomeDeliveryError when the summary itself cannot be delivered. One
         sweep per project at a time (the lease): a sweep that finds another running
@@ -115,7 +120,7 @@ class Sweeper:
         return reaper.shared.run_sweep(
             reaper.publisher, request, pending,
             lambda lease, recorded: self._run(request, deadline, progress, on_plan, lease,
-                                              recorded),
+                                              recorded, stop_deleting),
             project_id=reaper.config.project_id,
         )
 
@@ -127,10 +132,11 @@ class Sweeper:
         on_plan: Callable[[Plan], None] | None,
         lease: Lease | None,
         recorded: Callable[[SweepSummary], None],
+        stop_deleting: Callable[[], str | None] | None = None,
     ) -> SweepSummary:
         started = self.monotonic()
         deadline_at = time.monotonic() + self._budget(deadline)
-        run = _Run(self, request, lease)
+        run = _Run(self, request, lease, stop_deleting)
         try:
             scopes = self.scopes(request, deadline_at)
         except IncompleteListing as exc:
@@ -180,9 +186,10 @@ class Sweeper:
 class _Run:
     """The tally and reporting of one sweep."""
 
-    def __init__(self, sweeper: Sweeper, request: SweepRequest, lease: Lease | None = None
-                 ) -> None:
+    def __init__(self, sweeper: Sweeper, request: SweepRequest, lease: Lease | None = None,
+                 caller_stop: Callable[[], str | None] | None = None) -> None:
         self.sweeper = sweeper
+        self.caller_stop = caller_stop
         self.reaper = sweeper.reaper
         self.request = request
         self.job = sweeper.job(request)
@@ -207,6 +214,11 @@ class _Run:
         the sweep's deletions across every instance reached max_deletions_per_sweep."""
         if self.sink_down.is_set() or self.stopped:
             return True
+        if self.caller_stop is not None:
+            reason = self.caller_stop()
+            if reason is not None:
+                self.stopped = reason
+                return True
         if self.job.dry_run:
             return False
         shared = self.reaper.shared

@@ -222,7 +222,7 @@ def test_dry_run_over_the_guard_names_every_task_it_would_delete_and_by_how_much
     assert table.returncode == 1, table.stderr
     for task_id in doomed | kept:
         assert task_id in table.stdout
-    assert ("guard max_deletions_per_sweep would stop this sweep: 7 deletions planned, "
+    assert ("guard max_deletions_per_sweep would stop this sweep: 7 records planned for deletion, "
             "the limit is 4 (3 over)") in table.stdout
     assert "raise guards.max_deletions_per_sweep to 7 or more" in table.stdout
 
@@ -253,7 +253,7 @@ def test_plan_shows_the_plan_and_neither_deletes_nor_publishes(
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert {r["failure_job_id"]: r["action"] for r in rows} == {
         **dict.fromkeys(doomed, "would_delete"), **dict.fromkeys(kept, "retained")}
-    assert "guards: 2 deletions planned, at most 500" in result.stderr
+    assert "guards: 2 records planned for deletion, at most 500" in result.stderr
     assert standin.deletes() == []
     assert sink.events == []
 

@@ -13,13 +13,14 @@ from failjob_reaper.policy import (
     default_policy,
     describe_policy,
     load_policy,
+    policy_warnings,
 )
-from tests.test_policy_load import SPEC_EXAMPLE
+from tests.test_policy_load import FULL_EXAMPLE
 
 
-def test_spec_example(tmp_path: Path) -> None:
+def test_full_example(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
-    path.write_text(SPEC_EXAMPLE, encoding="utf-8")
+    path.write_text(FULL_EXAMPLE, encoding="utf-8")
     assert describe_policy(load_policy(path)) == [
         "Failed tasks are kept 7 days after they began (default).",
         "Rules are tried in order; the first that matches decides:",
@@ -90,3 +91,31 @@ def test_keep_one_and_zero_deletions() -> None:
     lines = describe_policy(policy)
     assert "The newest failed task of each resource_id is always kept." in lines
     assert "A sweep deletes nothing (max_deletions_per_sweep is 0)." in lines
+
+
+# -- warnings: valid policies that likely do not mean what they say ------------------------
+
+
+def test_a_rule_with_an_empty_match_is_warned_about_and_names_the_rules_it_hides() -> None:
+    policy = Policy(rules=(Rule(name="everything", match=Match(), retention="1d"),
+                           Rule(name="drills", match=Match(resource_type="drills"),
+                                retention=None)))
+    (warning,) = policy_warnings(policy)
+    assert warning.startswith("rules[0] 'everything' has an empty match: it matches every task")
+    assert "the rules after it ('drills') are never reached" in warning
+    assert "default_retention never applies" in warning
+
+
+def test_keep_latest_with_deletes_by_resource_id_is_the_trap_warned_about() -> None:
+    policy = Policy(keep_latest_per_resource=1)
+    (warning,) = policy_warnings(policy)  # the default id field is resource_id
+    assert "keep_latest_per_resource is 1 and a DELETE is sent by resource_id" in warning
+    assert "keeps all its tasks, however old" in warning
+    assert policy_warnings(policy, id_field="job_id") == []
+
+
+def test_the_default_policy_and_the_full_example_have_no_warnings(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(FULL_EXAMPLE, encoding="utf-8")
+    assert policy_warnings(load_policy(path)) == []
+    assert policy_warnings(default_policy()) == []

@@ -6,7 +6,7 @@ a YAML file is read, so importing this package stays cheap on cold starts.
 """
 
 from ._decide import Decision, decide, parse_begin_time
-from ._describe import describe_policy
+from ._describe import describe_policy, policy_warnings
 from ._durations import format_duration, parse_duration
 from ._load import PolicyError, default_policy, load_policy, parse_policy
 from ._model import Guards, Holds, Match, Policy, Retention, Rule
@@ -28,4 +28,5 @@ __all__ = [
     "parse_begin_time",
     "parse_duration",
     "parse_policy",
+    "policy_warnings",
 ]

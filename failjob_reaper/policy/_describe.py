@@ -1,5 +1,6 @@
 """A policy in plain English, for ``check-policy``: an operator should be able
-to read back what a file means before a sweep acts on it."""
+to read back what a file means before a sweep acts on it; and the warnings about a
+valid policy that likely does not do what its author meant (``policy_warnings``)."""
 
 from __future__ import annotations
 
@@ -84,3 +85,34 @@ def _subject(match: Match) -> str:
         how = " matching" if field in _GLOBS else ""
         parts.append(f"{field}{how} {' or '.join(values)}")
     return "tasks with " + " and ".join(parts)
+
+
+DEFAULT_ID_FIELD = "resource_id"
+"""The DELETE id field when SDRS_FAILURE_JOB_ID_FIELD is unset (docs/configuration.md)."""
+
+
+def policy_warnings(policy: Policy, *, id_field: str = DEFAULT_ID_FIELD) -> list[str]:
+    """What a valid policy does that its author likely did not mean, one line each.
+
+    ``id_field``: the record field a DELETE is sent with (SDRS_FAILURE_JOB_ID_FIELD).
+    """
+    warnings = []
+    for index, rule in enumerate(policy.rules):
+        if not rule.match.given():
+            later = policy.rules[index + 1:]
+            unreachable = (f"; the rules after it ({', '.join(repr(r.name) for r in later)}) "
+                           "are never reached" if later else "")
+            warnings.append(
+                f"rules[{index}] {rule.name!r} has an empty match: it matches every task, so "
+                f"every task not held {_kept(rule.retention, rule=True)}{unreachable} and "
+                "default_retention never applies. Give it a match (resource_type, "
+                "failure_status, error_code, ...) or use default_retention instead.")
+    if policy.keep_latest_per_resource and id_field == "resource_id":
+        n = policy.keep_latest_per_resource
+        warnings.append(
+            f"keep_latest_per_resource is {n} and a DELETE is sent by resource_id "
+            "(SDRS_FAILURE_JOB_ID_FIELD): one DELETE removes every failed task of a "
+            f"resource at once, so a resource whose {n} newest task{'s are' if n > 1 else ' is'}"
+            " kept keeps all its tasks, however old. Set keep_latest_per_resource to 0, "
+            "or send DELETEs by a per-task id if the API takes one.")
+    return warnings

@@ -85,7 +85,8 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
         except PolicyError:
             data = _read_yaml(text, source)
     if data is None:
-        raise PolicyError(f"{source}: is empty (expected a mapping of policy fields)")
+        # Empty (or only comments): every field is optional, so this is the default policy.
+        return default_policy()
     return parse_policy(data, source=source)
 
 

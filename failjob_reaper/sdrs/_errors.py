@@ -97,15 +97,16 @@ def parse_error_body(response: httpx.Response) -> tuple[str, str]:
 
 
 def _mask_sent_secrets(text: str, response: httpx.Response) -> str:
+    """``text`` with the secrets the request carried masked, in every encoding a server
+    may echo them in (as sent, any case, base64, URL-encoded)."""
+    from failjob_reaper._secrets import mask_secrets
+
     try:
         headers = response.request.headers
     except RuntimeError:  # a response built without a request (tests)
         return text
-    for name in _SECRET_HEADERS:
-        secret = headers.get(name)
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, _MASK)
-    return text
+    return mask_secrets(text, [value for name in _SECRET_HEADERS
+                               if (value := headers.get(name))])
 
 
 def _clean(code: object, message: object, fallback: tuple[str, str]) -> tuple[str, str]:
