@@ -27,7 +27,7 @@ import httpx
 from cloudevents.http import CloudEvent
 
 from failjob_reaper._secrets import mask_secrets
-from failjob_reaper._text import escape_control, iso_utc
+from failjob_reaper._text import escape_control
 from failjob_reaper.errors import ConfigError, InvalidInput, OutcomeDeliveryError
 from failjob_reaper.events import SweepRequest
 from failjob_reaper.ids import validate_id
