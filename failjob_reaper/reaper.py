@@ -156,8 +156,14 @@ class Reaper:
 
     def explain(self, request: TaskRequest) -> tuple[Plan, Execution]:
         """The plan an event naming this task would act on (``failjob-reaper explain``):
-        the same job, the same reading, the same planner; nothing is executed."""
-        return self.preview(self.task_job(request), concurrency=self.config.list_concurrency)
+        the same job, the same reading, the same planner; nothing is executed. A listing
+        that failed outright raises its SdrsError, as the event reports it."""
+        plan, execution = self.preview(self.task_job(request),
+                                       concurrency=self.config.list_concurrency)
+        error = execution.listing_error
+        if error is not None and not isinstance(error, IncompleteListing):
+            raise error
+        return plan, execution
 
     def decide(self, request: TaskRequest) -> Outcome:
         """Decide one task and act on it; the outcome is not published."""
