@@ -38,13 +38,13 @@ from failjob_reaper.plan_view import (
     OutputFormat,
     Row,
     RowFilter,
+    csv_lines,
     filter_rows,
     guard_data,
     guard_text,
+    json_lines,
     plan_rows,
-    render_csv,
-    render_json_lines,
-    render_table,
+    table_lines,
 )
 from failjob_reaper.policy import (
     Policy,
@@ -575,19 +575,25 @@ def _report(
                           now=datetime.now(UTC), title=title,
                           notes=plan.incomplete if plan is not None else ()), end="")
         return
+    # Line by line: a plan of 100,000 rows is never held as one string.
     if output == "json":
-        lines = [render_json_lines(rows)] if rows else []
+        for line in json_lines(rows):
+            print(line)
         if guard is not None:
-            lines.append(json.dumps({"type": "guard", **guard_data(guard)}))
-        lines.append(json.dumps({"type": "summary", **summary}))
-        print("\n".join(lines))
+            print(json.dumps({"type": "guard", **guard_data(guard)}))
+        print(json.dumps({"type": "summary", **summary}))
         return
     if output == "csv":
-        print(render_csv(rows))
+        for line in csv_lines(rows):
+            print(line)
         out = sys.stderr  # stdout stays one CSV document
     else:
-        print(render_table(rows) if rows else "no failed tasks listed"
-              if "filter" not in summary else "no rows match the filter")
+        if rows:
+            for line in table_lines(rows):
+                print(line)
+        else:
+            print("no failed tasks listed" if "filter" not in summary
+                  else "no rows match the filter")
         print()
         out = sys.stdout
     chosen = summary.get("filter")

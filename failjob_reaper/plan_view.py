@@ -19,8 +19,8 @@ import csv
 import io
 import json
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -180,29 +180,56 @@ _HEADINGS = {"failure_job_id": "task (failure_job_id)", "server_group_id": "grou
 
 def render_table(rows: Sequence[Row]) -> str:
     """Aligned columns, the reason last and unpadded (it is the long one)."""
-    cells = [[_HEADINGS.get(c, c).upper() for c in _COLUMNS]]
-    cells += [[_cell(getattr(row, c)) for c in _COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS) - 1)]
-    return "\n".join(
-        "  ".join(value.ljust(width) for value, width in zip(line, widths, strict=False))
-        + "  " + line[-1]
-        for line in cells
-    )
+    return "\n".join(table_lines(rows))
+
+
+def table_lines(rows: Sequence[Row]) -> Iterator[str]:
+    """``render_table`` a line at a time: a plan of 100,000 rows is never one string."""
+    head = [_HEADINGS.get(c, c).upper() for c in _COLUMNS]
+    widths = [len(h) for h in head[:-1]]
+    for row in rows:
+        for i, column in enumerate(_COLUMNS[:-1]):
+            widths[i] = max(widths[i], len(_cell(getattr(row, column))))
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=False)) \
+            + "  " + values[-1]
+
+    yield line(head)
+    for row in rows:
+        yield line([_cell(getattr(row, c)) for c in _COLUMNS])
 
 
 def render_json_lines(rows: Sequence[Row]) -> str:
-    return "\n".join(json.dumps({"type": "task", **asdict(row)}) for row in rows)
+    return "\n".join(json_lines(rows))
+
+
+def json_lines(rows: Sequence[Row]) -> Iterator[str]:
+    for row in rows:
+        yield json.dumps({"type": "task", **_fields(row)})
 
 
 def render_csv(rows: Sequence[Row]) -> str:
     """A header and one line per row; no cell starts a spreadsheet formula."""
+    return "\n".join(csv_lines(rows))
+
+
+def csv_lines(rows: Sequence[Row]) -> Iterator[str]:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(Row.__dataclass_fields__), lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({key: csv_cell(value) if isinstance(value, str) else value
-                         for key, value in asdict(row).items()})
-    return out.getvalue().rstrip("\n")
+    for row in [None, *rows]:
+        if row is not None:
+            writer.writerow({key: csv_cell(value) if isinstance(value, str) else value
+                             for key, value in _fields(row).items()})
+        yield out.getvalue().rstrip("\n")
+        out.seek(0)
+        out.truncate()
+
+
+def _fields(row: Row) -> dict[str, Any]:
+    # Not dataclasses.asdict: it deep-copies every value, a plan of 100,000 rows twice over.
+    return {name: getattr(row, name) for name in Row.__dataclass_fields__}
 
 
 def _cell(value: object) -> str:

@@ -203,5 +203,5 @@ def test_a_dry_run_does_not_fail_for_records_without_a_usable_id(
                       if t["action"] == "would_delete") == sorted(
                           [usable["resource_id"], "None", "None"])
         assert not [t for t in tasks if t["action"] == "delete_failed"]
-        assert sum("a real run reports delete_failed" in t["reason"] for t in tasks) == 2
+        assert sum("a real run reports delete_failed" in str(t["reason"]) for t in tasks) == 2
     assert standin.deletes() == []
