@@ -190,9 +190,11 @@ class Settings(BaseSettings):
     @field_validator("state_url")
     @classmethod
     def _state_url(cls, value: SecretStr) -> SecretStr:
-        scheme = urlsplit(value.get_secret_value()).scheme
-        if scheme not in ("memory", "redis", "rediss"):
-            raise ValueError("must be memory:// or a redis:// or rediss:// URL")
+        # Whole, now: a URL the Redis client would refuse at the first event must stop
+        # the start (docs: "State and many instances").
+        from failjob_reaper.state._store import check_state_url
+
+        check_state_url(value.get_secret_value())
         return value
 
     @field_validator("sink")
