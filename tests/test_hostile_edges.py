@@ -1,0 +1,201 @@
+"""Hostile input at the edges (issue 20): a ``STATE_URL`` the Redis client would refuse
+later, ``Idempotency-Key`` values that are no key, events past their size bound,
+``K_CE_OVERRIDES`` that would rewrite an outcome, and what the server in front of the
+app (gunicorn, started by functions-framework) answers itself.
+
+Each input goes through the production entry path: functions-framework's own start,
+``main.handler`` under FunctionGraph's markers, the installed ``failjob-reaper`` command
+run from outside the repository, the Flask app functions-framework builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from failjob_reaper.errors import ConfigError
+from failjob_reaper.settings import ENV_VARS, load_settings
+from tests.conftest import PROJECT, ROOT
+
+PASSWORD = "Pa55-w0rd-in-the-url"
+COMMAND = Path(sys.executable).parent / "failjob-reaper"
+CONFIG_LINE = "failjob-reaper: configuration error: STATE_URL: "
+
+
+def _env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ENV_VARS and k not in ("FUNCTION_TARGET", "PYTHONPATH", "LOG_FORMAT")}
+    env.update(values)
+    return env
+
+
+# -- STATE_URL ------------------------------------------------------------------------------
+
+BAD_STATE_URLS: list[tuple[str, str]] = [
+    # (URL, what the one line must name)
+    (f"redis://:{PASSWORD}@127.0.0.1:6379/0?foo=bar", "unknown option 'foo'"),
+    ("redis://127.0.0.1:6379/0?ssl_cert_reqs=none", "'ssl_cert_reqs' (only with rediss://)"),
+    ("redis://127.0.0.1:6379/0?ssl_check_hostname=false", "'ssl_check_hostname' (only with"),
+    ("redis://127.0.0.1/0?health_check_interval=x", "option health_check_interval: must be"),
+    ("redis://127.0.0.1/0?health_check_interval=-5", "option health_check_interval: must be"),
+    (f"redis://:{PASSWORD}@127.0.0.1/0?socket_timeout=abc", "option socket_timeout: must be"),
+    ("redis://127.0.0.1/0?socket_timeout=-1", "option socket_timeout: must be"),
+    ("redis://127.0.0.1/0?socket_timeout=nan", "option socket_timeout: must be"),
+    ("redis://127.0.0.1/0?socket_timeout=1e308", "option socket_timeout: must be"),
+    ("redis://127.0.0.1/0?socket_timeout=inf", "option socket_timeout: must be"),
+    ("redis://127.0.0.1/0?socket_timeout=0", "option socket_timeout: must be"),
+    ("redis://127.0.0.1/0?socket_timeout=", "option socket_timeout: must be"),
+    ("redis://127.0.0.1/0?socket_connect_timeout=soon", "option socket_connect_timeout:"),
+    ("redis://127.0.0.1/0?socket_timeout=1&socket_timeout=2", "socket_timeout is given twice"),
+    ("redis://127.0.0.1/0?socket_keepalive=banana", "option socket_keepalive: must be true"),
+    ("redis://127.0.0.1/0?max_connections=0", "option max_connections: must be"),
+    ("redis://127.0.0.1/0?client_name=a%20b", "option client_name: must be"),
+    ("redis://127.0.0.1/0?decode_responses=no", "unknown option 'decode_responses'"),
+    ("redis://127.0.0.1/0?protocol=3", "unknown option 'protocol'"),
+    (f"redis://127.0.0.1/0?password={PASSWORD}", "unknown option 'password'"),
+    ("redis://127.0.0.1/0?retry_on_error=x", "unknown option 'retry_on_error'"),
+    ("redis://127.0.0.1/0?a", "name=value pairs"),
+    ("redis://127.0.0.1/0?db=1", "the database is given twice"),
+    ("rediss://127.0.0.1/0?ssl_cert_reqs=maybe", "option ssl_cert_reqs: must be none"),
+    ("rediss://127.0.0.1/0?ssl_ca_certs=/nonexistent/ca.pem", "option ssl_ca_certs: must"),
+    (f"redis://:{PASSWORD}@127.0.0.1:99999/0", "the port must be"),
+    (f"redis://:{PASSWORD}@127.0.0.1:port/0", "the port must be"),
+    ("redis://127.0.0.1:0/0", "the port must be"),
+    ("redis://127.0.0.1:6379/zero", "the database (the path) must be a whole number"),
+    ("redis://127.0.0.1:6379/-1", "the database (the path) must be a whole number"),
+    ("redis://127.0.0.1:6379/0/1", "the database (the path) must be a whole number"),
+    (f"redis://:{PASSWORD}@/0", "must name a host"),
+    ("redis://bad host:6379/0", "must name a host"),
+    ("redis://127.0.0.1:6379/0#x", "must not carry a fragment"),
+    ("REDIS://127.0.0.1:6379/0", "must start with redis:// or rediss:// (lower case)"),
+    ("unix:///var/run/redis.sock", "must be memory:// or a redis:// or rediss:// URL"),
+    ("memcached://127.0.0.1:11211", "must be memory:// or a redis:// or rediss:// URL"),
+    ("127.0.0.1:6379", "must be memory:// or a redis:// or rediss:// URL"),
+    ("memory://shared", "memory:// takes no host, path or options"),
+    ("memory://?x=1", "memory:// takes no host, path or options"),
+    (f"redis://:{PASSWORD}@127.0.0.1/0?{PASSWORD}=1", "(a name that contains the password)"),
+]
+
+GOOD_STATE_URLS = [
+    "memory://",
+    "redis://127.0.0.1:6379/0",
+    "redis://127.0.0.1",
+    "redis://127.0.0.1/",
+    f"redis://:{PASSWORD}@redis.internal:6379/15?socket_timeout=0.5&socket_connect_timeout=1",
+    "redis://user:secret@[::1]:6379/0?health_check_interval=0&max_connections=64",
+    "redis://127.0.0.1?db=3&socket_keepalive=true&client_name=failjob-reaper",
+    "rediss://dcs.example.com:6379/0?ssl_cert_reqs=required&ssl_check_hostname=true",
+]
+
+LOOPBACK = {"SDRS_ENDPOINT": "http://127.0.0.1:1", "SDRS_PROJECT_ID": PROJECT}
+
+
+@pytest.mark.parametrize(("url", "named"), BAD_STATE_URLS)
+def test_a_state_url_the_client_would_refuse_is_a_settings_error_naming_the_option(
+    url: str, named: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({**LOOPBACK, "STATE_URL": url})
+    message = str(raised.value)
+    assert message.startswith("STATE_URL: "), message
+    assert named in message, message
+    assert PASSWORD not in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("url", GOOD_STATE_URLS)
+def test_state_urls_with_accepted_options_start(url: str) -> None:
+    assert load_settings({**LOOPBACK, "STATE_URL": url}).state_url.get_secret_value() == url
+
+
+def test_the_options_of_the_url_are_what_the_client_uses(redis_url: str) -> None:
+    from failjob_reaper.state import open_store
+
+    store = open_store(redis_url + "?socket_timeout=0.25&health_check_interval=0"
+                       "&socket_keepalive=off&client_name=fjr-test", namespace="fjr:t:")
+    pool = store._redis.connection_pool  # type: ignore[attr-defined]
+    kwargs = pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["health_check_interval"]) == (0.25, 0)
+    assert kwargs["socket_keepalive"] is False  # "off" is off (redis-py alone: True)
+    assert kwargs["socket_connect_timeout"] == 2.0  # the default where the URL is silent
+    store.put("k", "v", 5)
+    assert store.get("k") == "v"
+    store.close()
+
+
+def test_a_memory_start_does_not_import_redis() -> None:
+    code = ("import sys; from failjob_reaper.settings import load_settings; "
+            f"load_settings({LOOPBACK!r}); print('redis' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+START_URLS = [BAD_STATE_URLS[0], BAD_STATE_URLS[1], BAD_STATE_URLS[3], BAD_STATE_URLS[8]]
+
+
+def _one_config_line(stderr: str, named: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(CONFIG_LINE), lines[0]
+    assert named in lines[0]
+    assert PASSWORD not in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("target", ["on_event", "on_http"])
+@pytest.mark.parametrize(("url", "named"), START_URLS)
+def test_functions_framework_does_not_start_with_a_bad_state_url(
+    target: str, url: str, named: str
+) -> None:
+    signature = "cloudevent" if target == "on_event" else "http"
+    done = subprocess.run(
+        [sys.executable, "-m", "functions_framework", "--source", str(ROOT / "main.py"),
+         "--target", target, "--signature-type", signature, "--host", "127.0.0.1",
+         "--port", "1"],
+        cwd=ROOT, env=_env(**LOOPBACK, STATE_URL=url), capture_output=True, text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    _one_config_line(done.stderr, named)
+
+
+@pytest.mark.parametrize(("url", "named"), START_URLS)
+def test_functiongraph_keeps_the_state_url_error_and_reports_it_per_invocation(
+    url: str, named: str
+) -> None:
+    code = ("import main\n"
+            "for _ in range(2):\n"
+            "    try:\n"
+            "        main.handler({'trigger_type': 'TIMER', 'user_event': ''}, None)\n"
+            "    except Exception as exc:\n"
+            "        print(type(exc).__name__, exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
+                          env=_env(**LOOPBACK, STATE_URL=url, RUNTIME_FUNC_NAME="fjr"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    _one_config_line(done.stderr, named)  # logged once, at import
+    answers = done.stdout.strip().splitlines()
+    assert len(answers) == 2
+    assert all(a.startswith("ConfigurationFailed " + CONFIG_LINE) and named in a
+               for a in answers)
+    assert PASSWORD not in done.stdout
+
+
+@pytest.mark.parametrize("verb", [["sweep", "--dry-run"], ["plan"], ["explain", "abc-1"]])
+@pytest.mark.parametrize(("url", "named"), START_URLS)
+def test_the_installed_command_exits_2_with_one_line(
+    verb: list[str], url: str, named: str
+) -> None:
+    with tempfile.TemporaryDirectory() as elsewhere:
+        assert not Path(elsewhere).resolve().is_relative_to(ROOT)
+        done = subprocess.run([str(COMMAND), *verb], cwd=elsewhere,
+                              env=_env(**LOOPBACK, STATE_URL=url),
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    _one_config_line(done.stderr, named)
+    assert PASSWORD not in done.stdout
