@@ -19,6 +19,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from failjob_reaper.errors import ConfigError
 
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
+CONTEXT_ATTRIBUTES = frozenset({
+    "id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time",
+    "traceparent", "tracestate",
+})
+"""What an outcome says itself (CloudEvents' context attributes, and the distributed-tracing
+extension it copies from its input): K_CE_OVERRIDES adds extensions, never rewrites these."""
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # SMN topic URN: urn:smn:{region}:{project id}:{topic name (1-255: letters, digits, - _)}.
 _TOPIC_URN = re.compile(
@@ -228,7 +234,12 @@ class Settings(BaseSettings):
         for name, ext in extensions.items():
             if not _EXTENSION_NAME.fullmatch(name) or not isinstance(ext, str | int | bool):
                 raise ValueError(f"extension {name!r}: lower-case letters and digits, scalar value")
-        return value
+            if name in CONTEXT_ATTRIBUTES:
+                raise ValueError(f"extension {name!r} is an attribute the outcome sets itself; "
+                                 "overrides may only add extensions")
+        # Sent as ce- headers (binary mode): text, as CloudEvents' HTTP binding writes it.
+        return {"extensions": {name: str(ext).lower() if isinstance(ext, bool) else str(ext)
+                               for name, ext in extensions.items()}}
 
     @property
     def is_loopback(self) -> bool:

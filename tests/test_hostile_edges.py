@@ -20,7 +20,8 @@ import pytest
 
 from failjob_reaper.errors import ConfigError
 from failjob_reaper.settings import ENV_VARS, load_settings
-from tests.conftest import PROJECT, ROOT
+from standin import OutcomeSink, TaskCenterStandIn
+from tests.conftest import PROJECT, ROOT, FunctionFactory
 
 PASSWORD = "Pa55-w0rd-in-the-url"
 COMMAND = Path(sys.executable).parent / "failjob-reaper"
@@ -199,3 +200,59 @@ def test_the_installed_command_exits_2_with_one_line(
     assert done.returncode == 2
     _one_config_line(done.stderr, named)
     assert PASSWORD not in done.stdout
+
+
+# -- K_CE_OVERRIDES adds extensions only ---------------------------------------------------
+
+CONTEXT_NAMES = ["id", "source", "specversion", "type", "datacontenttype", "dataschema",
+                 "subject", "time", "traceparent", "tracestate"]
+
+
+@pytest.mark.parametrize("name", CONTEXT_NAMES)
+def test_an_override_that_names_a_context_attribute_stops_the_start(name: str) -> None:
+    overrides = json.dumps({"extensions": {name: "x"}})
+    done = subprocess.run([sys.executable, "-c", "import main"], cwd=ROOT,
+                          env=_env(**LOOPBACK, K_CE_OVERRIDES=overrides),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0] == (f"failjob-reaper: configuration error: K_CE_OVERRIDES: extension "
+                        f"'{name}' is an attribute the outcome sets itself; overrides may "
+                        "only add extensions")
+
+
+def test_overrides_add_extensions_and_never_change_what_an_outcome_says(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
+) -> None:
+    function = make_function(K_CE_OVERRIDES='{"extensions": {"team": "dr", "tier": 1}}')
+    assert function.send("sdrs.failurejob.sweep", {}).status_code == 200
+    [event] = sink.wait_for(1)
+    attributes = event.get_attributes()
+    assert (attributes["team"], attributes["tier"]) == ("dr", "1")
+    assert attributes["type"] == "sdrs.failurejob.sweep_completed"
+    assert "subject" not in attributes
+
+
+def test_the_publisher_puts_its_own_attributes_after_the_extensions() -> None:
+    # Settings refuse these names; the publisher holds the rule on its own as well.
+    from failjob_reaper.outcomes import Causation, Publisher, StdoutEmitter
+
+    own = ["id", "source", "specversion", "type", "datacontenttype", "subject", "time",
+           "traceparent"]
+    hostile = {"extensions": {name: "forged" for name in own}}
+    publisher = Publisher(StdoutEmitter(), source="failjob-reaper", overrides=hostile)
+    causation = Causation(id="in-1", source="/in", type="t", traceparent=TRACEPARENT)
+    event = publisher._event("sdrs.failurejob.deleted", "task-1", causation,
+                             {"outcome": "deleted"})  # type: ignore[arg-type]
+    attributes = event.get_attributes()
+    assert attributes["type"] == "sdrs.failurejob.deleted"
+    assert attributes["source"] == "failjob-reaper"
+    assert attributes["subject"] == "task-1"
+    assert attributes["traceparent"] == TRACEPARENT
+    assert attributes["datacontenttype"] == "application/json"
+    assert attributes["specversion"] == "1.0"
+    assert "forged" not in (attributes["id"], attributes["time"])
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
