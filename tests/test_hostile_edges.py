@@ -19,9 +19,16 @@ from pathlib import Path
 import pytest
 
 from failjob_reaper.errors import ConfigError
+from failjob_reaper.http_api._idempotency import KEY_RULE
 from failjob_reaper.settings import ENV_VARS, load_settings
 from standin import OutcomeSink, TaskCenterStandIn
-from tests.conftest import PROJECT, ROOT, FunctionFactory
+from standin.redis_server import RedisServer
+from tests.conftest import EXPIRED, PROJECT, ROOT, Function, FunctionFactory, failed_task
+from tests.test_functiongraph import API_TOKEN as FG_TOKEN
+from tests.test_functiongraph import FunctionGraph, apig_event, body_of
+from tests.test_functiongraph import functiongraph as functiongraph  # the fixture
+from tests.test_http_api import API_TOKEN as HTTP_TOKEN
+from tests.test_http_api import call, error_of
 
 PASSWORD = "Pa55-w0rd-in-the-url"
 COMMAND = Path(sys.executable).parent / "failjob-reaper"
@@ -256,3 +263,89 @@ def test_the_publisher_puts_its_own_attributes_after_the_extensions() -> None:
 
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+# -- Idempotency-Key -------------------------------------------------------------------------
+
+NOT_KEYS_OVER_HTTP = [
+    "", " ", " lead", "trail ", "x" * 256, "x" * 4000, "ключ-1", "caf\u00e9", "a\tb",
+    "\x7f", "a\x01b", "tab\t", "\u202ekey", "\U0001f4a3",
+]
+"""Values a client can send in a header that are no key: refused with 400."""
+
+NOT_KEYS_IN_APIG = [*NOT_KEYS_OVER_HTTP, "a\nb", "a\r\nX-Injected: 1", "a\x00b"]
+"""APIG hands the headers over as JSON strings: anything at all."""
+
+KEYS_THAT_ARE_NO_TOKENS = [
+    "a b", "INC 4711/../../etc", '"},"outcome":"deleted', "<script>x</script>", "%2e%2e",
+    "x" * 255, "~", "sw-1;DROP",
+]
+"""1-255 printable ASCII characters: keys, though no id token."""
+
+
+def _http_api(make_function: FunctionFactory, **env: str) -> Function:
+    return make_function(target="on_http", signature="http", RETRY_API_TOKEN=HTTP_TOKEN, **env)
+
+
+@pytest.mark.parametrize("route", ["/retry", "/sweep"])
+def test_a_value_that_is_no_key_is_refused_with_400_and_decides_nothing(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
+    capfd: pytest.CaptureFixture[str], route: str,
+) -> None:
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    function = _http_api(make_function)
+    body = {"failure_job_id": record["resource_id"]} if route == "/retry" else {}
+    for key in NOT_KEYS_OVER_HTTP:
+        answer = call(function, "POST", route, body, token=HTTP_TOKEN,
+                      headers={"Idempotency-Key": key})
+        assert answer.status_code == 400, (key, answer.data)
+        error = error_of(answer)
+        assert error == {"code": "invalid_idempotency_key", "message": KEY_RULE}
+    assert standin.requests == []
+    assert sink.events == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_value_that_is_no_key_is_refused_through_apig(
+    standin: TaskCenterStandIn, sink: OutcomeSink, functiongraph: FunctionGraph,
+) -> None:
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    function = functiongraph()
+    body = json.dumps({"failure_job_id": record["resource_id"]}).encode()
+    for key in NOT_KEYS_IN_APIG:
+        answer = function(apig_event("POST", "/retry", body, token=FG_TOKEN,
+                                     headers={"Idempotency-Key": key}))
+        assert answer["statusCode"] == 400, key
+        assert body_of(answer) == {"error": {"code": "invalid_idempotency_key",
+                                             "message": KEY_RULE}}
+    assert standin.requests == [] and sink.events == []
+
+
+def test_keys_that_are_no_id_tokens_work_and_stay_out_of_state_keys_and_raw_logs(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
+    redis_url: str, redis_server: RedisServer, capfd: pytest.CaptureFixture[str],
+) -> None:
+    function = _http_api(make_function, STATE_URL=redis_url, LOG_FORMAT="json")
+    for n, key in enumerate(KEYS_THAT_ARE_NO_TOKENS):
+        body = {"failure_job_id": f"gone-{n}"}
+        first = call(function, "POST", "/retry", body, token=HTTP_TOKEN,
+                     headers={"Idempotency-Key": key})
+        repeat = call(function, "POST", "/retry", body, token=HTTP_TOKEN,
+                      headers={"Idempotency-Key": key})
+        assert first.status_code == 200, first.data
+        assert first.get_json()["causation"]["id"] == key
+        assert repeat.get_json() == first.get_json()  # the first answer, not a new one
+    assert standin.deletes() == []
+    # Every state key is hashed: no key text in any of them.
+    with redis_server.client() as client:
+        names = [str(name) for name in client.scan_iter(match="*")]
+    assert names and not [n for n in names for key in KEYS_THAT_ARE_NO_TOKENS
+                          if len(key) > 1 and key in n]
+    # Each log line is one JSON object; the key is a field value, escaped, never a field.
+    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines()
+              if line.startswith("{")]
+    mentioned = [entry for entry in logged if entry.get("causation_id") is not None]
+    assert {entry["causation_id"] for entry in mentioned} >= set(KEYS_THAT_ARE_NO_TOKENS)
+    assert all(entry.get("outcome") != "deleted" for entry in logged)
