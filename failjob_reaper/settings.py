@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     type_sweep: str = Field(
         "sdrs.failurejob.sweep", min_length=1, validation_alias="EVENT_TYPE_SWEEP"
     )
+    event_max_body_bytes: int = Field(
+        4_194_304, ge=65_536, le=67_108_864, validation_alias="EVENT_MAX_BODY_BYTES"
+    )
+    """The largest input event (on_event's request body; a FunctionGraph payload): an
+    EventGrid envelope of 100 CTS traces of 40 KB fits the default, 4 MiB."""
 
     # Manual HTTP API
     retry_api_token: SecretStr | None = Field(None, validation_alias="RETRY_API_TOKEN")

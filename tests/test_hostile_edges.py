@@ -349,3 +349,85 @@ def test_keys_that_are_no_id_tokens_work_and_stay_out_of_state_keys_and_raw_logs
     mentioned = [entry for entry in logged if entry.get("causation_id") is not None]
     assert {entry["causation_id"] for entry in mentioned} >= set(KEYS_THAT_ARE_NO_TOKENS)
     assert all(entry.get("outcome") != "deleted" for entry in logged)
+
+
+# -- event body bounds ----------------------------------------------------------------------
+
+SMALL_LIMIT = 65_536
+
+
+def cts_trace(n: int, padding: int) -> dict[str, object]:
+    """A CTS trace of an SDRS operation of about ``padding`` bytes (its request/response)."""
+    return {"trace_id": f"trace-{n}", "trace_name": "deleteProtectedInstance",
+            "trace_type": "ApiCall", "service_type": "SDRS", "resource_type": "protectedInstance",
+            "resource_id": f"11111111-2222-4333-8444-{n:012d}", "resource_name": f"pi-{n}",
+            "code": "400", "time": 1733400000000 + n,
+            "request": json.dumps({"padding": "r" * padding}),
+            "response": json.dumps({"error": {"code": "SDRS.1234", "message": "failed"}})}
+
+
+def eventgrid_event(n: int, padding: int) -> dict[str, object]:
+    return {"specversion": "1.0", "id": f"eg-{n}", "source": "HC.SDRS",
+            "type": "SDRS:CloudTrace:ApiCall", "datacontenttype": "application/json",
+            "data": cts_trace(n, padding)}
+
+
+def test_an_envelope_of_100_cts_traces_fits_the_default_bound(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
+) -> None:
+    envelope = json.dumps({"events": [eventgrid_event(n, 30_000) for n in range(100)]})
+    assert 3_000_000 < len(envelope) < load_settings(LOOPBACK).event_max_body_bytes
+    answer = make_function().post_raw({"content-type": "application/json"}, envelope.encode())
+    assert answer.status_code == 200, answer.data
+    assert answer.get_json()["events"] == 100
+
+
+@pytest.mark.parametrize("shape", ["binary", "structured", "envelope", "not-json"])
+def test_an_event_over_the_bound_is_413_and_decides_nothing(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
+    capfd: pytest.CaptureFixture[str], shape: str,
+) -> None:
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    function = make_function(EVENT_MAX_BODY_BYTES=str(SMALL_LIMIT))
+    big = {**record, "padding": "p" * SMALL_LIMIT}
+    if shape == "binary":
+        headers = {"ce-specversion": "1.0", "ce-id": "big-1", "ce-source": "/t",
+                   "ce-type": "sdrs.job.failed", "content-type": "application/json"}
+        body = json.dumps(big).encode()
+    elif shape == "structured":
+        headers = {"content-type": "application/cloudevents+json"}
+        body = json.dumps({"specversion": "1.0", "id": "big-2", "source": "/t",
+                           "type": "sdrs.job.failed", "data": big}).encode()
+    elif shape == "envelope":
+        headers = {"content-type": "application/json"}
+        body = json.dumps({"events": [eventgrid_event(n, 8_000) for n in range(10)]}).encode()
+    else:
+        headers = {"content-type": "text/plain"}
+        body = b"x" * (SMALL_LIMIT + 1)
+    assert len(body) > SMALL_LIMIT
+    answer = function.post_raw(headers, body)
+
+    assert answer.status_code == 413
+    assert answer.get_json() == {"error": {
+        "code": "payload_too_large",
+        "message": f"the body must not exceed {SMALL_LIMIT} bytes (EVENT_MAX_BODY_BYTES)"}}
+    assert standin.requests == [] and sink.events == []
+    assert standin.listed(record["resource_id"])
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_an_event_at_the_bound_is_served(
+    standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
+) -> None:
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    body = json.dumps({**record, "padding": ""}).encode()
+    body = body.replace(b'"padding": ""', b'"padding": "' + b"p" * (SMALL_LIMIT - len(body))
+                        + b'"')
+    assert len(body) == SMALL_LIMIT
+    headers = {"ce-specversion": "1.0", "ce-id": "edge-1", "ce-source": "/t",
+               "ce-type": "sdrs.job.failed", "content-type": "application/json"}
+    answer = make_function(EVENT_MAX_BODY_BYTES=str(SMALL_LIMIT)).post_raw(headers, body)
+    assert answer.status_code == 200
+    assert standin.deletes() == [record["resource_id"]]
