@@ -97,11 +97,15 @@ def bounded_body(request: flask.Request, limit: int) -> bytes | None:
     """The whole body, read once (the framework's own parse reuses it); None when it is
     over ``limit`` bytes: by its Content-Length, before anything is read, or on a chunked
     upload as soon as more than ``limit`` bytes arrived (the rest is never read)."""
-    request.max_content_length = limit  # werkzeug then stops reading past it
+    # werkzeug stops reading at max_content_length and raises only when asked for more:
+    # a body of exactly that many bytes and a longer one cut there look the same. So it
+    # reads up to one byte past the limit, and that byte says "too large".
+    request.max_content_length = limit + 1
     try:
-        return request.get_data()
+        data = request.get_data()
     except RequestEntityTooLarge:
         return None
+    return data if len(data) <= limit else None
 
 
 def _answer(status: int, body: Mapping[str, Any]) -> flask.Response:

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,7 +27,15 @@ from failjob_reaper.http_api._idempotency import KEY_RULE
 from failjob_reaper.settings import ENV_VARS, load_settings
 from standin import OutcomeSink, TaskCenterStandIn
 from standin.redis_server import RedisServer
-from tests.conftest import EXPIRED, PROJECT, ROOT, Function, FunctionFactory, failed_task
+from tests.conftest import (
+    EXPIRED,
+    PROJECT,
+    ROOT,
+    TOKEN,
+    Function,
+    FunctionFactory,
+    failed_task,
+)
 from tests.test_functiongraph import API_TOKEN as FG_TOKEN
 from tests.test_functiongraph import FunctionGraph, apig_event, body_of
 from tests.test_functiongraph import functiongraph as functiongraph  # the fixture
@@ -431,3 +443,202 @@ def test_an_event_at_the_bound_is_served(
     answer = make_function(EVENT_MAX_BODY_BYTES=str(SMALL_LIMIT)).post_raw(headers, body)
     assert answer.status_code == 200
     assert standin.deletes() == [record["resource_id"]]
+
+
+# -- the server in front of the app (gunicorn, as functions-framework starts it) ------------
+
+
+@dataclass
+class Served:
+    port: int
+
+    def exchange(self, request: bytes) -> bytes:
+        """Send these bytes (a request, maybe unfinished: the connection stays open) and
+        read the answer until it is complete or the server closes."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as conn:
+            conn.sendall(request)
+            received = b""
+            while True:
+                try:
+                    chunk = conn.recv(65536)
+                except (ConnectionResetError, TimeoutError):
+                    break
+                if not chunk:
+                    break
+                received += chunk
+                if _complete(received):
+                    break
+            return received
+
+
+def _complete(answer: bytes) -> bool:
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return len(body) >= int(line.split(b":", 1)[1])
+    return body.endswith(b"0\r\n\r\n")
+
+
+def _status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def _body(answer: bytes) -> bytes:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" not in head.lower():
+        return body
+    data = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        length = int(size, 16)
+        if not length:
+            break
+        data, body = data + rest[:length], rest[length + 2:]
+    return data
+
+
+@pytest.fixture
+def serve(standin: TaskCenterStandIn, sink: OutcomeSink) -> Iterator[Callable[..., Served]]:
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(target: str, **values: str) -> Served:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        signature = "cloudevent" if target == "on_event" else "http"
+        env = _env(SDRS_ENDPOINT=standin.url, SDRS_PROJECT_ID=PROJECT, SDRS_AUTH_TOKEN=TOKEN,
+                   K_SINK=sink.url, RETRY_API_TOKEN=HTTP_TOKEN, **values)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "functions_framework", "--source", str(ROOT / "main.py"),
+             "--target", target, "--signature-type", signature, "--host", "127.0.0.1",
+             "--port", str(port)],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        processes.append(process)
+        deadline = time.monotonic() + 60
+        while True:  # waiting for the port to open, bounded
+            assert process.poll() is None, "the function did not start"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return Served(port)
+            except OSError:
+                assert time.monotonic() < deadline, "the function did not start"
+                time.sleep(0.05)
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _post(path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close",
+             *(f"{name}: {value}" for name, value in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+CE_HEADERS = {"ce-specversion": "1.0", "ce-id": "served-1", "ce-source": "/t",
+              "ce-type": "sdrs.failurejob.expired", "Content-Type": "application/json"}
+
+
+def test_the_served_event_function_refuses_a_declared_huge_body_before_reading_it(
+    standin: TaskCenterStandIn, sink: OutcomeSink, serve: Callable[..., Served],
+) -> None:
+    served = serve("on_event", EVENT_MAX_BODY_BYTES=str(SMALL_LIMIT))
+    # 20 MB announced, 1 KB sent: the answer comes without the rest ever being sent.
+    answer = served.exchange(_post("/", {**CE_HEADERS, "Content-Length": "20000000"},
+                                   b"{" + b" " * 1023))
+    assert _status(answer) == 413
+    assert json.loads(_body(answer))["error"]["code"] == "payload_too_large"
+    assert standin.requests == [] and sink.events == []
+
+
+def _chunked(data: bytes, size: int = 0x2000) -> bytes:
+    return b"".join(b"%x\r\n" % len(data[i:i + size]) + data[i:i + size] + b"\r\n"
+                    for i in range(0, len(data), size))
+
+
+@pytest.mark.parametrize("terminated", [True, False], ids=["whole", "endless"])
+def test_the_served_event_function_stops_reading_a_chunked_body_at_the_bound(
+    standin: TaskCenterStandIn, sink: OutcomeSink, serve: Callable[..., Served],
+    terminated: bool,
+) -> None:
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    served = serve("on_event", EVENT_MAX_BODY_BYTES=str(SMALL_LIMIT))
+    # A valid event whose body goes on past the bound (whitespace): cut at the bound it
+    # would still parse, and be decided. "endless": a chunk past the bound, and the upload
+    # never ends; the answer comes all the same, so nothing waited for the rest. (gunicorn
+    # reads a chunked body 1024 bytes at a time: a client that stalls less than that past
+    # the bound is waited for, as any slow client.)
+    event = json.dumps({"failure_job_id": record["resource_id"]}).encode()
+    past = 1 if terminated else 0x2000
+    body = _chunked(event + b" " * (SMALL_LIMIT + past - len(event)))
+    answer = served.exchange(_post("/", {**CE_HEADERS, "Transfer-Encoding": "chunked"},
+                                   body + (b"0\r\n\r\n" if terminated else b"")))
+    assert _status(answer) == 413
+    assert json.loads(_body(answer))["error"]["code"] == "payload_too_large"
+    assert standin.requests == [] and sink.events == []
+    assert standin.listed(record["resource_id"])
+
+
+def test_the_served_event_function_takes_a_chunked_body_at_the_bound(
+    standin: TaskCenterStandIn, sink: OutcomeSink, serve: Callable[..., Served],
+) -> None:
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    served = serve("on_event", EVENT_MAX_BODY_BYTES=str(SMALL_LIMIT))
+    event = json.dumps({"failure_job_id": record["resource_id"]}).encode()
+    body = _chunked(event + b" " * (SMALL_LIMIT - len(event))) + b"0\r\n\r\n"
+    answer = served.exchange(_post("/", {**CE_HEADERS, "Transfer-Encoding": "chunked"}, body))
+    assert _status(answer) == 200
+    assert standin.deletes() == [record["resource_id"]]
+
+
+def test_the_served_http_api_answers_key_and_body_errors_in_its_own_json(
+    standin: TaskCenterStandIn, sink: OutcomeSink, serve: Callable[..., Served],
+) -> None:
+    served = serve("on_http")
+    auth = {"Authorization": f"Bearer {HTTP_TOKEN}", "Content-Type": "application/json"}
+    body = b'{"failure_job_id": "gone-1"}'
+    for key in ("k" * 256, "k" * 8000):  # up to what gunicorn lets through: the app's 400
+        answer = served.exchange(_post("/retry", {**auth, "Idempotency-Key": key,
+                                                  "Content-Length": str(len(body))}, body))
+        assert _status(answer) == 400
+        assert json.loads(_body(answer)) == {"error": {"code": "invalid_idempotency_key",
+                                                       "message": KEY_RULE}}
+    huge = served.exchange(_post("/retry", {**auth, "Content-Length": "20000000"}, body))
+    assert _status(huge) == 413
+    assert json.loads(_body(huge))["error"]["code"] == "payload_too_large"
+    long_path = served.exchange(_post("/" + "a" * 100_000, auth))  # no request-line limit
+    assert _status(long_path) == 404
+    assert json.loads(_body(long_path))["error"]["code"] == "not_found"
+    assert standin.requests == [] and sink.events == []
+
+
+@pytest.mark.parametrize("target", ["on_http", "on_event"])
+@pytest.mark.parametrize("headers", [
+    {"Idempotency-Key": "k" * 8200},  # one field over gunicorn's 8190 bytes
+    {f"X-Filler-{n}": "1" for n in range(101)},  # more than gunicorn's 100 fields
+], ids=["field-size", "field-count"])
+def test_what_gunicorn_answers_itself_is_its_html_431_and_nothing_is_decided(
+    standin: TaskCenterStandIn, sink: OutcomeSink, serve: Callable[..., Served],
+    target: str, headers: dict[str, str],
+) -> None:
+    # functions-framework 3.10.2 starts gunicorn with its default header limits and passes
+    # no option to change them: this answer never reaches the app (docs: "HTTP API").
+    served = serve(target)
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    body = json.dumps({"failure_job_id": record["resource_id"]}).encode()
+    extra = CE_HEADERS if target == "on_event" else {
+        "Authorization": f"Bearer {HTTP_TOKEN}", "Content-Type": "application/json"}
+    answer = served.exchange(_post("/" if target == "on_event" else "/retry",
+                                   {**extra, **headers, "Content-Length": str(len(body))},
+                                   body))
+    assert _status(answer) == 431
+    assert b"Content-Type: text/html" in answer.partition(b"\r\n\r\n")[0]
+    assert standin.requests == [] and sink.events == []
+    assert standin.listed(record["resource_id"])
