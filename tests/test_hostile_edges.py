@@ -9,6 +9,7 @@ run from outside the repository, the Flask app functions-framework builds."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -642,3 +643,67 @@ def test_what_gunicorn_answers_itself_is_its_html_431_and_nothing_is_decided(
     assert b"Content-Type: text/html" in answer.partition(b"\r\n\r\n")[0]
     assert standin.requests == [] and sink.events == []
     assert standin.listed(record["resource_id"])
+
+
+# -- FunctionGraph payloads: the same bound on what arrives parsed -------------------------
+
+
+def _fg_payloads(record: dict[str, object]) -> dict[str, object]:
+    big = {**record, "padding": "p" * SMALL_LIMIT}
+    event = {"specversion": "1.0", "id": "fg-big-1", "source": "/t",
+             "type": "sdrs.job.failed", "data": big}
+    many = [eventgrid_event(n, 1_000) for n in range(80)]  # small each, big together
+    return {
+        "eventgrid": event,
+        "eventgrid-base64": {**{k: v for k, v in event.items() if k != "data"},
+                             "data_base64": base64.b64encode(json.dumps(big).encode()).decode()},
+        "envelope": {"events": many},
+        "cts": {"cts": {**cts_trace(1, SMALL_LIMIT), "resource_id": record["resource_id"]}},
+        "timer": {"trigger_type": "TIMER", "trigger_name": "t", "time": "2026-12-05T00:00:00Z",
+                  "user_event": json.dumps({"dry_run": False}) + " " * SMALL_LIMIT},
+        "deep": event | {"data": {**record, "nested": [[["x" * 100]] * 100] * 10}},
+    }
+
+
+@pytest.mark.parametrize("shape", ["eventgrid", "eventgrid-base64", "envelope", "cts", "timer",
+                                   "deep"])
+def test_a_functiongraph_payload_over_the_bound_is_refused_and_decides_nothing(
+    standin: TaskCenterStandIn, sink: OutcomeSink, functiongraph: FunctionGraph, shape: str,
+) -> None:
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    function = functiongraph(EVENT_MAX_BODY_BYTES=str(SMALL_LIMIT))
+    payload = _fg_payloads(record)[shape]
+    assert len(json.dumps(payload)) > SMALL_LIMIT
+    with pytest.raises(ValueError) as refused:
+        function(payload)
+    assert str(refused.value) == (
+        f"failjob-reaper: the event is larger than EVENT_MAX_BODY_BYTES ({SMALL_LIMIT} "
+        "bytes): nothing was decided")
+    assert standin.requests == [] and sink.events == []
+    assert standin.listed(record["resource_id"])
+
+
+def test_a_functiongraph_payload_under_the_bound_is_served(
+    standin: TaskCenterStandIn, sink: OutcomeSink, functiongraph: FunctionGraph,
+) -> None:
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    function = functiongraph(EVENT_MAX_BODY_BYTES=str(SMALL_LIMIT))
+    event = {"specversion": "1.0", "id": "fg-ok-1", "source": "/t", "type": "sdrs.job.failed",
+             "data": {**record, "padding": "p" * (SMALL_LIMIT - 2_000)}}
+    assert function(event)["status"] == "done"
+    assert standin.deletes() == [record["resource_id"]]
+
+
+@pytest.mark.parametrize("encoded", [True, False], ids=["base64", "text"])
+def test_an_apig_body_over_http_max_body_bytes_is_413_without_being_decoded(
+    standin: TaskCenterStandIn, sink: OutcomeSink, functiongraph: FunctionGraph,
+    encoded: bool,
+) -> None:
+    function = functiongraph(HTTP_MAX_BODY_BYTES="1024")
+    body = json.dumps({"failure_job_id": "gone-1", "pad": "p" * 2_000}).encode()
+    answer = function(apig_event("POST", "/retry", body, token=FG_TOKEN, base64_body=encoded))
+    assert answer["statusCode"] == 413
+    assert body_of(answer)["error"]["code"] == "payload_too_large"
+    assert standin.requests == [] and sink.events == []
