@@ -163,8 +163,8 @@ def url_options(url: str) -> dict[str, Any]:
     given = _query(parts.query, tls=scheme == "rediss", password=parts.password)
     if path and "db" in given:
         raise UrlProblem("the database is given twice: in the path and as ?db=")
-    try:
-        options: dict[str, Any] = parse_url(url)  # redis-py's own reading, as it will use it
+    try:  # redis-py's own reading, as it will use it
+        options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
     except ValueError as exc:  # what the checks above let through and redis-py does not
         detail = str(exc)
         if parts.password and parts.password in detail:
