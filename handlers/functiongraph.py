@@ -19,8 +19,9 @@ FunctionGraph retry an asynchronous invocation (EventGrid, timer), so:
 * ``RetryLater``: the work did not finish and another attempt can help (the
   outcome sink is down, a transient SDRS failure outlasted the retry budget) -
   the same cases in which ``on_event`` answers 503. Deletes are idempotent.
-* ``InvalidEvent`` (a ``ValueError``): a payload this function does not serve, or
-  a timer ``user_event`` that is JSON of the wrong shape. Retrying cannot help;
+* ``InvalidEvent`` (a ``ValueError``): a payload this function does not serve, one
+  larger than ``EVENT_MAX_BODY_BYTES`` (nothing of it decided), or a timer
+  ``user_event`` that is JSON of the wrong shape. Retrying cannot help;
   the retries are bounded by the function's async configuration.
 * ``ConfigurationFailed``: the settings are invalid (every invocation says so,
   ``failjob-reaper: configuration error: <VARIABLE>: ...``) or the function has
@@ -394,7 +395,13 @@ def _apig_body(event: Mapping[str, Any]) -> bytes | BodyReader:
     if not isinstance(body, str):
         raise _BadApigRequest("the body must be text (or base64 with isBase64Encoded)")
     if event.get("isBase64Encoded") is not True:
-        return lambda limit: None if len(body) > limit else body.encode("utf-8")[:limit + 1]
+        def text(limit: int) -> bytes | None:
+            try:  # a lone surrogate ("\ud800" in the event's JSON) has no UTF-8
+                return None if len(body) > limit else body.encode("utf-8")[:limit + 1]
+            except UnicodeEncodeError:
+                raise HttpError(400, "invalid_json", "the body is not UTF-8") from None
+
+        return text
 
     def decoded(limit: int) -> bytes | None:
         if len(body) > 4 * (limit // 3 + 1):  # more than limit bytes once decoded

@@ -707,3 +707,15 @@ def test_an_apig_body_over_http_max_body_bytes_is_413_without_being_decoded(
     assert answer["statusCode"] == 413
     assert body_of(answer)["error"]["code"] == "payload_too_large"
     assert standin.requests == [] and sink.events == []
+
+
+def test_an_apig_body_that_is_no_text_is_400(
+    standin: TaskCenterStandIn, sink: OutcomeSink, functiongraph: FunctionGraph,
+) -> None:
+    function = functiongraph()
+    event = apig_event("POST", "/retry", b"{}", token=FG_TOKEN, base64_body=False)
+    event["body"] = '{"failure_job_id": "\ud800"}'  # a lone surrogate, as JSON may carry
+    answer = function(event)
+    assert answer["statusCode"] == 400
+    assert body_of(answer)["error"]["code"] == "invalid_json"
+    assert standin.requests == [] and sink.events == []
