@@ -315,6 +315,10 @@ def test_a_value_that_is_no_key_is_refused_with_400_and_decides_nothing(
         assert answer.status_code == 400, (key, answer.data)
         error = error_of(answer)
         assert error == {"code": "invalid_idempotency_key", "message": KEY_RULE}
+    # The key is looked at after the bearer token: a stranger learns nothing of the rule.
+    stranger = call(function, "POST", route, body, token=None,
+                    headers={"Idempotency-Key": NOT_KEYS_OVER_HTTP[0]})
+    assert stranger.status_code == 401
     assert standin.requests == []
     assert sink.events == []
     assert "Traceback" not in capfd.readouterr().err
