@@ -19,6 +19,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from failjob_reaper.errors import ConfigError
 
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
+CONTEXT_ATTRIBUTES = frozenset({
+    "id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time",
+    "traceparent", "tracestate",
+})
+"""What an outcome says itself (CloudEvents' context attributes, and the distributed-tracing
+extension it copies from its input): K_CE_OVERRIDES adds extensions, never rewrites these."""
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # SMN topic URN: urn:smn:{region}:{project id}:{topic name (1-255: letters, digits, - _)}.
 _TOPIC_URN = re.compile(
@@ -102,6 +108,11 @@ class Settings(BaseSettings):
     type_sweep: str = Field(
         "sdrs.failurejob.sweep", min_length=1, validation_alias="EVENT_TYPE_SWEEP"
     )
+    event_max_body_bytes: int = Field(
+        4_194_304, ge=65_536, le=67_108_864, validation_alias="EVENT_MAX_BODY_BYTES"
+    )
+    """The largest input event (on_event's request body; a FunctionGraph payload): an
+    EventGrid envelope of 100 CTS traces of 40 KB fits the default, 4 MiB."""
 
     # Manual HTTP API
     retry_api_token: SecretStr | None = Field(None, validation_alias="RETRY_API_TOKEN")
@@ -190,9 +201,11 @@ class Settings(BaseSettings):
     @field_validator("state_url")
     @classmethod
     def _state_url(cls, value: SecretStr) -> SecretStr:
-        scheme = urlsplit(value.get_secret_value()).scheme
-        if scheme not in ("memory", "redis", "rediss"):
-            raise ValueError("must be memory:// or a redis:// or rediss:// URL")
+        # Whole, now: a URL the Redis client would refuse at the first event must stop
+        # the start (docs: "State and many instances").
+        from failjob_reaper.state._store import check_state_url
+
+        check_state_url(value.get_secret_value())
         return value
 
     @field_validator("sink")
@@ -226,7 +239,12 @@ class Settings(BaseSettings):
         for name, ext in extensions.items():
             if not _EXTENSION_NAME.fullmatch(name) or not isinstance(ext, str | int | bool):
                 raise ValueError(f"extension {name!r}: lower-case letters and digits, scalar value")
-        return value
+            if name in CONTEXT_ATTRIBUTES:
+                raise ValueError(f"extension {name!r} is an attribute the outcome sets itself; "
+                                 "overrides may only add extensions")
+        # Sent as ce- headers (binary mode): text, as CloudEvents' HTTP binding writes it.
+        return {"extensions": {name: str(ext).lower() if isinstance(ext, bool) else str(ext)
+                               for name, ext in extensions.items()}}
 
     @property
     def is_loopback(self) -> bool:

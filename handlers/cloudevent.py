@@ -11,7 +11,7 @@ from typing import Any
 import flask
 from cloudevents.exceptions import GenericException
 from cloudevents.http import CloudEvent, from_http
-from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.exceptions import RequestEntityTooLarge, ServiceUnavailable
 
 from failjob_reaper.app import App
 from failjob_reaper.http_api import JSON, error_body
@@ -56,6 +56,8 @@ def install_request_guard(app: App | None) -> None:
 def guard_request(app: App) -> flask.Response | None:
     """What comes before the framework's own CloudEvent parse; None lets it go on.
 
+    0. A body over ``EVENT_MAX_BODY_BYTES`` is refused with 413 and never read whole:
+       nothing of it is decided (``bounded_body``).
     1. An EventGrid envelope ``{"events": [...]}`` (plain JSON, no ``ce-`` headers) is
        served here, each event on its own (``handlers/_envelope.py``).
     2. Anything else must be a CloudEvent the SDK can parse, with a usable ``id`` and
@@ -67,12 +69,19 @@ def guard_request(app: App) -> flask.Response | None:
     request = flask.request
     if request.endpoint != CLOUDEVENT_ENDPOINT:
         return None  # another signature's app, or the framework's own 404/405
+    body = bounded_body(request, app.settings.event_max_body_bytes)
+    if body is None:
+        log.info("on_event: refused a body over EVENT_MAX_BODY_BYTES (%d bytes)",
+                 app.settings.event_max_body_bytes)
+        return _answer(413, error_body(
+            "payload_too_large", f"the body must not exceed "
+            f"{app.settings.event_max_body_bytes} bytes (EVENT_MAX_BODY_BYTES)"))
     if request.mimetype == JSON and "ce-specversion" not in request.headers:
-        answer = envelope_answer(app, request.get_data())
+        answer = envelope_answer(app, body)
         if answer is not None:
             return _answer(*answer)
     try:
-        event = from_http(request.headers, request.get_data())  # as the framework does
+        event = from_http(request.headers, body)  # as the framework does
     except UNPARSABLE as exc:
         log.info("on_event: refused a request that is not a CloudEvent: %s",
                  type(exc).__name__)
@@ -82,6 +91,21 @@ def guard_request(app: App) -> flask.Response | None:
     if problem is not None:
         return _answer(400, error_body("invalid_cloudevent", f"CloudEvent attributes: {problem}"))
     return None
+
+
+def bounded_body(request: flask.Request, limit: int) -> bytes | None:
+    """The whole body, read once (the framework's own parse reuses it); None when it is
+    over ``limit`` bytes: by its Content-Length, before anything is read, or on a chunked
+    upload as soon as more than ``limit`` bytes arrived (the rest is never read)."""
+    # werkzeug stops reading at max_content_length and raises only when asked for more:
+    # a body of exactly that many bytes and a longer one cut there look the same. So it
+    # reads up to one byte past the limit, and that byte says "too large".
+    request.max_content_length = limit + 1
+    try:
+        data = request.get_data()
+    except RequestEntityTooLarge:
+        return None
+    return data if len(data) <= limit else None
 
 
 def _answer(status: int, body: Mapping[str, Any]) -> flask.Response:

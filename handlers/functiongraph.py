@@ -19,8 +19,9 @@ FunctionGraph retry an asynchronous invocation (EventGrid, timer), so:
 * ``RetryLater``: the work did not finish and another attempt can help (the
   outcome sink is down, a transient SDRS failure outlasted the retry budget) -
   the same cases in which ``on_event`` answers 503. Deletes are idempotent.
-* ``InvalidEvent`` (a ``ValueError``): a payload this function does not serve, or
-  a timer ``user_event`` that is JSON of the wrong shape. Retrying cannot help;
+* ``InvalidEvent`` (a ``ValueError``): a payload this function does not serve, one
+  larger than ``EVENT_MAX_BODY_BYTES`` (nothing of it decided), or a timer
+  ``user_event`` that is JSON of the wrong shape. Retrying cannot help;
   the retries are bounded by the function's async configuration.
 * ``ConfigurationFailed``: the settings are invalid (every invocation says so,
   ``failjob-reaper: configuration error: <VARIABLE>: ...``) or the function has
@@ -54,7 +55,15 @@ from failjob_reaper.app import CONFIG_ERROR_PREFIX, App, load_app, load_app_or_e
 from failjob_reaper.cts import unwrap_trigger_payload
 from failjob_reaper.errors import ConfigError, InvalidInput, OutcomeDeliveryError
 from failjob_reaper.events import Rejected, sweep_request
-from failjob_reaper.http_api import HttpRequest, HttpResponse, error_response, header_map, serve
+from failjob_reaper.http_api import (
+    BodyReader,
+    HttpRequest,
+    HttpResponse,
+    error_response,
+    header_map,
+    serve,
+)
+from failjob_reaper.http_api._errors import HttpError
 from failjob_reaper.outcomes import Causation
 from failjob_reaper.state import StateUnavailable
 from failjob_reaper.state.idempotency import IdempotencyInProgress
@@ -151,6 +160,10 @@ def handle(app: App, event: object, context: Context | None) -> dict[str, Any]:
     """Serve one FunctionGraph invocation (see the module docstring)."""
     kind = classify(event)
     assert isinstance(event, dict)  # classify() guarantees it
+    limit = app.settings.event_max_body_bytes
+    if kind != "apig" and larger_than(event, limit):  # APIG: HTTP_MAX_BODY_BYTES, as on_http
+        raise InvalidEvent(f"failjob-reaper: the event is larger than EVENT_MAX_BODY_BYTES "
+                           f"({limit} bytes): nothing was decided")
     request_id = _text(_ask(context, "getRequestID"))
     log.debug("functiongraph: %s invocation %s", kind, request_id or "-")
     refresh_credentials(app, context)
@@ -194,6 +207,30 @@ def classify(event: object) -> Kind:
         f"EventGrid CloudEvent (or an envelope of them), a CTS trace or an APIG request "
         f"(keys: {keys})"
     )
+
+
+def larger_than(payload: object, limit: int) -> bool:
+    """Whether ``payload`` (as the runtime parsed it) is more than ``limit`` characters of
+    JSON, counted no further than the limit: on_event's bound on its body, for a payload
+    that arrives parsed (the runtime's own bound comes first)."""
+    total, stack = 0, [payload]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) + 2
+        elif isinstance(item, Mapping):
+            total += 2 + 4 * len(item)
+            for name, value in item.items():
+                total += len(name) if isinstance(name, str) else 8
+                stack.append(value)
+        elif isinstance(item, list | tuple):
+            total += 2 + len(item)
+            stack.extend(item)
+        else:
+            total += 8  # a number, true/false/null
+        if total > limit:
+            return True
+    return False
 
 
 def refresh_credentials(app: App, context: Context | None) -> None:
@@ -338,7 +375,7 @@ def apig_request(event: Mapping[str, Any]) -> HttpRequest:
         method=str(event["httpMethod"]).upper(),
         path=path,
         headers=header_map((name, value) for name, value in _pairs(headers)),
-        body=_apig_body(event),
+        body=_apig_body(event),  # a reader: decoded only within HTTP_MAX_BODY_BYTES
         query=urlencode(list(_pairs(query))),
     )
 
@@ -351,18 +388,31 @@ def _pairs(values: object) -> Iterator[tuple[str, str]]:
                     yield name, str(item)
 
 
-def _apig_body(event: Mapping[str, Any]) -> bytes:
+def _apig_body(event: Mapping[str, Any]) -> bytes | BodyReader:
     body = event.get("body")
     if body is None or body == "":
         return b""
     if not isinstance(body, str):
         raise _BadApigRequest("the body must be text (or base64 with isBase64Encoded)")
     if event.get("isBase64Encoded") is not True:
-        return body.encode("utf-8")
-    try:
-        return base64.b64decode(body, validate=True)
-    except (binascii.Error, ValueError):
-        raise _BadApigRequest("isBase64Encoded is true but the body is not base64") from None
+        def text(limit: int) -> bytes | None:
+            try:  # a lone surrogate ("\ud800" in the event's JSON) has no UTF-8
+                return None if len(body) > limit else body.encode("utf-8")[:limit + 1]
+            except UnicodeEncodeError:
+                raise HttpError(400, "invalid_json", "the body is not UTF-8") from None
+
+        return text
+
+    def decoded(limit: int) -> bytes | None:
+        if len(body) > 4 * (limit // 3 + 1):  # more than limit bytes once decoded
+            return None
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise HttpError(400, "invalid_request",
+                            "isBase64Encoded is true but the body is not base64") from None
+
+    return decoded
 
 
 def apig_response(answer: HttpResponse) -> dict[str, Any]:

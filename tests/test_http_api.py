@@ -217,7 +217,7 @@ def test_retry_deletes_an_expired_task_and_answers_the_outcome_it_emitted(
     body = response.get_json()
     assert (body["outcome"], body["trigger"], body["status_code"]) == ("deleted", "http", 204)
     assert body["forced"] is False
-    assert body["causation"] == {"id": "op-ticket-42", "source": "/http/retry",
+    assert body["causation"] == {"id": "op-ticket-42", "source": "/http",
                                  "type": "http.retry"}
     [event] = sink.wait_for(1)
     assert event["type"] == "sdrs.failurejob.deleted"
@@ -233,11 +233,9 @@ def test_retry_without_idempotency_key_gets_a_fresh_causation_id(
     ids = set()
     bad_traceparents = ["garbage", TRACEPARENT.upper(), "00-" + "0" * 32 + "-" + "d" * 16 + "-01",
                         "ff" + TRACEPARENT[2:]]
-    for key, traceparent in zip([None, "not a token/../", "x" * 65, ""], bad_traceparents,
-                                strict=True):
+    # (A key that is no key is refused with 400: tests/test_hostile_edges.py.)
+    for traceparent in bad_traceparents:
         headers = {"traceparent": traceparent, "tracestate": "k=v"}
-        if key is not None:
-            headers["Idempotency-Key"] = key
         response = call(function, "POST", "/retry", {"failure_job_id": "gone-1"},
                         headers=headers)
         body = response.get_json()
@@ -325,7 +323,7 @@ def test_a_delete_failed_outcome_event_can_be_posted_back_as_is(
     assert headers["content-type"].startswith("application/cloudevents+json")
     assert retried.status_code == 200
     assert retried.get_json()["outcome"] == "deleted"
-    assert retried.get_json()["causation"]["source"] == "/http/retry"
+    assert retried.get_json()["causation"]["type"] == "http.retry"
     assert standin.deletes() == [record["resource_id"]] * 2
 
 

@@ -51,11 +51,12 @@ def test_retry_and_sweep_without_idempotency_key_keep_no_idempotency_record(
     retried = call(on_redis, "POST", "/retry", {"failure_job_id": record["resource_id"]})
     swept = call(on_redis, "POST", "/sweep", {"dry_run": True})
     invalid = call(on_redis, "POST", "/retry", {"failure_job_id": "gone-1"},
-                   headers={"Idempotency-Key": "not a token/../"})  # as if there were none
+                   headers={"Idempotency-Key": "k\u00e9y"})  # no key: refused, no record
 
     assert retried.status_code == 200 and retried.get_json()["outcome"] == "deleted"
     assert swept.status_code == 200 and swept.get_json()["outcome"] == "sweep_completed"
-    assert invalid.status_code == 200 and invalid.get_json()["outcome"] == "already_deleted"
+    assert invalid.status_code == 400
+    assert error_of(invalid)["code"] == "invalid_idempotency_key"
     assert standin.deletes() == [record["resource_id"]]
     assert idempotency_records(redis_server) == {}
     # The calls did use this Redis: the DELETE's journal entry is there.
@@ -72,11 +73,11 @@ def test_retry_and_sweep_with_idempotency_key_keep_their_record_for_24_hours(
     retried = call(on_redis, "POST", "/retry", {"failure_job_id": record["resource_id"]},
                    headers={"Idempotency-Key": "INC-4711"})
     swept = call(on_redis, "POST", "/sweep", {"dry_run": True},
-                 headers={"Idempotency-Key": "INC-4711"})
+                 headers={"Idempotency-Key": "INC-4711 sweep"})
 
     assert (retried.status_code, swept.status_code) == (200, 200)
     ttls = idempotency_records(redis_server)
-    assert len(ttls) == 2  # one per route: /http/retry and /http/sweep with the key
+    assert len(ttls) == 2  # one per key
     assert all(23 * 3600 < ttl <= 24 * 3600 for ttl in ttls.values()), ttls
 
 
@@ -139,3 +140,33 @@ def _until(condition: Callable[[], Any], timeout: float = 10.0) -> None:
         assert time.monotonic() < deadline, "the condition did not hold in time"
         time.sleep(0.01)
 
+
+
+@pytest.mark.parametrize("first_route", ["/sweep", "/retry"])
+def test_one_key_names_one_request_across_routes(
+    standin: TaskCenterStandIn, sink: OutcomeSink, on_redis: Function,
+    redis_server: RedisServer, first_route: str,
+) -> None:
+    record = failed_task(EXPIRED)
+    standin.add_job(record)
+    key = {"Idempotency-Key": "sw-1"}
+    retry_body, sweep_body = {"failure_job_id": record["resource_id"]}, {"dry_run": True}
+    first_body = sweep_body if first_route == "/sweep" else retry_body
+    second_route = "/retry" if first_route == "/sweep" else "/sweep"
+    second_body = retry_body if first_route == "/sweep" else sweep_body
+
+    first = call(on_redis, "POST", first_route, first_body, headers=key)
+    assert first.status_code == 200
+    deletes, requests, events = standin.deletes(), len(standin.requests), len(sink.events)
+    reused = call(on_redis, "POST", second_route, second_body, headers=key)
+    repeat = call(on_redis, "POST", first_route, first_body, headers=key)
+
+    assert reused.status_code == 422
+    assert error_of(reused)["code"] == "idempotency_key_reused"
+    # The second route decided nothing: no request to SDRS, no outcome, no DELETE.
+    assert (standin.deletes(), len(standin.requests)) == (deletes, requests)
+    assert len(sink.events) == events
+    assert (repeat.status_code, repeat.get_json()) == (200, first.get_json())
+    assert len(idempotency_records(redis_server)) == 1
+    if first_route == "/sweep":
+        assert standin.listed(record["resource_id"])  # the dry run deleted nothing

@@ -11,9 +11,9 @@ path                   auth    what
 
 Order of checks, first failure answers: unknown path 404, wrong method 405 (with
 ``Allow``), then for the two mutating calls: bearer token 401 (before anything of
-the body is read), query string 400, content type 415, size 413, JSON 400, shape,
-types and ids 400. Every refusal is ``{"error": {"code", "message"}}`` and comes
-before any request to SDRS.
+the body is read), query string 400, ``Idempotency-Key`` 400, content type 415,
+size 413, JSON 400, shape, types and ids 400. Every refusal is
+``{"error": {"code", "message"}}`` and comes before any request to SDRS.
 
 An accepted call answers 200 with the outcome (or the sweep summary) whatever
 was decided, ``delete_failed`` included (``error.retryable`` says whether another

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
+from failjob_reaper.http_api._idempotency import KEY_PATTERN, MAX_KEY
 from failjob_reaper.http_api._models import DeleteFailedEvent, RetryRequest, SweepBody
 from failjob_reaper.http_api._types import (
     CLOUDEVENTS_JSON,
@@ -62,8 +63,8 @@ def _json(name: str, media: str = "application/json") -> dict[str, Any]:
 # -- the document -----------------------------------------------------------------
 
 _ERRORS: dict[int, str] = {
-    400: "Malformed JSON, unknown fields, wrong types, a bad id or a task of another "
-    "project. Nothing was looked up or deleted.",
+    400: "Malformed JSON, unknown fields, wrong types, a bad id, a task of another "
+    "project, or an Idempotency-Key that is not one. Nothing was looked up or deleted.",
     401: "Missing or wrong bearer token, or RETRY_API_TOKEN is not configured.",
     405: "Method not allowed here (see the Allow header).",
     413: "The body is larger than HTTP_MAX_BODY_BYTES.",
@@ -152,7 +153,9 @@ def _paths() -> dict[str, Any]:
                 "The body may be omitted.",
                 "security": bearer,
                 "parameters": [_idempotency_key(), _traceparent()],
-                "requestBody": {"required": False, "content": _json("SweepBody")},
+                "requestBody": {"required": False, "content": {"application/json": {
+                    # JSON null is no options, as an empty body (one parser on every path)
+                    "schema": {"anyOf": [_ref("SweepBody"), {"type": "null"}]}}}},
                 "responses": {
                     "200": {"description": "The sweep's summary.",
                             "content": _json("SweepSummaryData")},
@@ -199,10 +202,12 @@ def _idempotency_key() -> dict[str, Any]:
         "in": "header",
         "required": False,
         "description": "Becomes the causation id of the outcome. A repeat with the same key "
-        "and the same body gets the first answer (kept 24 h in the state store); the same "
-        "key with a different body is refused with 422. Ignored unless it is 1-64 letters, "
-        "digits, '-' or '_'.",
-        "schema": {"type": "string"},
+        "and the same request (route and body) gets the first answer (kept 24 h in the state "
+        "store); the same key with a different request, on either route, is refused with "
+        "422. A value that is not 1-255 printable ASCII characters (no space at either end) "
+        "is refused with 400 (code invalid_idempotency_key).",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY,
+                   "pattern": KEY_PATTERN},
     }
 
 

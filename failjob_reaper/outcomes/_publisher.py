@@ -248,7 +248,7 @@ class Publisher:
         key: str | None = None,
     ) -> CloudEvent:
         attributes: dict[str, Any] = {
-            **self._extensions,
+            "specversion": "1.0",
             "type": event_type,
             "source": self.source,
             "id": outcome_id(causation, key or subject or "sweep", event_type),
@@ -261,7 +261,7 @@ class Publisher:
             attributes["traceparent"] = causation.traceparent
             if causation.tracestate:
                 attributes["tracestate"] = causation.tracestate
-        return CloudEvent(attributes, data)
+        return CloudEvent({**self._extensions, **attributes}, data)  # overrides only add
 
 
 def _seq(event: CloudEvent) -> str:

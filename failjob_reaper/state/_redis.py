@@ -8,15 +8,24 @@ round trip, the reads of ``hash_get_many`` in one pipeline.
 
 Every redis-py error becomes ``StateUnavailable`` here, at the boundary, with a
 message that names the server (host:port) and never the URL's password.
+
+``url_options`` is the one check of a Redis ``STATE_URL``: the settings call it at
+start-up (a URL redis-py would refuse later stops the start with one line), and the
+store builds its client from what it returns.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
+import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
+from redis.connection import parse_url
 
 from failjob_reaper.state._store import StateUnavailable
 
@@ -49,23 +58,179 @@ return value
 """
 
 
+class UrlProblem(ValueError):
+    """What is wrong with a Redis ``STATE_URL``; the message holds no part of the URL
+    but an option's name."""
+
+
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
+                   r"[A-Za-z0-9])?)*\.?")
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+MAX_SECONDS = 60.0
+"""The longest socket timeout a URL may ask for: a store slower than that to answer
+keeps every invocation waiting."""
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_SECONDS):
+        raise ValueError(f"must be a number of seconds above 0 and at most {MAX_SECONDS:g}")
+    return seconds
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}")
+        return int(value)
+    return parse
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _cert_reqs(value: str) -> str:
+    if value not in ("none", "optional", "required"):
+        raise ValueError("must be none, optional or required")
+    return value
+
+
+def _client_name(value: str) -> str:
+    if not _CLIENT_NAME.fullmatch(value):
+        raise ValueError("must be 1-64 letters, digits, '.', '-' or '_'")
+    return value
+
+
+def _ca_file(value: str) -> str:
+    if not os.path.isfile(value) or not os.access(value, os.R_OK):
+        raise ValueError("must name a readable file of CA certificates")
+    return value
+
+
+OPTIONS: Mapping[str, Callable[[str], object]] = {
+    "socket_timeout": _seconds,
+    "socket_connect_timeout": _seconds,
+    "socket_keepalive": _flag,
+    "health_check_interval": _whole(0, 3600),
+    "max_connections": _whole(1, 10_000),
+    "client_name": _client_name,
+    "db": _whole(0, 100_000),
+}
+"""The query options a Redis STATE_URL may carry, each with its check. redis-py passes
+any other name on to its connections as a keyword, which fails at the first command
+(``?foo=bar``) or changes what the store answers (``?decode_responses=no``,
+``?protocol=3``): refused at start-up instead."""
+
+TLS_OPTIONS: Mapping[str, Callable[[str], object]] = {
+    "ssl_cert_reqs": _cert_reqs,
+    "ssl_check_hostname": _flag,
+    "ssl_ca_certs": _ca_file,
+}
+"""Only with ``rediss://``: on a plain connection redis-py refuses them at the first command."""
+
+
+def url_options(url: str) -> dict[str, Any]:
+    """The keyword arguments of the connection pool ``url`` names; ``UrlProblem`` saying
+    which part is wrong (scheme, host, port, database, an option or its value)."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in ("redis", "rediss"):
+        raise UrlProblem("must start with redis:// or rediss:// (lower case)")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise UrlProblem("the port must be a whole number from 1 to 65535") from None
+    if port == 0:
+        raise UrlProblem("the port must be a whole number from 1 to 65535")
+    host = parts.hostname
+    if not host or not _is_host(host):
+        raise UrlProblem("must name a host: a DNS name or an IP address, e.g. "
+                         "redis://:password@redis.internal:6379/0")
+    if parts.fragment or url.endswith("#"):
+        raise UrlProblem("must not carry a fragment (#...)")
+    path = unquote(parts.path).strip("/")
+    if path and not (path.isascii() and path.isdigit()):
+        raise UrlProblem("the database (the path) must be a whole number, e.g. /0")
+    given = _query(parts.query, tls=scheme == "rediss", password=parts.password)
+    if path and "db" in given:
+        raise UrlProblem("the database is given twice: in the path and as ?db=")
+    try:  # redis-py's own reading, as it will use it
+        options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:  # what the checks above let through and redis-py does not
+        detail = str(exc)
+        if parts.password and parts.password in detail:
+            detail = type(exc).__name__
+        raise UrlProblem(f"redis-py refuses it: {detail}") from None
+    options.update(given)  # the checked values (booleans parsed strictly)
+    return options
+
+
+def _is_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(_HOST.fullmatch(host)) and len(host) <= 253
+    return True
+
+
+def _query(query: str, *, tls: bool, password: str | None) -> dict[str, object]:
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise UrlProblem("the options must be name=value pairs joined by &") from None
+    accepted = {**OPTIONS, **TLS_OPTIONS} if tls else OPTIONS
+    given: dict[str, object] = {}
+    for name, value in pairs:
+        check = accepted.get(name)
+        if check is None:
+            where = " (only with rediss://)" if name in TLS_OPTIONS else ""
+            shown = "(a name that contains the password)" if password and password in name \
+                else _name(name)
+            raise UrlProblem(f"unknown option {shown}{where}; accepted: "
+                             f"{', '.join(sorted(accepted))}")
+        if name in given:
+            raise UrlProblem(f"option {name} is given twice")
+        try:
+            given[name] = check(value)
+        except ValueError as exc:
+            raise UrlProblem(f"option {name}: {exc}") from None
+    return given
+
+
+def _name(name: str) -> str:
+    text = repr(name)
+    return text if len(text) <= 42 else text[:39] + "..."
+
+
 class RedisStore:
     """``StateStore`` over one redis-py connection pool (thread-safe)."""
 
     def __init__(self, url: str, *, namespace: str = "") -> None:
         parts = urlsplit(url)
         self.namespace = namespace
-        self.where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
         self._password = parts.password
-        options: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30}
-        query = parse_qs(parts.query)
-        if "socket_timeout" not in query:
-            options["socket_timeout"] = DEFAULT_TIMEOUT
-        if "socket_connect_timeout" not in query:
-            options["socket_connect_timeout"] = DEFAULT_TIMEOUT
         try:
-            self._redis: redis.Redis = redis.Redis.from_url(url, **options)
-        except (ValueError, redis.RedisError) as exc:
+            options = url_options(url)
+        except UrlProblem as exc:
+            raise StateUnavailable(f"STATE_URL: {exc}") from None
+        self.where = f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
+        options.setdefault("socket_timeout", DEFAULT_TIMEOUT)
+        options.setdefault("socket_connect_timeout", DEFAULT_TIMEOUT)
+        options.setdefault("health_check_interval", 30)
+        options["decode_responses"] = True
+        try:
+            self._redis: redis.Redis = redis.Redis(
+                connection_pool=redis.ConnectionPool(**options))
+        except (ValueError, TypeError, redis.RedisError) as exc:
             raise self._unavailable(exc) from None
         self._replace_if = self._redis.register_script(_REPLACE_IF)
         self._delete_if = self._redis.register_script(_DELETE_IF)

@@ -87,6 +87,22 @@ class StateStore(Protocol):
     def close(self) -> None: ...
 
 
+def check_state_url(url: str) -> None:
+    """``STATE_URL`` checked whole (scheme, host, port, database, every option and its
+    value); ValueError saying what is wrong, never with the password. The settings call
+    it at start-up. redis-py is imported only for a Redis URL (cold start of memory://)."""
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    if url.startswith("memory:"):
+        if url != "memory://":
+            raise ValueError("memory:// takes no host, path or options")
+        return
+    if scheme.lower() not in ("redis", "rediss"):
+        raise ValueError("must be memory:// or a redis:// or rediss:// URL")
+    from failjob_reaper.state._redis import url_options
+
+    url_options(url)  # UrlProblem is a ValueError whose message never holds the password
+
+
 def open_store(url: str, *, namespace: str) -> StateStore:
     """The backend ``url`` names (``STATE_URL``), its keys under ``namespace``."""
     scheme = urlsplit(url).scheme
