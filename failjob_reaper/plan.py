@@ -92,7 +92,7 @@ class ScopeListing:
 # -- output ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedRecord:
     """One distinct record, where it was listed and the policy's word on it alone."""
 
@@ -116,7 +116,7 @@ class PlannedRecord:
         return value if isinstance(value, str) and value else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PlannedDelete:
     """One DELETE to send, the record it is reported for, and every record it removes."""
 
@@ -138,7 +138,7 @@ class PlannedDelete:
 Settled = Literal["retained", "already_deleted", "delete_failed", "would_delete"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Settlement:
     """An outcome that needs no DELETE."""
 

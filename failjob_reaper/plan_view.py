@@ -35,7 +35,7 @@ DELETING = ("would_delete", "deleted", "already_deleted", "delete_failed", "left
 _ORDER = {action: n for n, action in enumerate((*DELETING, "retained"))}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
     action: str
     failure_job_id: str | None

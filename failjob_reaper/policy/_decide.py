@@ -41,7 +41,7 @@ from ._model import Match, Policy
 _MAX_TIME_LEN = 64  # no ISO 8601 timestamp is longer; skip parsing junk
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     action: Literal["delete", "retain"]
     rule: str
