@@ -77,6 +77,7 @@ class App:
                 concurrency=settings.sweep_concurrency,
                 deadline=settings.sweep_deadline,
                 emit_retained=settings.sweep_emit_retained,
+                max_task_events=settings.sweep_max_task_events,
             ),
             rate_limiter=self.sweep_rate,
         )

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     sweep_rate_limit: float = Field(50.0, ge=0, validation_alias="SWEEP_RATE_LIMIT")
     sweep_deadline: float = Field(240.0, gt=0, le=86400, validation_alias="SWEEP_DEADLINE")
     sweep_emit_retained: bool = Field(False, validation_alias="SWEEP_EMIT_RETAINED")
+    sweep_max_task_events: int = Field(
+        1000, ge=0, le=1_000_000, validation_alias="SWEEP_MAX_TASK_EVENTS")
+    """Per-task ``would_delete`` events one dry-run sweep sends; the summary counts all."""
     listing_max_age: float = Field(60.0, gt=0, le=3600, validation_alias="LISTING_MAX_AGE")
     event_deadline: float = Field(60.0, gt=0, le=900, validation_alias="EVENT_DEADLINE")
     list_max_pages: int = Field(50, ge=1, le=10_000, validation_alias="SDRS_LIST_MAX_PAGES")

@@ -40,6 +40,10 @@ class SweepLimits:
     concurrency: int = 8
     deadline: float = 240.0
     emit_retained: bool = False
+    max_task_events: int = 1000
+    """A dry run over a backlog sends at most this many per-task ``would_delete`` events
+    (the summary counts every one): a dry run of 100,000 tasks ends in its deadline and
+    does not flood its consumers; real DELETEs are always told one by one."""
 
 
 @dataclass
@@ -197,8 +201,11 @@ class _Run:
         self.sink_down = threading.Event()
         self.lease = lease
         self.stopped: str | None = None
-        self.store_lost = False
         """Why deleting stopped besides the sink and the deadline (fenced, budget spent)."""
+        self.store_lost = False
+        self.would_delete_sent = 0
+        self.task_events_omitted = 0
+        """would_delete outcomes counted in the summary but not sent one by one."""
         self.watch = (SweepWatch(self.reaper.clock(), self.reaper.policy.notice)
                       if self.reaper.alerts is not None else None)
         # An emitter that takes batches (EventGrid) gets outcomes ten at a time.
@@ -242,6 +249,12 @@ class _Run:
             self.watch.observe(outcome)
         if outcome.outcome == "retained" and not self.sweeper.limits.emit_retained:
             return
+        if outcome.outcome == "would_delete":
+            with self.tally.lock:
+                self.would_delete_sent += 1
+                if self.would_delete_sent > self.sweeper.limits.max_task_events:
+                    self.task_events_omitted += 1
+                    return
         if self.sink_down.is_set():
             # Kept for the next delivery attempt (the summary's, or the next invocation's).
             self.reaper.keep_outcome(outcome)
