@@ -51,7 +51,6 @@ import json
 import random
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -502,6 +501,8 @@ def pooled_transport(url: str, *, max_connections: int = 32) -> httpx.HTTPTransp
     """httpx's pooled transport for ``url``, bounded (the seam above): a proxy from the
     environment (HTTP_PROXY/HTTPS_PROXY/ALL_PROXY, minus NO_PROXY) is honoured, as
     httpx does; the process's one TLS context (tls.py)."""
+    import urllib.request  # here: not on the cold start's path of every import
+
     parts = urlsplit(url)
     proxies = urllib.request.getproxies()  # the variables httpx reads
     proxy = proxies.get(parts.scheme) or proxies.get("all")

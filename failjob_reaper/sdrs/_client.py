@@ -30,9 +30,9 @@ from failjob_reaper.sdrs._pacing import RateLimiter
 PAGE_SIZE = 1000  # the API's maximum and default
 MAX_PAGES = 50
 """Pages read of one listing before it is given up as incomplete (memory stays bounded)."""
-MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 """The bound on one answer's body (SDRS_MAX_RESPONSE_BYTES): a page of 1000 records of
-the stand-in is about 1.1 MB; a real record with long names may be a few times larger.
+the stand-in is 0.4 MB; this leaves room for records ten times as large.
 Past it the answer is not read (``SDRS.ResponseTooLarge``): the listing is incomplete."""
 RESPONSE_TOO_LARGE = "SDRS.ResponseTooLarge"
 
