@@ -24,7 +24,7 @@ from cloudevents.http import CloudEvent
 
 from failjob_reaper import delivery
 from failjob_reaper.alerts import Alert, Alerts, SmnPublisher, drain
-from failjob_reaper.delivery import Refused, RetryPolicy
+from failjob_reaper.delivery import RetryPolicy
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.outcomes import (
     Causation,
