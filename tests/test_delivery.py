@@ -34,7 +34,7 @@ from failjob_reaper.outcomes import (
     Publisher,
     SinkEmitter,
 )
-from failjob_reaper.sdrs import AkSkAuth, SdrsError, TaskCenterClient
+from failjob_reaper.sdrs import AkSkAuth, SdrsError, TaskCenterClient, TokenAuth
 from failjob_reaper.state import MemoryStore
 from standin import EventGridStandIn, Fault, OutcomeSink, SmnStandIn, TaskCenterStandIn
 from standin.hostile import Hostile
@@ -136,9 +136,8 @@ def test_sdrs_retries_honour_retry_after_without_sleeping(
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
     standin.inject("GET", r"/failure-jobs", Fault(503, headers={"Retry-After": "4"}),
                    Fault(429, headers={"Retry-After": when}), HTML)
-    client = TaskCenterClient(standin.url, PROJECT, auth=None,
+    client = TaskCenterClient(standin.url, PROJECT, auth=TokenAuth(TOKEN),
                               retry=RetryPolicy(max_attempts=5, deadline=60))
-    client._http.headers["X-Auth-Token"] = TOKEN
     assert len(client.list_failure_jobs()) == 1
     assert waits[0] == 4.0 and 15 <= waits[1] <= 20 and len(waits) == 3
 
@@ -148,9 +147,8 @@ def test_the_sdrs_clients_own_sleep_goes_through_the_helper(standin: TaskCenterS
     record = failed_task(EXPIRED)
     standin.add_job(record)
     standin.inject("DELETE", r"/failure-jobs/", Fault(503, headers={"Retry-After": "9"}))
-    client = TaskCenterClient(standin.url, PROJECT, sleep=slept.append,
+    client = TaskCenterClient(standin.url, PROJECT, auth=TokenAuth(TOKEN), sleep=slept.append,
                               retry=RetryPolicy(max_attempts=3, deadline=60))
-    client._http.headers["X-Auth-Token"] = TOKEN
     result = client.delete_failure_job(record["resource_id"])
     assert result.found and result.attempts == 2 and slept == [9.0]
 
