@@ -20,10 +20,10 @@ Alerts never delay the answer to the trigger: ``Alerts.send`` hands the alert to
 background sender (one daemon thread per ``Alerts``, so per process, started on the
 first alert) through a bounded queue (``queue_size``; an alert that finds it full is
 logged at ERROR with its text, and not sent), and returns at once. The sender checks
-the budget and publishes. What the process holds unsent when it ends (a CLI run:
-``close()`` waits for the queue a few seconds; a FunctionGraph instance frozen
-between invocations sends it when it runs again) is lost: alerts are news for a
-person, every fact in them is also in the outcomes and the logs.
+the budget and publishes. A process that ends waits up to 5 s for its queue
+(``atexit``; ``drain()``); a FunctionGraph instance frozen between invocations sends
+the rest when it runs again. What is still unsent when a process dies is lost: alerts
+are news for a person, every fact in them is also in the outcomes and the logs.
 
 One cause gives one message: SMN has no outbox and a person reads every copy, so an
 alert is sent again only where SMN surely did not take it (delivery.py's table for
@@ -39,6 +39,7 @@ The message texts are pure functions (``sweep_digest``, ``failure_alert``,
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import logging
@@ -304,6 +305,10 @@ def drain(timeout: float = 10.0) -> bool:
     a CLI run before it exits); False if one is still at it after ``timeout``."""
     end = time.monotonic() + timeout
     return all(alerts.drain(max(0.0, end - time.monotonic())) for alerts in list(_SENDERS))
+
+
+# A process that ends (a CLI run, a worker stopped) first sends what it holds, bounded.
+atexit.register(drain, 5.0)
 
 
 class Alerts:
