@@ -37,8 +37,10 @@ What is here, and nowhere else:
   of the request gets at most the time left (a seam on httpcore's network backend,
   installed by ``pooled_transport``/``bound_transport``), so a server that trickles
   its headers or its body byte by byte is cut off like one that does not answer.
-* **One bound on an answer's bytes**: the body is streamed and reading stops past
-  ``max_bytes``; memory never holds more than one answer's bound.
+* **One bound on an answer's bytes**: the body is streamed, decoded here (gzip and
+  deflate, the only encodings asked for, inflated at most to the room left: a
+  compressed bomb stops at the bound too) and reading stops past ``max_bytes``;
+  memory never holds more than one answer's bound.
 * **A testing mode** (``testing()``) in which nothing sleeps: the waits asked for are
   recorded instead.
 """
@@ -51,6 +53,7 @@ import json
 import random
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -377,24 +380,50 @@ def send(
     timeout = httpx.Timeout(
         connect=_min(configured.connect, left), read=_min(configured.read, left),
         write=_min(configured.write, left), pool=_min(configured.pool, left))
-    request = http.build_request(method, url, params=params, headers=headers,
+    # Only encodings decoded here within the bound (a gzip bomb stops at max_bytes too).
+    request = http.build_request(method, url, params=params,
+                                 headers={"Accept-Encoding": "gzip, deflate", **(headers or {})},
                                  content=content, json=json_body, timeout=timeout)
     with _within(deadline):
         response = http.send(request, stream=True)
         try:
-            parts: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    return Answer(_without_body(response), too_large=True)
-                parts.append(chunk)
-                if time.monotonic() >= deadline:  # a transport without the seam
-                    raise DeadlineExceeded("the answer outlasted its deadline",
-                                           request=request)
+            body = _read(response, max_bytes, deadline)
         finally:
             response.close()
-    return Answer(_with_body(response, b"".join(parts)))
+    if body is None:
+        return Answer(_without_body(response), too_large=True)
+    return Answer(_with_body(response, body))
+
+
+def _read(response: httpx.Response, max_bytes: int, deadline: float) -> bytes | None:
+    """The body, decoded, or None past ``max_bytes`` (or in an encoding not asked for)."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        inflate = None
+    elif encoding in ("gzip", "x-gzip", "deflate"):
+        inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib, by its header
+    else:
+        return None
+    parts: list[bytes] = []
+    size = 0
+    for raw in response.iter_raw():
+        chunk = raw
+        if inflate is not None:
+            try:
+                chunk = inflate.decompress(raw, max_bytes - size + 1)
+            except zlib.error as exc:
+                raise httpx.RemoteProtocolError(f"bad {encoding} body: {exc}",
+                                                request=response.request) from None
+            if inflate.unconsumed_tail:
+                return None  # more than the room left
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        parts.append(chunk)
+        if time.monotonic() >= deadline:  # a transport without the seam
+            raise DeadlineExceeded("the answer outlasted its deadline",
+                                   request=response.request)
+    return b"".join(parts)
 
 
 _ENCODING_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})

@@ -9,6 +9,7 @@ measures wall time.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import time
@@ -160,6 +161,23 @@ def test_an_oversized_page_is_refused_unread_and_never_retried() -> None:
             client.list_failure_jobs()
     assert caught.value.code == "SDRS.ResponseTooLarge" and not caught.value.retryable
     assert server.requests == 1
+
+
+def test_a_compressed_page_is_read_and_a_compressed_bomb_stops_at_the_bound(
+    standin: TaskCenterStandIn,
+) -> None:
+    page = json.dumps({"failure_jobs": [failed_task(EXPIRED)]}).encode()
+    bomb = b'{"failure_jobs": [' + b" " * 50_000_000 + b"]}"
+    standin.inject("GET", r"/failure-jobs", *(
+        Fault(200, body=gzip.compress(body), headers={"Content-Encoding": "gzip"})
+        for body in (page, bomb)))
+    client = TaskCenterClient(standin.url, PROJECT, auth=TokenAuth(TOKEN), sleep=no_sleep,
+                              max_response_bytes=256 * 1024)
+    assert client._send("GET", f"/v1/{PROJECT}/task-center/failure-jobs", None,
+                        ok=(200,))[0].json() == json.loads(page)
+    with pytest.raises(SdrsError) as caught:
+        client._send("GET", f"/v1/{PROJECT}/task-center/failure-jobs", None, ok=(200,))
+    assert caught.value.code == "SDRS.ResponseTooLarge"
 
 
 @pytest.mark.parametrize("mode", ["headers", "body"])
