@@ -35,6 +35,9 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 the stand-in is 0.4 MB; this leaves room for records ten times as large.
 Past it the answer is not read (``SDRS.ResponseTooLarge``): the listing is incomplete."""
 RESPONSE_TOO_LARGE = "SDRS.ResponseTooLarge"
+DEADLINE_REACHED = "SDRS.DeadlineReached"
+"""A request cut off by its caller's deadline (``_send(deadline=...)``): a listing that
+meets it is incomplete, as one that reaches the deadline between pages."""
 
 
 class IncompleteListing(SdrsError):
@@ -203,8 +206,14 @@ class TaskCenterClient:
                 raise IncompleteListing("deadline reached while listing", records=records,
                                         retryable=True, attempts=attempts)
             page_params = {**params, "limit": str(page_size), "offset": str(offset)}
-            response, attempts = self._send("GET", path, page_params, ok=(200,),
-                                            deadline=deadline)
+            try:
+                response, attempts = self._send("GET", path, page_params, ok=(200,),
+                                                deadline=deadline)
+            except SdrsError as exc:
+                if exc.code != DEADLINE_REACHED:
+                    raise
+                raise IncompleteListing("deadline reached while listing", records=records,
+                                        retryable=True, attempts=exc.attempts) from None
             items = _page(response, key, attempts)
             del response  # the page's body is not kept beyond its records
             pages += 1
@@ -259,8 +268,13 @@ class TaskCenterClient:
         try:
             response = delivery.call(attempt, self.retry, deadline=end, sleep=self._sleep)
         except _Transient as exc:
-            exc.sdrs_error.attempts = exc.attempts
-            raise exc.sdrs_error from None
+            error = exc.sdrs_error
+            error.attempts = exc.attempts
+            if deadline is not None and error.status_code is None and (
+                    time.monotonic() >= deadline):
+                error = SdrsError(f"deadline reached: {error.message}", code=DEADLINE_REACHED,
+                                  status_code=None, retryable=True, attempts=exc.attempts)
+            raise error from None
         return response, _attempts_of(response)
 
     def _attempt(
