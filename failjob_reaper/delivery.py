@@ -55,7 +55,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -77,11 +77,13 @@ ANSWER_MAX_BYTES = 64 * 1024
 
 
 class Verdict(Enum):
-    TAKEN = "taken"
-    RETRY = "retry"
-    REFUSED = "refused"
-    KEEP = "keep"
-    UNKNOWN = "unknown"
+    """What an answer means for the message (the module doc's table)."""
+
+    TAKEN = "taken"  # the destination took it
+    RETRY = "retry"  # another attempt; kept (outbox) when none is left
+    REFUSED = "refused"  # refused for good: logged in full, counted, dropped
+    KEEP = "keep"  # the destination refuses this deployment: kept, not retried now
+    UNKNOWN = "unknown"  # it may have been taken: not sent again (SMN)
 
 
 FIVE_XX = frozenset(range(500, 600))
@@ -144,8 +146,8 @@ def json_object(response: httpx.Response) -> dict[str, Any] | None:
 
 
 def _looks_like_json_object(response: httpx.Response) -> bool:
-    """Cheap (a 1000-record page is not parsed twice): JSON content type, or a body
-    that opens with ``{``; never an HTML page."""
+    """Cheap (a 1000-record page is not parsed twice here): a body that opens with
+    ``{``, and not an HTML content type (a proxy's page)."""
     head = response.content[:256].lstrip()
     kind = response.headers.get("content-type", "").lower()
     if "html" in kind:
@@ -349,7 +351,6 @@ class Answer:
 
     response: httpx.Response
     too_large: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class DeadlineExceeded(httpx.TimeoutException):
