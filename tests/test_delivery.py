@@ -472,21 +472,32 @@ def test_a_timed_out_smn_gets_the_message_once(
     assert "may have taken the alert" in caplog.text
 
 
+@pytest.mark.parametrize("entry", ["on_event", "POST /retry"])
 def test_a_slow_smn_never_delays_the_answer_to_the_trigger(
     make_function: FunctionFactory, standin: TaskCenterStandIn, smn: SmnStandIn,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, entry: str,
 ) -> None:
+    from tests.test_http_api import API_TOKEN, call
+
     record = failed_task(EXPIRED)
     standin.add_job(record)
     standin.inject("DELETE", r"/failure-jobs/", Fault(403))  # a permanent failure: an alert
     # SMN's timeout is long: a sender in the answer's path would wait on the hold, and
     # time out before the release (then the log says so and this test fails).
-    function = make_function(SMN_ENDPOINT=smn.url, SMN_TOPIC_URN=TOPIC,
-                             OUTCOME_SINK_TIMEOUT="60")
+    settings = {"SMN_ENDPOINT": smn.url, "SMN_TOPIC_URN": TOPIC, "OUTCOME_SINK_TIMEOUT": "60"}
+    if entry == "on_event":
+        function = make_function(**settings)
+    else:
+        function = make_function(target="on_http", signature="http",
+                                 RETRY_API_TOKEN=API_TOKEN, **settings)
     smn.hold()
     try:
         with caplog.at_level(logging.ERROR, logger="failjob_reaper"):
-            response = function.send("sdrs.job.failed", record)
+            if entry == "on_event":
+                response = function.send("sdrs.job.failed", record)
+            else:
+                response = call(function, "POST", "/retry",
+                                {"failure_job_id": record["resource_id"]})
             assert response.status_code == 200  # answered while SMN holds the alert
             smn.wait_held(1)
             assert smn.messages == []
