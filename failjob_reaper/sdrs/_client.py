@@ -243,7 +243,7 @@ class TaskCenterClient:
         lost: list[SdrsError] | None = None,
         deadline: float | None = None,
     ) -> tuple[httpx.Response, int]:
-        """One call, retried as delivery.py's table says (SPEC: docs/safety.md), every
+        """One call, retried as delivery.py's table says, every
         attempt and wait inside ``deadline`` (a ``time.monotonic()`` instant) and the
         policy's own deadline. ``ok``: the statuses that are this call's answers (a
         DELETE's 404 is one). ``lost`` collects the attempts whose answer was lost after
