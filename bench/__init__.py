@@ -24,8 +24,11 @@ Benchmarks (``--only`` names):
                    requests/s), adaptive vs the limiter off, the fixed limiter before
                    and the SDK loop; client CPU per task, httpx's transport vs the old one;
 * ``lookup``     - calls and latency of one event against the number of groups, cold
-                   and warm lookup index, vs before.
+                   and warm lookup index, vs before;
+* ``bounds``     - APIs that trickle their headers or body, or send a page without end:
+                   ``plan`` and one event, time to the answer against the deadline and
+                   peak RSS, vs a healthy stand-in.
 """
 
 BENCHMARKS = ("sweep", "coldstart", "overhead", "throughput", "memory", "state", "ratelimit",
-              "lookup")
+              "lookup", "bounds")

@@ -14,8 +14,24 @@ What needs a person, and nothing else:
 the subject at most 512 bytes), signed like the SDRS calls. At most
 ``max_per_hour`` messages a project an hour, counted in the state store (so the
 budget holds across instances with Redis); what the budget stops is counted and
-said in the next message. SMN failures are logged, never raised: deletion and its
-reporting never wait on a person's mailbox.
+said in the next message.
+
+Alerts never delay the answer to the trigger: ``Alerts.send`` hands the alert to a
+background sender (one daemon thread per ``Alerts``, so per process, started on the
+first alert) through a bounded queue (``queue_size``; an alert that finds it full is
+logged at ERROR with its text, and not sent), and returns at once. The sender checks
+the budget and publishes. A process that ends waits up to 5 s for its queue
+(``atexit``; ``drain()``); a FunctionGraph instance frozen between invocations sends
+the rest when it runs again. What is still unsent when a process dies is lost: alerts
+are news for a person, every fact in them is also in the outcomes and the logs.
+
+One cause gives one message: SMN has no outbox and a person reads every copy, so an
+alert is sent again only where SMN surely did not take it (delivery.py's table for
+SMN: nothing sent, 408, 429, 503, a 200 that is not SMN's answer). After a read
+timeout, a reset or another 5xx SMN may have taken it: it is not sent again, and the
+log line says so with the alert's text. A refusal (another 4xx) is logged with the
+alert's text, counted (``SmnPublisher.dropped``) and dropped. SMN failures are
+logged, never raised.
 
 The message texts are pure functions (``sweep_digest``, ``failure_alert``,
 ``notice_alert``); ``Alerts`` is the shell that publishes them.
@@ -23,12 +39,14 @@ The message texts are pure functions (``sweep_digest``, ``failure_alert``,
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import logging
-import random
+import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -36,9 +54,10 @@ from urllib.parse import quote
 
 import httpx
 
+from failjob_reaper import delivery
+from failjob_reaper.delivery import Verdict
 from failjob_reaper.outcomes import Outcome, SweepSummary
 from failjob_reaper.state import StateStore, StateUnavailable
-from failjob_reaper.tls import context_for
 
 log = logging.getLogger("failjob_reaper")
 
@@ -47,6 +66,8 @@ MAX_LISTED = 20
 """Tasks named one by one in a message; the rest are counted."""
 _WINDOW = 3600.0
 _FAILED_TASK_TTL = 24 * 3600.0
+_IDLE = 30.0
+"""Seconds the background sender waits for an alert before its thread ends."""
 
 
 @dataclass(frozen=True)
@@ -196,8 +217,19 @@ class SweepWatch:
 # -- the shell ----------------------------------------------------------------------------
 
 
+class _NotAgain(Exception):
+    """SMN may have taken the message, or refused it for good: not sent again."""
+
+    def __init__(self, reason: str, *, refused: bool) -> None:
+        super().__init__(reason)
+        self.refused = refused
+
+
 class SmnPublisher:
-    """POSTs one message to the topic; True when SMN took it. Never raises."""
+    """POSTs one message to the topic; True when SMN took it. Never raises.
+
+    Attempts (``attempts`` at most, inside ``window`` seconds, each request bounded as
+    a whole) only where SMN surely did not take the message (see the module doc)."""
 
     def __init__(
         self,
@@ -209,40 +241,79 @@ class SmnPublisher:
         timeout: float = 5.0,
         attempts: int = 3,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        window: float | None = None,
     ) -> None:
         self.url = (f"{endpoint.rstrip('/')}/v2/{project_id}/notifications/topics/"
                     f"{quote(topic_urn, safe=':')}/publish")
         self.attempts = max(1, attempts)
+        self.window = window if window is not None else delivery.send_window(attempts, timeout)
+        self.policy = delivery.RetryPolicy(max_attempts=self.attempts, deadline=self.window,
+                                           backoff_initial=0.2, backoff_max=1.0)
+        self.dropped = 0
+        """Alerts SMN refused for good (logged at ERROR with their text)."""
         self._sleep = sleep
-        self._http = httpx.Client(timeout=timeout, auth=auth, follow_redirects=False,
-                                  verify=context_for(self.url), transport=transport)
+        self._http = delivery.client(self.url, timeout=timeout, auth=auth, transport=transport)
 
     def publish(self, alert: Alert) -> bool:
-        reason = ""
-        for attempt in range(self.attempts):
-            if attempt:
-                self._sleep(random.uniform(0, min(1.0, 0.2 * 2 ** attempt)))  # noqa: S311
+        deadline = time.monotonic() + self.window
+        body = {"subject": alert.subject, "message": alert.message}
+
+        def attempt(_: int) -> bool:
             try:
-                response = self._http.post(
-                    self.url, json={"subject": alert.subject, "message": alert.message})
+                answer = delivery.send(self._http, "POST", self.url, json_body=body,
+                                       deadline=deadline, max_bytes=delivery.ANSWER_MAX_BYTES)
             except httpx.TransportError as exc:
-                reason = type(exc).__name__
-                continue
-            if response.is_success:
+                if delivery.SMN.classify_error(exc) is Verdict.RETRY:
+                    raise delivery.Retry(RuntimeError(
+                        f"SMN unreachable: {type(exc).__name__}")) from None
+                raise _NotAgain(f"no answer from SMN ({type(exc).__name__})",
+                                refused=False) from None
+            verdict = delivery.SMN.classify(answer)
+            if verdict is Verdict.TAKEN:
                 return True
-            reason = f"SMN answered {response.status_code}"
-            if response.status_code not in (408, 429) and response.status_code < 500:
-                break  # refused: sending it again cannot help
-        log.error("smn: alert %r not sent: %s", alert.subject, reason)
+            reason = f"SMN answered {delivery.describe(answer)}"
+            if verdict is Verdict.RETRY:
+                raise delivery.Retry(RuntimeError(reason),
+                                     delivery.retry_after(answer.response, self.window))
+            raise _NotAgain(reason, refused=verdict is Verdict.REFUSED)
+
+        try:
+            return delivery.call(attempt, self.policy, deadline=deadline, sleep=self._sleep)
+        except delivery.Retry as exc:
+            log.error("smn: alert not sent after %d attempt(s): %s; the alert: %s",
+                      exc.attempts, exc.error, delivery.full_json(body))
+        except _NotAgain as exc:
+            if exc.refused:
+                self.dropped += 1
+                log.error("smn: alert refused permanently (%s); dropped, this line is its "
+                          "only record: %s", exc, delivery.full_json(body))
+            else:
+                log.error("smn: %s: it may have taken the alert, not sent again (one cause, "
+                          "one message); the alert: %s", exc, delivery.full_json(body))
         return False
 
     def close(self) -> None:
         self._http.close()
 
 
+_SENDERS: weakref.WeakSet[Alerts] = weakref.WeakSet()
+
+
+def drain(timeout: float = 10.0) -> bool:
+    """Wait until every ``Alerts`` of this process has sent what it was handed (tests,
+    a CLI run before it exits); False if one is still at it after ``timeout``."""
+    end = time.monotonic() + timeout
+    return all(alerts.drain(max(0.0, end - time.monotonic())) for alerts in list(_SENDERS))
+
+
+# A process that ends (a CLI run, a worker stopped) first sends what it holds, bounded.
+atexit.register(drain, 5.0)
+
+
 class Alerts:
-    """Publishes alerts within the hourly budget, shared through the state store."""
+    """Publishes alerts within the hourly budget, shared through the state store, from
+    a background sender: ``send`` never waits for SMN (see the module doc)."""
 
     def __init__(
         self,
@@ -251,11 +322,16 @@ class Alerts:
         *,
         max_per_hour: int = 6,
         clock: Callable[[], float] = time.time,
+        queue_size: int = 100,
     ) -> None:
         self.publisher = publisher
         self.state = state
         self.max_per_hour = max_per_hour
         self._clock = clock
+        self._queue: queue.Queue[Alert] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        _SENDERS.add(self)
 
     def sweep_finished(self, summary: SweepSummary, watch: SweepWatch | None) -> None:
         failures = watch.failures if watch else []
@@ -274,6 +350,49 @@ class Alerts:
         self.send(failure_alert(outcome))
 
     def send(self, alert: Alert) -> bool:
+        """Hand ``alert`` to the background sender; False when its queue is full."""
+        try:
+            with self._start_lock:  # the sender does not leave while an alert goes in
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="smn-alerts",
+                                                    daemon=True)
+                    self._thread.start()
+                self._queue.put_nowait(alert)
+        except queue.Full:
+            log.error("smn: %d alerts waiting already; not sent: %s", self._queue.maxsize,
+                      delivery.full_json({"subject": alert.subject, "message": alert.message}))
+            return False
+        return True
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until the sender has handled every alert handed to it (bounded)."""
+        end = time.monotonic() + timeout
+        waiting = self._queue.all_tasks_done
+        with waiting:
+            while self._queue.unfinished_tasks:
+                left = end - time.monotonic()
+                if left <= 0 or not waiting.wait(left):
+                    return not self._queue.unfinished_tasks
+        return True
+
+    def _run(self) -> None:
+        while True:
+            try:
+                alert = self._queue.get(timeout=_IDLE)
+            except queue.Empty:
+                with self._start_lock:
+                    if self._queue.empty():
+                        self._thread = None  # the next alert starts another
+                        return
+                continue
+            try:
+                self._deliver(alert)
+            except Exception:  # never let one alert stop the sender
+                log.exception("smn: alert %r not sent", alert.subject)
+            finally:
+                self._queue.task_done()
+
+    def _deliver(self, alert: Alert) -> bool:
         """Publish unless this hour's budget is spent; what it stops is counted."""
         hour = int(self._clock() // _WINDOW)
         try:
@@ -315,4 +434,5 @@ class Alerts:
             return True
 
     def close(self) -> None:
+        self.drain(5.0)
         self.publisher.close()

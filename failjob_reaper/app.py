@@ -124,6 +124,7 @@ def build_app(
         max_pages=settings.list_max_pages,
         rate_limiter=limiter,
         transport=transport,
+        max_response_bytes=settings.max_response_bytes,
     )
     if emitter is None:
         emitter = outcome_emitter(settings, auth)
@@ -187,7 +188,9 @@ def smn_alerts(settings: Settings, auth: httpx.Auth | None, state: StateStore) -
 
 def _send_window(settings: Settings) -> float:
     """The longest one outcome POST can take: every attempt times out, with backoff."""
-    return settings.sink_attempts * (settings.sink_timeout + 1.0) + 1.0
+    from failjob_reaper.delivery import send_window
+
+    return send_window(settings.sink_attempts, settings.sink_timeout)
 
 
 def _timing(settings: Settings) -> Timing:

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     backoff_initial: float = Field(0.5, ge=0, le=60, validation_alias="SDRS_BACKOFF_INITIAL")
     backoff_max: float = Field(8.0, ge=0, le=300, validation_alias="SDRS_BACKOFF_MAX")
     max_connections: int = Field(32, ge=1, le=512, validation_alias="SDRS_MAX_CONNECTIONS")
+    # One answer's body at most (a 1000-record page of the stand-in is 0.4 MB): past it the
+    # listing is incomplete (SDRS.ResponseTooLarge), memory never holds more.
+    max_response_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024,
+                                    validation_alias="SDRS_MAX_RESPONSE_BYTES")
 
     # Policy
     policy_file: str | None = Field(None, validation_alias="RETENTION_POLICY_FILE")

@@ -5,7 +5,9 @@
 of ``huaweicloudsdksmn`` v2 ``PublishMessageRequestBody``/``PublishMessageResponse``).
 It refuses, as the SDK documents: a subject over 512 bytes, a message over 256 KB,
 no message at all (400); an unknown topic (404). ``inject(Fault(...))`` scripts
-whole answers (5xx, 429, dropped connections).
+whole answers (5xx, 429, dropped connections); ``hold()`` makes every publish wait
+(the message not yet taken) until ``release()``: a slow SMN, for as long as a test
+needs one.
 """
 
 from __future__ import annotations
@@ -63,6 +65,37 @@ class SmnStandIn(ServerBase):
         self._credentials = dict(credentials) if credentials is not None else None
         self._changed = threading.Condition()
         self._messages: list[SmnMessage] = []
+        self._open = threading.Event()
+        self._open.set()
+        self.held = 0
+        """Publish calls that reached a ``hold()`` (and waited, or still wait)."""
+
+    def hold(self) -> None:
+        """Every publish from now on waits, unanswered, until ``release()``."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def wait_held(self, n: int, timeout: float = 10) -> None:
+        """Block until ``n`` publish calls wait at the hold; AssertionError otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.held < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"expected {n} held calls within {timeout}s")
+                self._changed.wait(remaining)
+
+    def _wait_open(self) -> None:
+        if self._open.is_set():
+            return
+        with self._changed:
+            self.held += 1
+            self._changed.notify_all()
+        while not self._open.wait(0.05):
+            if self.wait(0):  # the server is stopping
+                return
 
     def inject(self, *faults: Fault) -> None:
         """Each of the next publish calls consumes one fault (nothing is taken)."""
@@ -117,6 +150,7 @@ class SmnStandIn(ServerBase):
             return _smn_error(400, "SMN.00011002", "message is required")
         if len(message.encode()) > MAX_MESSAGE_BYTES:
             return _smn_error(400, "SMN.00011003", "message must be at most 256 KB")
+        self._wait_open()
         taken = SmnMessage(self.topic_urn, subject, message, uuid.uuid4().hex)
         with self._changed:
             self._messages.append(taken)

@@ -121,6 +121,13 @@ def _coldstart(bench: dict[str, Any]) -> None:
     assert len(bench["tables"][0]["rows"]) >= 2  # the function and its hello world
 
 
+def _bounds(bench: dict[str, Any]) -> None:
+    plans, events = bench["tables"]
+    assert column(plans, "API") == ["floor", "baseline", "headers", "body", "large"]
+    assert "killed" not in column(plans, "exit")  # each plan ended by itself
+    assert "no answer" not in column(events, "answer")  # each event was answered
+
+
 SMOKE: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
     "state": ("--smoke", _state),
     "overhead": ("--smoke", _overhead),
@@ -129,6 +136,7 @@ SMOKE: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
     "ratelimit": ("--smoke", _ratelimit),
     "lookup": ("--quick", _lookup),  # its own sizes: N = 1 and 10
     "coldstart": ("--quick", _coldstart),  # builds bench/results/runtime-venv once
+    "bounds": ("--smoke", _bounds),
 }
 
 

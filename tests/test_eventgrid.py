@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from cloudevents.http import CloudEvent
 
+from failjob_reaper.delivery import Refused
 from failjob_reaper.errors import ConfigError, OutcomeDeliveryError
 from failjob_reaper.outcomes import (
     Causation,
@@ -151,17 +152,32 @@ def test_the_agency_rotating_credentials_sign_too(eventgrid: EventGridStandIn) -
     assert request.status == 200 and request.headers["x-security-token"] == "security-token"
 
 
-def test_a_batch_refused_as_malformed_is_split_and_only_the_bad_event_dropped(
-    eventgrid: EventGridStandIn, caplog: pytest.LogCaptureFixture
+def test_a_batch_refused_as_malformed_is_split_and_only_the_bad_event_refused(
+    eventgrid: EventGridStandIn,
 ) -> None:
     good = events(2)
     bad = CloudEvent({"type": "x", "source": "s", "id": "bad-1"}, {"n": 9})
     eventgrid.inject(Fault(400))  # the whole batch: which event? none can tell
     eventgrid.inject(Fault(passthrough=True), Fault(400), Fault(passthrough=True))
-    with caplog.at_level(logging.ERROR, logger="failjob_reaper"):
+    with pytest.raises(Refused) as caught:
         emitter(eventgrid).emit_many([good[0], bad, good[1]])
+    assert set(caught.value.refused) == {"bad-1"}
     assert eventgrid.received_ids == [str(good[0]["id"]), str(good[1]["id"])]
-    assert any("bad-1" in record.getMessage() for record in caplog.records)
+
+
+def test_the_publisher_logs_a_refused_event_in_full_counts_and_drops_it(
+    eventgrid: EventGridStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher = Publisher(emitter(eventgrid), source="failjob-reaper")
+    eventgrid.inject(Fault(400))  # the whole batch of three
+    eventgrid.inject(Fault(passthrough=True), Fault(422), Fault(passthrough=True))
+    with caplog.at_level(logging.ERROR, logger="failjob_reaper"):
+        publisher.outcomes([outcome("a"), outcome("b"), outcome("c")])  # no error: done
+    assert [e["subject"] for e in eventgrid.events] == ["a", "c"]
+    assert publisher.pending == 0 and publisher.dropped == 1 and publisher.dropped_total == 1
+    (line,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    logged = json.loads(line.getMessage().split("only record: ", 1)[1])
+    assert logged["subject"] == "b" and logged["data"]["failure_job_id"] == "b"
 
 
 def test_the_publisher_keeps_only_the_undelivered_event_and_sends_it_later(

@@ -276,7 +276,7 @@ def test_an_html_page_answered_200_is_no_listing(
     record = failed_task(EXPIRED)
     standin.add_job(record)
     standin.inject("GET", r"failure-jobs$", HTML_200, HTML_200)
-    function = make_function()
+    function = make_function(SDRS_MAX_ATTEMPTS="1")  # an HTML page is retried like a 503
     function.send(FAILED, record)
     function.send(PING, {})
 

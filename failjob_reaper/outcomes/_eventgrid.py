@@ -8,28 +8,31 @@ Shapes as in Huawei's SDK (``huaweicloudsdkeg`` v1 ``PutEventsRequest`` /
 ``PutEventsResponse``: ``failed_count`` and ``events[]`` of ``event_id``,
 ``error_code``, ``error_msg``).
 
-Delivery, per event:
+Delivery, per event, as delivery.py's table says for EventGrid:
 
-* 2xx with no error for the event: taken;
+* 2xx with the per-event results (``failed_count`` and ``events[]``) and no error for
+  the event: taken;
 * 2xx naming the event as failed: sent again (alone with the other failures of its
   batch, never with the ones taken), up to ``attempts`` calls in all;
+* a 2xx that is not a PutEvents answer (a proxy's HTML page, no per-event results, an
+  answer over ``delivery.ANSWER_MAX_BYTES``): not a delivery, the batch again;
 * 408, 429, 5xx, transport errors: the whole batch again, after a jittered backoff
-  that honours ``Retry-After``;
+  that honours ``Retry-After`` (delivery's one helper);
 * 401, 403, 404: the channel refuses this deployment (credentials, permission, channel
   id), not the event: nothing is dropped, every event stays undelivered;
-* any other 4xx: a permanent refusal of the event. A batch of several is split so that one bad
-  event cannot sink the others; a single refused event is logged in full at ERROR
-  (the log is then its only record) and dropped, as the sink emitter does (SPEC 7).
+* any other 4xx: a permanent refusal of the event. A batch of several is split so that
+  one bad event cannot sink the others; a single refused event is reported in
+  ``delivery.Refused`` (or ``PartialDelivery.refused``): the publisher logs it in full
+  at ERROR (the log is then its only record), counts and drops it, as for the sink.
 
 What is still not taken after the attempts raises ``PartialDelivery`` naming those
-events only, so that the publisher keeps exactly them in its outbox.
+events only, so that the publisher keeps exactly them in its outbox. One
+``emit_many`` ends inside ``window`` seconds, every request bounded as a whole.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -39,25 +42,30 @@ import httpx
 from cloudevents.conversion import to_dict
 from cloudevents.http import CloudEvent
 
+from failjob_reaper import delivery
+from failjob_reaper.delivery import Verdict
 from failjob_reaper.errors import OutcomeDeliveryError
-from failjob_reaper.tls import context_for
 
 log = logging.getLogger("failjob_reaper")
 
 MAX_BATCH = 10
 """No limit is documented; 10 per call is what other EventGrid clients send."""
 
-_RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
-_NOT_US = frozenset({401, 403, 404})
-_MAX_RETRY_AFTER = 5.0
 
 
 class PartialDelivery(OutcomeDeliveryError):
-    """Some events were not taken; ``undelivered`` names them (by CloudEvent id)."""
+    """Some events were not taken; ``undelivered`` names them (by CloudEvent id);
+    ``refused`` the ones refused permanently (id -> reason), to be dropped."""
 
-    def __init__(self, message: str, undelivered: Iterable[str]) -> None:
+    def __init__(self, message: str, undelivered: Iterable[str],
+                 refused: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.undelivered = frozenset(undelivered)
+        self.refused = dict(refused or {})
+
+
+class _Kept(Exception):
+    """The channel refuses this deployment, not the events: keep them, do not retry now."""
 
 
 class EventGridEmitter:
@@ -74,31 +82,33 @@ class EventGridEmitter:
         attempts: int = 3,
         batch_size: int = MAX_BATCH,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        window: float | None = None,
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be 1..{MAX_BATCH}")
         self.url = f"{endpoint.rstrip('/')}/v1/{project_id}/channels/{channel_id}/events"
         self.attempts = max(1, attempts)
         self.batch_size = batch_size
+        self.window = window if window is not None else delivery.send_window(attempts, timeout)
+        self.policy = delivery.RetryPolicy(max_attempts=self.attempts, deadline=self.window,
+                                           backoff_initial=0.1, backoff_max=1.0)
         self._sleep = sleep
-        self._http = httpx.Client(
-            timeout=timeout,
-            auth=auth,
-            verify=context_for(self.url),  # httpx's pool; the process's one TLS context
-            transport=transport,
-            follow_redirects=False,  # a redirect must not carry a signed request elsewhere
-        )
+        self._http = delivery.client(self.url, timeout=timeout, auth=auth, transport=transport)
 
     def emit(self, event: CloudEvent) -> None:
         self.emit_many([event])
 
     def emit_many(self, events: Sequence[CloudEvent]) -> None:
-        """Publish ``events`` in batches; PartialDelivery names what was not taken."""
+        """Publish ``events`` in batches; PartialDelivery names what was not taken,
+        ``delivery.Refused`` what was refused when everything else was taken."""
+        deadline = time.monotonic() + self.window
         undelivered: list[str] = []
+        refused: dict[str, str] = {}
         reasons: list[str] = []
         for start in range(0, len(events), self.batch_size):
-            left, reason = self._publish(list(events[start:start + self.batch_size]))
+            left, reason = self._publish(list(events[start:start + self.batch_size]),
+                                         deadline, refused)
             undelivered += left
             if reason:
                 reasons.append(reason)
@@ -106,68 +116,70 @@ class EventGridEmitter:
             raise PartialDelivery(
                 f"{len(undelivered)} of {len(events)} outcome(s) not taken by EventGrid: "
                 f"{reasons[-1] if reasons else 'refused'}",
-                undelivered,
+                undelivered, refused,
             )
+        if refused:
+            raise delivery.Refused("EventGrid", refused)
 
     def close(self) -> None:
         self._http.close()
 
     # -- one batch ------------------------------------------------------------------
 
-    def _publish(self, batch: list[CloudEvent]) -> tuple[list[str], str | None]:
-        """Send one batch until taken; return the ids still not taken and the last reason."""
+    def _publish(self, batch: list[CloudEvent], deadline: float,
+                 refused: dict[str, str]) -> tuple[list[str], str | None]:
+        """Send one batch until taken; return the ids still not taken and the last
+        reason; the ids refused permanently go into ``refused``."""
         pending = {str(event["id"]): event for event in batch}
-        reason: str | None = None
-        hint: float | None = None  # Retry-After of the last answer
-        for attempt in range(self.attempts):
-            if attempt:
-                self._sleep(_backoff(attempt, hint))
-                hint = None
+        split: list[str] = []
+
+        def attempt(_: int) -> None:
+            nonlocal pending
             try:
-                response = self._http.post(self.url, json={"events": [
-                    _wire(event) for event in pending.values()]})
+                answer = delivery.send(
+                    self._http, "POST", self.url, deadline=deadline,
+                    max_bytes=delivery.ANSWER_MAX_BYTES,
+                    json_body={"events": [_wire(event) for event in pending.values()]})
             except httpx.TransportError as exc:
-                reason = f"EventGrid unreachable: {type(exc).__name__}"
-                continue
-            status = response.status_code
-            if status in _RETRYABLE or status >= 500:
-                reason = f"EventGrid answered {status}"
-                hint = _retry_after(response)
-                continue
-            if status in _NOT_US:
-                # The channel refuses this deployment, not the event: keep them all
-                # (fix the credentials or the channel and they are delivered).
-                return list(pending), f"EventGrid answered {status} {_error_text(response)}"
-            if not response.is_success:
-                return self._refused(list(pending.values()), response), None
-            failed = _failed_ids(response, pending)
-            if not failed:
-                return [], None
-            reason = f"EventGrid refused {len(failed)} event(s): {failed[next(iter(failed))]}"
-            log.warning("eventgrid: %s; sending those again", reason)
-            pending = {event_id: pending[event_id] for event_id in failed}
-        return list(pending), reason
+                raise delivery.Retry(OutcomeDeliveryError(
+                    f"EventGrid unreachable: {type(exc).__name__}")) from None
+            verdict = delivery.EVENTGRID.classify(answer)
+            if verdict is Verdict.TAKEN:
+                failed = _failed_ids(answer.response, pending)
+                if not failed:
+                    pending = {}
+                    return
+                reason = f"EventGrid refused {len(failed)} event(s): {next(iter(failed.values()))}"
+                log.warning("eventgrid: %s; sending those again", reason)
+                pending = {event_id: pending[event_id] for event_id in failed}
+                raise delivery.Retry(OutcomeDeliveryError(reason))
+            reason = f"EventGrid answered {delivery.describe(answer)}"
+            if verdict is Verdict.KEEP:
+                raise _Kept(reason)
+            if verdict is Verdict.REFUSED:
+                if len(pending) > 1:
+                    # Which one? Each alone: one bad event must not sink the others.
+                    for event in list(pending.values()):
+                        split.extend(self._publish([event], deadline, refused)[0])
+                else:
+                    refused.update({event_id: reason for event_id in pending})
+                pending = {}
+                return
+            if answer.response.is_success:
+                reason = f"EventGrid answered {answer.response.status_code} without " \
+                         "its per-event results (not a PutEvents answer)"
+            raise delivery.Retry(OutcomeDeliveryError(reason),
+                                 delivery.retry_after(answer.response, self.window))
 
-    def _refused(self, batch: list[CloudEvent], response: httpx.Response) -> list[str]:
-        if len(batch) > 1:
-            # Which one? Each alone: one bad event must not sink the others.
-            left: list[str] = []
-            for event in batch:
-                left += self._publish([event])[0]
-            return left
-        event = batch[0]
-        log.error(
-            "eventgrid refused outcome %s permanently (%d %s); dropped, its only record: %s",
-            event["id"], response.status_code, _error_text(response),
-            json.dumps(_wire(event), default=str, separators=(",", ":")),
-        )
-        return []
-
-
-def _backoff(attempt: int, hint: float | None) -> float:
-    if hint is not None:
-        return min(hint, _MAX_RETRY_AFTER)
-    return random.uniform(0, min(1.0, 0.1 * 2 ** attempt))  # noqa: S311 - jitter, not secrets
+        try:
+            delivery.call(attempt, self.policy, deadline=deadline, sleep=self._sleep)
+        except delivery.Retry as exc:
+            return list(pending), str(exc.error)
+        except _Kept as exc:
+            # The channel refuses this deployment, not the event: keep them all
+            # (fix the credentials or the channel and they are delivered).
+            return list(pending), str(exc)
+        return split, None
 
 
 def _wire(event: CloudEvent) -> dict[str, Any]:
@@ -187,13 +199,9 @@ def _wire(event: CloudEvent) -> dict[str, Any]:
 
 
 def _failed_ids(response: httpx.Response, pending: Mapping[str, CloudEvent]) -> dict[str, str]:
-    """The events the answer names as failed, with their error (``{}``: all taken)."""
-    try:
-        answer = response.json()
-    except ValueError:
-        return {}  # 2xx without a body: taken
-    if not isinstance(answer, dict):
-        return {}
+    """The events a PutEvents answer names as failed, with their error (``{}``: all
+    taken). The answer was checked to be one (delivery.EVENTGRID)."""
+    answer = delivery.json_object(response) or {}
     results = answer.get("events")
     failed: dict[str, str] = {}
     if isinstance(results, list):
@@ -211,21 +219,3 @@ def _failed_ids(response: httpx.Response, pending: Mapping[str, CloudEvent]) -> 
     return failed
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.reason_phrase
-    if isinstance(body, dict):
-        code = body.get("error_code") or (body.get("error") or {}).get("code")
-        message = body.get("error_msg") or (body.get("error") or {}).get("message")
-        return f"{code or ''} {message or ''}".strip() or response.reason_phrase
-    return response.reason_phrase

@@ -1,9 +1,10 @@
 """Several destinations at once: ``K_SINK`` and EventGrid "as well as" each other (SPEC 11).
 
-An event counts as delivered when every destination took it. A destination that
-took an event is not sent it again when the event is retried for another
-destination's sake (remembered in this process, bounded); across instances a
-retry may repeat it, which consumers recognise by the stable id.
+An event counts as delivered when every destination took it or refused it for good
+(``delivery.Refused``: reported upward, so that the publisher logs and counts it).
+A destination that took (or refused) an event is not sent it again when the event
+is retried for another destination's sake (remembered in this process, bounded);
+across instances a retry may repeat it, which consumers recognise by the stable id.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Protocol
 
 from cloudevents.http import CloudEvent
 
+from failjob_reaper.delivery import Refused
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.outcomes._eventgrid import PartialDelivery
 
@@ -37,6 +39,7 @@ class FanoutEmitter:
 
     def emit_many(self, events: Sequence[CloudEvent]) -> None:
         undelivered: set[str] = set()
+        refused: dict[str, str] = {}
         last: OutcomeDeliveryError | None = None
         for index, emitter in enumerate(self.emitters):
             todo = [event for event in events if (index, str(event["id"])) not in self._taken]
@@ -51,12 +54,17 @@ class FanoutEmitter:
                     for position, event in enumerate(todo):
                         try:
                             emitter.emit(event)
+                        except Refused as exc:  # that one event: the next ones go on
+                            refused.update(exc.refused)
                         except OutcomeDeliveryError:
                             # The rest are not tried now: the destination is down.
                             failed.update(str(e["id"]) for e in todo[position:])
                             raise
+            except Refused as exc:
+                refused.update(exc.refused)
             except PartialDelivery as exc:
                 failed = set(exc.undelivered)
+                refused.update(exc.refused)
                 last = exc
             except OutcomeDeliveryError as exc:
                 failed = failed or {str(event["id"]) for event in todo}
@@ -66,7 +74,9 @@ class FanoutEmitter:
                     self._remember_taken(index, str(event["id"]))
             undelivered |= failed
         if undelivered:
-            raise PartialDelivery(str(last) if last else "not delivered", undelivered)
+            raise PartialDelivery(str(last) if last else "not delivered", undelivered, refused)
+        if refused:
+            raise Refused("+".join(type(e).__name__ for e in self.emitters), refused)
 
     def _remember_taken(self, index: int, event_id: str) -> None:
         self._taken[(index, event_id)] = None

@@ -7,6 +7,12 @@ took it. An event the emitter refuses stays there until any instance delivers
 it: ``flush()`` at the start of every invocation sends what is pending, oldest
 first, before new work. Ids are stable, so a consumer that saw an event
 already can drop a repeat.
+
+An event a destination refuses for good (``delivery.Refused``: any 4xx but 408/429,
+see delivery.py) is not kept: it is logged in full as JSON at ERROR (the log line is
+then its only record), counted (``Publisher.dropped`` in this process, the state
+store's ``outbox:dropped`` across instances: ``dropped_total``) and dropped, so that
+one event the sink rejects never blocks the ones after it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from cloudevents.conversion import to_json
 from cloudevents.http import CloudEvent, from_json
 
+from failjob_reaper.delivery import Refused
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.outcomes._model import (
     SWEEP_COMPLETED,
@@ -46,6 +53,9 @@ OUTBOX_TTL = 7 * 24 * 3600.0
 """Refreshed by every write: an outbox that nobody touches for a week is given up."""
 CLAIM_TTL = 30.0
 """An instance sending a pending event holds it this long, so two do not send it at once."""
+DROPPED = "outbox:dropped"
+"""The counter of events refused for good and dropped, shared by every instance."""
+DROPPED_TTL = 30 * 24 * 3600.0
 
 
 class Emitter(Protocol):
@@ -79,6 +89,8 @@ class Publisher:
         # How long one emit may take (the sink's timeout times its attempts, and backoff):
         # until then a recorded event is its sender's; after it, anyone's to flush.
         self.send_window = send_window
+        self._dropped = 0
+        self._dropped_lock = threading.Lock()
 
     def outcome(
         self, outcome: Outcome, *, recorded: Callable[[], None] | None = None
@@ -117,7 +129,10 @@ class Publisher:
         recorded = [event for event in events if self._record(event, until=until)]
         try:
             emit_many(events)
+        except Refused as exc:
+            self._refused(events, exc.refused)
         except OutcomeDeliveryError as exc:
+            self._refused(events, getattr(exc, "refused", {}))
             undelivered = getattr(exc, "undelivered", None)
             for event in recorded:
                 if undelivered is None or event["id"] in undelivered:
@@ -152,6 +167,21 @@ class Publisher:
         )
 
     @property
+    def dropped(self) -> int:
+        """Events refused for good and dropped by this process."""
+        with self._dropped_lock:
+            return self._dropped
+
+    @property
+    def dropped_total(self) -> int:
+        """Events refused for good and dropped by every instance (the state store's
+        ``outbox:dropped``, kept 30 days from the last drop; 0 if the store is down)."""
+        try:
+            return int(self.state.get(DROPPED) or 0)
+        except (StateUnavailable, ValueError):
+            return 0
+
+    @property
     def pending(self) -> int:
         """Events in the outbox, this instance's and any other's (0 if the store is down)."""
         try:
@@ -180,7 +210,13 @@ class Publisher:
                     left.add(event_id)  # its first sender, or another instance, is at it
                     continue
                 try:
-                    self.emitter.emit(event)
+                    try:
+                        self.emitter.emit(event)
+                    except Refused as exc:  # dropped: the next ones go on
+                        self._refused([event], exc.refused)
+                    except OutcomeDeliveryError as exc:
+                        self._refused([event], getattr(exc, "refused", {}))
+                        raise
                     self.state.hash_delete(OUTBOX, event_id)
                 finally:
                     self.state.delete_if(claim, self._owner)
@@ -194,8 +230,11 @@ class Publisher:
             on_recorded()
         try:
             self.emitter.emit(event)
-        except OutcomeDeliveryError:
-            if recorded and self._record(event):  # refused: anyone's to send from now on
+        except Refused as exc:  # refused for good: logged, counted, dropped
+            self._refused([event], exc.refused)
+        except OutcomeDeliveryError as exc:
+            self._refused([event], getattr(exc, "refused", {}))
+            if recorded and self._record(event):  # not taken: anyone's to send from now on
                 self._warn_kept(event)
                 self._bound()
             raise
@@ -232,6 +271,26 @@ class Publisher:
                           lost.get("subject") or "-")
         except StateUnavailable as exc:
             log.warning("outbox not bounded: %s", exc)
+
+    def _refused(self, events: Sequence[CloudEvent], refused: Mapping[str, str]) -> None:
+        """Log in full and count each event a destination refused for good (the caller
+        drops it from the outbox unless another destination still has to take it)."""
+        if not refused:
+            return
+        for event in events:
+            reason = refused.get(str(event["id"]))
+            if reason is None:
+                continue
+            log.error("outcome %s %s for %s refused permanently (%s); dropped, this line is "
+                      "its only record: %s", event["id"], event["type"],
+                      event.get("subject") or "-", reason, to_json(event).decode())
+            with self._dropped_lock:
+                self._dropped += 1
+            try:
+                self.state.incr(DROPPED, 1, DROPPED_TTL)
+            except StateUnavailable as exc:
+                log.warning("dropped outcome %s not counted in the state store: %s",
+                            event["id"], exc)
 
     @staticmethod
     def _warn_kept(event: CloudEvent) -> None:

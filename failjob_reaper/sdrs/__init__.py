@@ -1,9 +1,9 @@
 """The SDRS task-center API: one client, its auth and its errors."""
 
+from failjob_reaper.delivery import RetryPolicy
 from failjob_reaper.sdrs._client import (
     DeleteResult,
     IncompleteListing,
-    RetryPolicy,
     TaskCenterClient,
     transport_for,
 )

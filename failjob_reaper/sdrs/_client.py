@@ -9,35 +9,35 @@ reports its answer back to it. Tests pass a ``transport`` instead of patching.
 from __future__ import annotations
 
 import copy
-import email.utils
 import json
-import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_before_delay,
-)
 
+from failjob_reaper import delivery
+from failjob_reaper.delivery import RetryPolicy, Verdict
 from failjob_reaper.ids import validate_id
 from failjob_reaper.sdrs._errors import (
-    RETRYABLE_STATUSES,
     SdrsError,
     error_from_response,
     error_from_transport,
 )
 from failjob_reaper.sdrs._pacing import RateLimiter
-from failjob_reaper.tls import context_for
 
 PAGE_SIZE = 1000  # the API's maximum and default
 MAX_PAGES = 50
 """Pages read of one listing before it is given up as incomplete (memory stays bounded)."""
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+"""The bound on one answer's body (SDRS_MAX_RESPONSE_BYTES): a page of 1000 records of
+the stand-in is 0.4 MB; this leaves room for records ten times as large.
+Past it the answer is not read (``SDRS.ResponseTooLarge``): the listing is incomplete."""
+RESPONSE_TOO_LARGE = "SDRS.ResponseTooLarge"
+DEADLINE_REACHED = "SDRS.DeadlineReached"
+"""A request cut off by its caller's deadline (``_send(deadline=...)``): a listing that
+meets it is incomplete, as one that reaches the deadline between pages."""
 
 
 class IncompleteListing(SdrsError):
@@ -54,16 +54,6 @@ class IncompleteListing(SdrsError):
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """How transient failures are retried: attempts, overall deadline, backoff bounds."""
-
-    max_attempts: int = 5
-    deadline: float = 30.0
-    backoff_initial: float = 0.5
-    backoff_max: float = 8.0
-
-
-@dataclass(frozen=True)
 class DeleteResult:
     """A DELETE that the API answered with 204 (``found``) or 404 (not ``found``)."""
 
@@ -74,30 +64,19 @@ class DeleteResult:
     """Earlier attempts that got no answer (timeout, reset): they may have been applied."""
 
 
-class _Transient(Exception):
+class _Transient(delivery.Retry):
     """One failed attempt that deserves another; carries what to report if none is left."""
 
     def __init__(self, error: SdrsError, retry_after: float | None) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.retry_after = retry_after
+        super().__init__(error, retry_after)
+        self.sdrs_error = error
+        self.lost_answer = False
+        """No answer after the request went out: it may have been applied."""
 
 
-class _FullJitterOrRetryAfter:
-    """Wait what the server asked for (Retry-After), else exponential backoff, full jitter."""
-
-    def __init__(self, policy: RetryPolicy) -> None:
-        self._policy = policy
-
-    def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return exc.retry_after
-        ceiling = min(
-            self._policy.backoff_max,
-            self._policy.backoff_initial * 2 ** (state.attempt_number - 1),
-        )
-        return random.uniform(0.0, ceiling)  # noqa: S311 - jitter, not cryptography
+_DEFAULT_RETRY = RetryPolicy()
+_FullJitterOrRetryAfter = delivery.FullJitterOrRetryAfter
+"""The one backoff of every client (delivery.py)."""
 
 
 class TaskCenterClient:
@@ -110,28 +89,31 @@ class TaskCenterClient:
         *,
         auth: httpx.Auth | None = None,
         timeout: float = 10.0,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = _DEFAULT_RETRY,
         max_connections: int = 32,
         max_pages: int = MAX_PAGES,
         rate_limiter: RateLimiter | None = None,
         transport: httpx.BaseTransport | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.project_id = validate_id(project_id, "project_id")
         self.retry = retry
         self.max_pages = max_pages
         self.rate_limiter = rate_limiter
+        self.max_response_bytes = max_response_bytes
+        self._sleep = sleep  # None: delivery's (nothing sleeps in its testing mode)
         # httpx's pool: thread-safe, at most max_connections (a sweep's workers beyond it
-        # wait for a connection); proxies from the environment are honoured (trust_env).
-        # The TLS context is the process's one (tls.py), not a fresh CA bundle per client.
+        # wait for a connection); proxies from the environment are honoured. The TLS
+        # context is the process's one (tls.py), not a fresh CA bundle per client. The
+        # transport bounds each request as a whole (delivery.py).
+        if transport is None:
+            transport = delivery.pooled_transport(endpoint, max_connections=max_connections)
         self._http = httpx.Client(
             base_url=endpoint,
             auth=auth,
             timeout=timeout,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            verify=context_for(endpoint),
-            transport=transport,
+            transport=delivery.bound_transport(transport),
             headers={"Accept": "application/json", "User-Agent": "failjob-reaper"},
             follow_redirects=False,
         )
@@ -173,12 +155,17 @@ class TaskCenterClient:
         path = f"/v1/{self.project_id}/server-groups"
         return self._pages(path, {}, "server_groups", page_size, "id", deadline)
 
-    def delete_failure_job(self, failure_job_id: str) -> DeleteResult:
-        """DELETE one failed task: 204 and 404 are answers, anything else raises SdrsError."""
+    def delete_failure_job(
+        self, failure_job_id: str, *, deadline: float | None = None
+    ) -> DeleteResult:
+        """DELETE one failed task: 204 and 404 are answers, anything else raises SdrsError.
+
+        ``deadline``: a ``time.monotonic()`` instant bounding every attempt and wait."""
         job_id = validate_id(failure_job_id)
         path = f"/v1/{self.project_id}/task-center/failure-jobs/{job_id}"
         lost: list[SdrsError] = []
-        response, attempts = self._send("DELETE", path, None, ok=(204, 404), lost=lost)
+        response, attempts = self._send("DELETE", path, None, ok=(204, 404), lost=lost,
+                                        deadline=deadline)
         return DeleteResult(response.status_code == 204, response.status_code, attempts,
                             lost_answers=len(lost))
 
@@ -219,7 +206,14 @@ class TaskCenterClient:
                 raise IncompleteListing("deadline reached while listing", records=records,
                                         retryable=True, attempts=attempts)
             page_params = {**params, "limit": str(page_size), "offset": str(offset)}
-            response, attempts = self._send("GET", path, page_params, ok=(200,))
+            try:
+                response, attempts = self._send("GET", path, page_params, ok=(200,),
+                                                deadline=deadline)
+            except SdrsError as exc:
+                if exc.code != DEADLINE_REACHED:
+                    raise
+                raise IncompleteListing("deadline reached while listing", records=records,
+                                        retryable=True, attempts=exc.attempts) from None
             items = _page(response, key, attempts)
             del response  # the page's body is not kept beyond its records
             pages += 1
@@ -247,57 +241,85 @@ class TaskCenterClient:
         *,
         ok: tuple[int, ...],
         lost: list[SdrsError] | None = None,
+        deadline: float | None = None,
     ) -> tuple[httpx.Response, int]:
-        policy = self.retry
-        retrying = Retrying(
-            retry=retry_if_exception_type(_Transient),
-            wait=_FullJitterOrRetryAfter(policy),
-            stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.deadline),
-            reraise=True,
-            sleep=time.sleep,
-        )
-        attempt_number = 0
+        """One call, retried as delivery.py's table says, every
+        attempt and wait inside ``deadline`` (a ``time.monotonic()`` instant) and the
+        policy's own deadline. ``ok``: the statuses that are this call's answers (a
+        DELETE's 404 is one). ``lost`` collects the attempts whose answer was lost after
+        the request went out (they may have been applied)."""
+        destination = delivery.SDRS_LISTING if method == "GET" else delivery.SDRS_DELETE
+        if set(ok) != destination.taken:
+            destination = delivery.Destination(
+                "SDRS", taken=frozenset(ok), retry=destination.retry,
+                own_answer=destination.own_answer, otherwise=destination.otherwise)
+        end = time.monotonic() + self.retry.deadline
+        if deadline is not None:
+            end = min(end, deadline)
+
+        def attempt(number: int) -> httpx.Response:
+            try:
+                return self._attempt(method, path, params, number, destination, end)
+            except _Transient as exc:
+                if lost is not None and exc.lost_answer:
+                    lost.append(exc.sdrs_error)
+                raise
+
         try:
-            for attempt in retrying:
-                with attempt:
-                    attempt_number = attempt.retry_state.attempt_number
-                    try:
-                        response = self._attempt(method, path, params, attempt_number)
-                    except _Transient as exc:
-                        if lost is not None and _maybe_applied(exc.error):
-                            lost.append(exc.error)
-                        raise
-                    if response.status_code in ok:
-                        return response, attempt_number
-                    raise error_from_response(response, attempts=attempt_number)
+            response = delivery.call(attempt, self.retry, deadline=end, sleep=self._sleep)
         except _Transient as exc:
-            exc.error.attempts = attempt_number
-            raise exc.error from None
-        raise AssertionError("unreachable: tenacity either returns or raises")
+            error = exc.sdrs_error
+            error.attempts = exc.attempts
+            if deadline is not None and error.status_code is None and (
+                    time.monotonic() >= deadline):
+                error = SdrsError(f"deadline reached: {error.message}", code=DEADLINE_REACHED,
+                                  status_code=None, retryable=True, attempts=exc.attempts)
+            raise error from None
+        return response, _attempts_of(response)
 
     def _attempt(
-        self, method: str, path: str, params: dict[str, str] | None, attempt_number: int
+        self, method: str, path: str, params: dict[str, str] | None, attempt_number: int,
+        destination: delivery.Destination | None = None, deadline: float | None = None,
     ) -> httpx.Response:
+        if destination is None:
+            destination = delivery.SDRS_LISTING if method == "GET" else delivery.SDRS_DELETE
+        if deadline is None:
+            deadline = time.monotonic() + self.retry.deadline
         limiter = self.rate_limiter
         ticket = limiter.acquire() if limiter is not None else 0
         try:
-            response = self._http.request(method, path, params=params)
+            answer = delivery.send(self._http, method, path, params=params, deadline=deadline,
+                                   max_bytes=self.max_response_bytes)
         except httpx.TransportError as exc:
-            raise _Transient(error_from_transport(exc, attempts=attempt_number), None) from None
+            transient = _Transient(error_from_transport(exc, attempts=attempt_number), None)
+            transient.lost_answer = not delivery.surely_unsent(exc)
+            raise transient from None
+        response = answer.response
         if limiter is not None:
             limiter.record(ticket, response)
-        if response.status_code in RETRYABLE_STATUSES:
-            error = error_from_response(response, attempts=attempt_number)
+        if answer.too_large and response.status_code in destination.taken and (
+                destination.own_answer is not None):
+            raise SdrsError(
+                f"answer larger than SDRS_MAX_RESPONSE_BYTES ({self.max_response_bytes} bytes)",
+                code=RESPONSE_TOO_LARGE, status_code=response.status_code, retryable=False,
+                attempts=attempt_number)
+        verdict = destination.classify(answer)
+        if verdict is Verdict.TAKEN:
+            response.extensions["failjob_reaper.attempts"] = attempt_number
+            return response
+        if verdict is Verdict.RETRY:
+            if response.status_code in destination.taken:  # a proxy's page answered 200
+                error = SdrsError("unexpected body: not an answer of the API",
+                                  code="SDRS.BadListing", status_code=response.status_code,
+                                  retryable=True, attempts=attempt_number)
+            else:
+                error = error_from_response(response, attempts=attempt_number)
             raise _Transient(error, _retry_after(response, self.retry.deadline))
-        return response
+        raise error_from_response(response, attempts=attempt_number)
 
 
-def _maybe_applied(error: SdrsError) -> bool:
-    """No answer after the request may have gone out (a read timeout, a reset): not a
-    connection that was never made (httpx's ConnectError/ConnectTimeout send nothing)."""
-    return error.status_code is None and not error.message.endswith(
-        ("ConnectError", "ConnectTimeout")
-    )
+def _attempts_of(response: httpx.Response) -> int:
+    return int(response.extensions.get("failjob_reaper.attempts", 1))
 
 
 def _page(response: httpx.Response, key: str, attempts: int) -> list[dict[str, Any]]:
@@ -327,32 +349,11 @@ def _identity(item: dict[str, Any], field: str) -> str:
 
 
 def _retry_after(response: httpx.Response, cap: float) -> float | None:
-    """Seconds from a Retry-After header (delta or HTTP date), capped; None if absent/bad."""
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), cap)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max(0.0, when.timestamp() - time.time()), cap)
+    """Seconds from a Retry-After header (delta or HTTP date), capped: delivery's one parser."""
+    return delivery.retry_after(response, cap)
 
 
 def transport_for(url: str, *, max_connections: int = 32) -> httpx.HTTPTransport:
-    """httpx's pooled transport for ``url``, as ``TaskCenterClient`` gets it by default:
-    for callers that wrap the transport (the CLI). A proxy from the environment
-    (HTTP_PROXY/HTTPS_PROXY/ALL_PROXY, minus NO_PROXY) is honoured, as httpx does."""
-    import urllib.request
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    proxies = urllib.request.getproxies()  # the variables httpx reads
-    proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
-        proxy = None
-    limits = httpx.Limits(max_connections=max_connections,
-                          max_keepalive_connections=max_connections)
-    return httpx.HTTPTransport(verify=context_for(url), limits=limits, proxy=proxy)
+    """httpx's pooled transport for ``url``, bounded, as ``TaskCenterClient`` gets it by
+    default: for callers that wrap the transport (the CLI)."""
+    return delivery.pooled_transport(url, max_connections=max_connections)

@@ -7,10 +7,11 @@ from typing import Any
 
 import httpx
 
+from failjob_reaper.delivery import SDRS_DELETE
 from failjob_reaper.errors import ReaperError
 
-# Statuses worth another attempt (SPEC section 6); everything else is final.
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+RETRYABLE_STATUSES = SDRS_DELETE.retry
+"""Statuses worth another attempt: delivery.py's table (408, 409, 429, 5xx)."""
 
 _MAX_MESSAGE = 500
 # Request headers that carry a secret: a server that echoes one back must not pass it on
