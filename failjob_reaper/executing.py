@@ -57,16 +57,20 @@ class DeleteDoor:
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
 
-    def send(self, client: TaskCenterClient, delete: PlannedDelete, job: Job) -> DeleteResult:
-        """Journal one planned DELETE, then send it (SdrsError when refused or out of
-        retries; StateUnavailable when it could not be journaled: then it is not sent)."""
+    def send(
+        self, client: TaskCenterClient, delete: PlannedDelete, job: Job,
+        deadline: float | None = None,
+    ) -> DeleteResult:
+        """Journal one planned DELETE, then send it, bounded by ``deadline`` (SdrsError
+        when refused or out of retries; StateUnavailable when it could not be journaled:
+        then it is not sent)."""
         record = delete.record.record
         entry = self.shared.before_delete(delete.failure_job_id, job.causation, {
             "rule": delete.decision.rule, "reason": delete.decision.reason,
             "job": dict(record), "server_group_id": delete.record.server_group_id,
         }, aliases=[str(record[f]) for f in ("job_id", "resource_id")
                     if is_valid_id(record.get(f))])
-        result = client.delete_failure_job(delete.failure_job_id)
+        result = client.delete_failure_job(delete.failure_job_id, deadline=deadline)
         try:
             self.shared.after_delete(delete.failure_job_id, entry, result.found,
                                      result.lost_answers > 0)
@@ -134,7 +138,8 @@ class PlanExecutor:
                     emit(current)
                 else:
                     try:
-                        result = self._delete(client, current, job, report, emit)
+                        result = self._delete(client, current, job, report, emit,
+                                              deadline_at)
                     except StateUnavailable as exc:
                         # Not journaled, so not sent: stop here and say so.
                         with lock:
@@ -179,10 +184,11 @@ class PlanExecutor:
         job: Job,
         report: Reporter,
         emit: Emit,
+        deadline_at: float | None = None,
     ) -> DeleteResult | None:
         """Send one DELETE and report it, or return the 404 that needs a re-listing."""
         try:
-            result = self.door.send(client, delete, job)
+            result = self.door.send(client, delete, job, deadline_at)
         except SdrsError as exc:
             emit(report.failed(exc, _delete_failure(exc), delete))
             return None

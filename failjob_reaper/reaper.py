@@ -194,10 +194,11 @@ class Reaper:
     # -- the two doors: every DELETE and every outcome passes here -----------------
 
     def send_delete(
-        self, client: TaskCenterClient, delete: PlannedDelete, job: Job
+        self, client: TaskCenterClient, delete: PlannedDelete, job: Job,
+        deadline: float | None = None,
     ) -> DeleteResult:
         """The DELETE door (``executing.DeleteDoor``)."""
-        return self.deletes.send(client, delete, job)
+        return self.deletes.send(client, delete, job, deadline)
 
     def publish_outcome(
         self, outcome: Outcome, recorded: Callable[[Outcome], None] | None = None
