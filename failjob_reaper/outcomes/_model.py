@@ -1,27 +1,31 @@
-"""What an outcome carries (SPEC section 7) and how its CloudEvent id is made.
+"""What an outcome carries (README, "Outcome events") and how its CloudEvent id is made.
 
-``Outcome.as_data()`` and ``SweepSummary.as_data()`` are declared to return the
-TypedDicts ``OutcomeData`` and ``SweepSummaryData`` (``_data``): mypy holds the two
-together, and the manual API's OpenAPI document is generated from the TypedDicts
-(``failjob_reaper.http_api``), so what the document says is what is sent. A new
-field of the event data is added in two places: the TypedDict and ``as_data``.
+One model, written once: the frozen dataclasses ``Causation``, ``Outcome`` and
+``SweepSummary``. Each data field is declared here with its type, its documentation
+and, where the data is not the value itself, its serializer (pydantic's
+``Annotated`` metadata); everything else comes from these declarations:
+
+* the event data, ``as_data()``: built by reading the declarations once per class,
+  without building a pydantic schema (cold start: an event function never builds one);
+* the log fields, ``log_fields()``: the data fields named in the class's ``LOGGED``;
+* a replayed first answer, ``from_data()``, and the JSON Schema of the data (the manual
+  API's OpenAPI document): pydantic's view of the same classes, built on first use
+  (``_data``).
+
+A field that only serves the run time (the trace context of ``Causation``) is marked
+``Field(exclude=True)``: it is not data. ``dataclasses.replace`` works as on any
+dataclass.
 """
 
-from __future__ import annotations
-
+import dataclasses
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Self, cast, get_args
 
-if TYPE_CHECKING:
-    from failjob_reaper.outcomes._data import (
-        CausationData,
-        ErrorData,
-        OutcomeData,
-        SweepSummaryData,
-    )
+from pydantic import ConfigDict, Field, PlainSerializer
+from pydantic.fields import FieldInfo
+from typing_extensions import TypedDict  # pydantic needs it for a schema on Python < 3.12
 
 TYPE_PREFIX = "sdrs.failurejob."
 OutcomeName = Literal[
@@ -37,46 +41,217 @@ SWEEP_COMPLETED: Final = "sweep_completed"
 Trigger = Literal["event", "timer", "http", "cli"]
 """What started the decision (the ``trigger`` of every outcome)."""
 
+OutcomeData = dict[str, Any]
+"""An ``Outcome``'s event data (``as_data()``); the answer of ``POST /retry``."""
+SweepSummaryData = dict[str, Any]
+"""A ``SweepSummary``'s event data (``as_data()``); the answer of ``POST /sweep``."""
+CausationData = dict[str, Any]
+"""A ``Causation``'s part of the data: ``id``, ``source``, ``type``."""
+
 # Fixed namespace so that the same (input, task, outcome) always gets the same id.
 _ID_NAMESPACE = uuid.UUID("6f1c3c52-5b0e-4f0e-9d53-6a4f7f2b9a10")
 
+# The data are answers: a field with a default is still always there.
+_CONFIG = ConfigDict(json_schema_serialization_defaults_required=True)
 
-@dataclass(frozen=True)
-class Causation:
-    """The input that caused an outcome: its CloudEvent identity and trace context."""
+Count = Annotated[int, Field(ge=0)]
 
-    id: str | None = None
-    source: str | None = None
-    type: str | None = None
-    traceparent: str | None = None
-    tracestate: str | None = None
-    deduplicated: bool = True
+
+def _doc(text: str) -> FieldInfo:
+    """A field's documentation in the schema."""
+    info: FieldInfo = Field(description=text)
+    return info
+
+
+# -- the parts of the data that are not a plain value ----------------------------------
+
+
+class ErrorData(TypedDict):
+    """Why a delete failed: the API's error code and message; worth a retry later?"""
+
+    code: Annotated[str | None, _doc("The task center's error code, when it gave one.")]
+    message: str
+    retryable: Annotated[bool, _doc(
+        "True for a transient failure (a later attempt may succeed): the input is then "
+        "answered 5xx so that the trigger delivers it again.")]
+
+
+def _error_data(error: Mapping[str, Any] | None) -> ErrorData | None:
+    if error is None:
+        return None
+    code = error.get("code")
+    return {"code": None if code is None else str(code), "message": str(error.get("message", "")),
+            "retryable": bool(error.get("retryable"))}
+
+
+ErrorField = Annotated[
+    Mapping[str, Any] | None,
+    PlainSerializer(_error_data, return_type=ErrorData | None),
+    _doc("Why the delete failed (delete_failed, and a sweep that failed); null otherwise."),
+]
+
+if TYPE_CHECKING:
+    OutcomeCounts = dict[str, int]
+else:  # every outcome by name, from OUTCOMES itself
+    OutcomeCounts = TypedDict("OutcomeCounts", {name: Count for name in OUTCOMES})
+    OutcomeCounts.__doc__ = "Tasks per outcome (every outcome is named, 0 included)."
+
+
+def _counts(counts: Mapping[str, int]) -> OutcomeCounts:
+    return {name: counts.get(name, 0) for name in OUTCOMES}
+
+
+Seconds = Annotated[float, Field(ge=0)]
+
+
+def _seconds(value: float) -> float:
+    return round(value, 3)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+# -- the model ----------------------------------------------------------------------------
+
+
+class _Data:
+    """``as_data``, ``log_fields`` and ``from_data`` of a model class, from its fields."""
+
+    LOGGED: ClassVar[tuple[str, ...]] = ()
+    """The data fields an outcome's log line carries (what a log query filters on)."""
+
+    def as_data(self) -> dict[str, Any]:
+        """The event data: every field but the excluded ones, as JSON values."""
+        return {name: serialize(getattr(self, name)) for name, serialize in _plan(type(self))}
+
+    def log_fields(self) -> dict[str, Any]:
+        """The ``LOGGED`` fields, as the data has them."""
+        plan = dict(_plan(type(self)))
+        return {name: plan[name](getattr(self, name)) for name in self.LOGGED}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        """The object whose ``as_data()`` is ``data`` (a replayed first answer); raises
+        ValueError for anything else: a corrupt record must not be replayed."""
+        from failjob_reaper.outcomes._data import from_data
+
+        return from_data(cls, data)
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as data where it declares no serializer (pydantic's JSON mode for
+    the types these classes use: a test holds the two together)."""
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, _Data):
+        return value.as_data()
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+Plan = tuple[tuple[str, Callable[[Any], Any]], ...]
+_PLANS: dict[type, Plan] = {}
+
+
+def _plan(cls: type) -> Plan:
+    """(name, serializer) of each data field of ``cls``, read from its declarations once."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = _PLANS[cls] = tuple(
+            (field.name, _serializer(field.type)) for field in dataclasses.fields(cls)
+            if not any(isinstance(m, FieldInfo) and m.exclude for m in _metadata(field.type)))
+    return plan
+
+
+def _metadata(annotation: object) -> tuple[object, ...]:
+    metadata: tuple[object, ...] = getattr(annotation, "__metadata__", ())
+    return metadata
+
+
+def _serializer(annotation: object) -> Callable[[Any], Any]:
+    """The field's ``PlainSerializer`` (each one here takes the value only), else
+    ``_plain``."""
+    for m in _metadata(annotation):
+        if isinstance(m, PlainSerializer):
+            return cast(Callable[[Any], Any], m.func)
+    return _plain
+
+
+NotData = Field(exclude=True)
+"""Marks a field that serves the run time only: it is not part of the data."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Causation(_Data):
+    """The input that caused an outcome: its CloudEvent ``id``, ``source`` and ``type``."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+
+    id: Annotated[str | None, _doc(
+        "The input CloudEvent's id; for the manual API, its Idempotency-Key (or a fresh "
+        "id).")] = None
+    source: Annotated[str | None, _doc("The input CloudEvent's source.")] = None
+    type: Annotated[str | None, _doc("The input CloudEvent's type.")] = None
+    traceparent: Annotated[str | None, NotData] = None
+    tracestate: Annotated[str | None, NotData] = None
+    deduplicated: Annotated[bool, NotData] = True
     """False when no repeat can name the input again (a manual call without an
     ``Idempotency-Key`` gets a fresh id): then no idempotency record is kept for it."""
 
     def as_dict(self) -> CausationData:
-        return {"id": self.id, "source": self.source, "type": self.type}
+        return self.as_data()
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """One decided task (SPEC section 7, "Data")."""
+@dataclasses.dataclass(frozen=True)
+class Outcome(_Data):
+    """One decided task: the data of an outcome CloudEvent; the answer of ``POST /retry``."""
 
-    outcome: OutcomeName
-    project_id: str
-    failure_job_id: str | None
-    trigger: Trigger
-    dry_run: bool
-    causation: Causation
-    rule: str | None = None
-    reason: str = ""
-    retain_until: datetime | None = None
-    status_code: int | None = None
-    attempts: int = 0
-    job: Mapping[str, Any] | None = None
-    error: Mapping[str, Any] | None = None
-    forced: bool = False
-    server_group_id: str | None = None
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    LOGGED: ClassVar[tuple[str, ...]] = (
+        "outcome", "failure_job_id", "failure_job_id_field", "server_group_id", "trigger",
+        "dry_run", "rule", "status_code", "attempts",
+    )
+
+    outcome: Annotated[OutcomeName, _doc(
+        "What became of the task; the event's type is `sdrs.failurejob.<outcome>`.")]
+    project_id: Annotated[str, _doc("The project whose task center lists the task.")]
+    failure_job_id: Annotated[str | None, _doc(
+        "The task's id, also the event's subject: the value of the configured id field "
+        "(SDRS_FAILURE_JOB_ID_FIELD) of its authoritative record; where no record was "
+        "found, the id the input gave (`failure_job_id_field` says which field that is). "
+        "Null when the input named no usable id.")]
+    trigger: Annotated[Trigger, _doc(
+        "What started the decision: an event, the timer's sweep, the manual HTTP API or "
+        "the command line.")]
+    dry_run: Annotated[bool, _doc("Decided without deleting (DRY_RUN or the request's "
+                                  "dry_run).")]
+    causation: Annotated[Causation, _doc("The input that caused this outcome.")]
+    rule: Annotated[str | None, _doc(
+        "The policy rule that decided, or a reserved name (hold, forced, keep-latest, "
+        "default, ...); null when no rule was reached.")] = None
+    reason: Annotated[str, _doc("Why, in words.")] = ""
+    retain_until: Annotated[datetime | None, _doc(
+        "When a retained task becomes deletable; null when never, or not retained.")] = None
+    status_code: Annotated[int | None, _doc(
+        "The HTTP status of the DELETE; null when none was answered.")] = None
+    attempts: Annotated[Count, _doc("DELETE requests sent for the task, retries "
+                                    "included.")] = 0
+    job: Annotated[Mapping[str, Any] | None, _doc(
+        "The authoritative record, as listed; null when none was found.")] = None
+    error: ErrorField = None
+    forced: Annotated[bool, _doc(
+        "Decided with `force` (age, rules and keep-latest skipped; holds never).")] = False
+    server_group_id: Annotated[str | None, _doc(
+        "The protection group whose listing holds the task; null at the top level or when "
+        "not found.")] = None
+    failure_job_id_field: Annotated[str | None, _doc(
+        "Which record field `failure_job_id` is the value of: the configured "
+        "SDRS_FAILURE_JOB_ID_FIELD (`resource_id` unless configured otherwise) when the "
+        "record was found; else the field the input named the task by (`resource_id`, "
+        "`job_id`, or the configured field for an input's `failure_job_id`). Null where "
+        "unknown.")] = None
 
     @property
     def id_key(self) -> str | None:
@@ -92,86 +267,55 @@ class Outcome:
         """A failure that a redelivery of the input may cure."""
         return self.outcome == "delete_failed" and bool(self.error and self.error.get("retryable"))
 
-    def as_data(self) -> OutcomeData:
-        return {
-            "outcome": self.outcome,
-            "project_id": self.project_id,
-            "failure_job_id": self.failure_job_id,
-            "server_group_id": self.server_group_id,
-            "trigger": self.trigger,
-            "dry_run": self.dry_run,
-            "forced": self.forced,
-            "rule": self.rule,
-            "reason": self.reason,
-            "retain_until": _iso(self.retain_until),
-            "status_code": self.status_code,
-            "attempts": self.attempts,
-            "job": dict(self.job) if self.job is not None else None,
-            "error": _error_data(self.error),
-            "causation": self.causation.as_dict(),
-        }
 
+@dataclasses.dataclass(frozen=True)
+class SweepSummary(_Data):
+    """The result of one sweep: the data of ``sdrs.failurejob.sweep_completed``; the answer
+    of ``POST /sweep``."""
 
-@dataclass(frozen=True)
-class SweepSummary:
-    """The result of one sweep, sent as ``sdrs.failurejob.sweep_completed``."""
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    LOGGED: ClassVar[tuple[str, ...]] = (
+        "outcome", "trigger", "dry_run", "listed", "deleted", "partial", "partial_reason",
+        "aborted", "aborted_reason", "skipped", "skipped_reason",
+    )
 
-    project_id: str
-    trigger: Trigger
-    dry_run: bool
-    causation: Causation
-    listed: int = 0
-    groups: int = 0
-    decided: int = 0
-    deleted: int = 0
-    outcomes: Mapping[str, int] = field(default_factory=dict)
-    rules: Mapping[str, int] = field(default_factory=dict)
-    duration_seconds: float = 0.0
-    partial: bool = False
-    partial_reason: str | None = None
-    aborted: bool = False
-    aborted_reason: str | None = None
-    error: Mapping[str, Any] | None = None
-    server_group_id: str | None = None
-    skipped: bool = False
-    skipped_reason: str | None = None
-    """Set when another sweep of the project held the lease: this one did nothing."""
+    outcome: Annotated[Literal["sweep_completed"], _doc("Always `sweep_completed`.")] = (
+        dataclasses.field(default=SWEEP_COMPLETED, kw_only=True))
+    project_id: Annotated[str, _doc("The project swept.")]
+    trigger: Annotated[Trigger, _doc("What started the sweep.")]
+    dry_run: Annotated[bool, _doc("Swept without deleting.")]
+    causation: Annotated[Causation, _doc("The input that started the sweep.")]
+    listed: Annotated[Count, _doc("Records listed, every scope together.")] = 0
+    groups: Annotated[Count, _doc("Protection groups listed.")] = 0
+    decided: Annotated[Count, _doc("Tasks decided (the sum of `outcomes`).")] = 0
+    deleted: Annotated[Count, _doc("Tasks deleted.")] = 0
+    outcomes: Annotated[
+        Mapping[str, int], PlainSerializer(_counts, return_type=OutcomeCounts),
+        _doc("Tasks per outcome."),
+    ] = dataclasses.field(default_factory=dict)
+    rules: Annotated[Mapping[str, Count], _doc("Tasks per deciding rule.")] = (
+        dataclasses.field(default_factory=dict))
+    duration_seconds: Annotated[
+        Seconds, PlainSerializer(_seconds, return_type=Seconds),
+        _doc("How long the sweep took (milliseconds kept)."),
+    ] = 0.0
+    partial: Annotated[bool, _doc(
+        "Not every task was decided (a listing that did not complete, the deadline, the "
+        "sink): the next sweep takes up the rest.")] = False
+    partial_reason: Annotated[str | None, _doc("Why the sweep is partial.")] = None
+    aborted: Annotated[bool, _doc("A guard stopped the sweep: nothing was deleted.")] = False
+    aborted_reason: Annotated[str | None, _doc("Which guard, and why.")] = None
+    error: ErrorField = None
+    server_group_id: Annotated[str | None, _doc(
+        "The one protection group swept; null for every scope.")] = None
+    skipped: Annotated[bool, _doc(
+        "Another sweep of the project held the lease: this one listed and deleted "
+        "nothing.")] = False
+    skipped_reason: Annotated[str | None, _doc("Why the sweep was skipped.")] = None
 
     @property
     def transient_failure(self) -> bool:
         return bool(self.error and self.error.get("retryable"))
-
-    def as_data(self) -> SweepSummaryData:
-        counts = self.outcomes
-        return {
-            "outcome": SWEEP_COMPLETED,
-            "project_id": self.project_id,
-            "server_group_id": self.server_group_id,
-            "trigger": self.trigger,
-            "dry_run": self.dry_run,
-            "listed": self.listed,
-            "groups": self.groups,
-            "decided": self.decided,
-            "deleted": self.deleted,
-            "outcomes": {
-                "deleted": counts.get("deleted", 0),
-                "already_deleted": counts.get("already_deleted", 0),
-                "retained": counts.get("retained", 0),
-                "would_delete": counts.get("would_delete", 0),
-                "delete_failed": counts.get("delete_failed", 0),
-                "rejected": counts.get("rejected", 0),
-            },
-            "rules": dict(self.rules),
-            "duration_seconds": round(self.duration_seconds, 3),
-            "partial": self.partial,
-            "partial_reason": self.partial_reason,
-            "aborted": self.aborted,
-            "aborted_reason": self.aborted_reason,
-            "skipped": self.skipped,
-            "skipped_reason": self.skipped_reason,
-            "error": _error_data(self.error),
-            "causation": self.causation.as_dict(),
-        }
 
 
 def outcome_id(causation: Causation, task_id: str | None, event_type: str) -> str:
@@ -180,15 +324,3 @@ def outcome_id(causation: Causation, task_id: str | None, event_type: str) -> st
         (causation.source or "", causation.id or "", task_id or "", event_type)
     )
     return str(uuid.uuid5(_ID_NAMESPACE, key))
-
-
-def _error_data(error: Mapping[str, Any] | None) -> ErrorData | None:
-    if error is None:
-        return None
-    code = error.get("code")
-    return {"code": None if code is None else str(code), "message": str(error.get("message", "")),
-            "retryable": bool(error.get("retryable"))}
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None

@@ -35,7 +35,7 @@ from failjob_reaper.outcomes._model import (
 from failjob_reaper.state import MemoryStore, StateStore, StateUnavailable
 
 if TYPE_CHECKING:
-    from failjob_reaper.outcomes._data import OutcomeData, SweepSummaryData
+    from failjob_reaper.outcomes._model import OutcomeData, SweepSummaryData
 
 log = logging.getLogger("failjob_reaper")
 
