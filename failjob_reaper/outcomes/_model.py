@@ -1,9 +1,9 @@
 """What an outcome carries (README, "Outcome events") and how its CloudEvent id is made.
 
 One model, written once: the frozen dataclasses ``Causation``, ``Outcome`` and
-``SweepSummary``. Each data field is declared here with its type, its documentation
-and, where the data is not the value itself, its serializer (pydantic's
-``Annotated`` metadata); everything else comes from these declarations:
+``SweepSummary``. Each data field is declared here once: its type, its docstring (its
+description in the schema) and, where the data is not the value itself, its serializer
+(pydantic's ``Annotated`` metadata). Everything else comes from these declarations:
 
 * the event data, ``as_data()``: built by reading the declarations once per class,
   without building a pydantic schema (cold start: an event function never builds one);
@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Self, cast, get_args
 
-from pydantic import ConfigDict, Field, PlainSerializer
+from pydantic import ConfigDict, Field, PlainSerializer, with_config
 from pydantic.fields import FieldInfo
 from typing_extensions import TypedDict  # pydantic needs it for a schema on Python < 3.12
 
@@ -51,29 +51,28 @@ CausationData = dict[str, Any]
 # Fixed namespace so that the same (input, task, outcome) always gets the same id.
 _ID_NAMESPACE = uuid.UUID("6f1c3c52-5b0e-4f0e-9d53-6a4f7f2b9a10")
 
-# The data are answers: a field with a default is still always there.
-_CONFIG = ConfigDict(json_schema_serialization_defaults_required=True)
+# Read by pydantic when the schema is built (``_data``), never at import: the data are
+# answers (a field with a default is still always there), and a field's docstring is its
+# description.
+_CONFIG = ConfigDict(json_schema_serialization_defaults_required=True,
+                     use_attribute_docstrings=True)
 
 Count = Annotated[int, Field(ge=0)]
-
-
-def _doc(text: str) -> FieldInfo:
-    """A field's documentation in the schema."""
-    info: FieldInfo = Field(description=text)
-    return info
 
 
 # -- the parts of the data that are not a plain value ----------------------------------
 
 
+@with_config(_CONFIG)
 class ErrorData(TypedDict):
     """Why a delete failed: the API's error code and message; worth a retry later?"""
 
-    code: Annotated[str | None, _doc("The task center's error code, when it gave one.")]
+    code: str | None
+    """The task center's error code, when it gave one."""
     message: str
-    retryable: Annotated[bool, _doc(
-        "True for a transient failure (a later attempt may succeed): the input is then "
-        "answered 5xx so that the trigger delivers it again.")]
+    retryable: bool
+    """True for a transient failure (a later attempt may succeed): the input is then
+    answered 5xx so that the trigger delivers it again."""
 
 
 def _error_data(error: Mapping[str, Any] | None) -> ErrorData | None:
@@ -84,11 +83,8 @@ def _error_data(error: Mapping[str, Any] | None) -> ErrorData | None:
             "retryable": bool(error.get("retryable"))}
 
 
-ErrorField = Annotated[
-    Mapping[str, Any] | None,
-    PlainSerializer(_error_data, return_type=ErrorData | None),
-    _doc("Why the delete failed (delete_failed, and a sweep that failed); null otherwise."),
-]
+Error = Annotated[Mapping[str, Any] | None,
+                  PlainSerializer(_error_data, return_type=ErrorData | None)]
 
 if TYPE_CHECKING:
     OutcomeCounts = dict[str, int]
@@ -101,15 +97,23 @@ def _counts(counts: Mapping[str, int]) -> OutcomeCounts:
     return {name: counts.get(name, 0) for name in OUTCOMES}
 
 
+Counts = Annotated[Mapping[str, int], PlainSerializer(_counts, return_type=OutcomeCounts)]
 Seconds = Annotated[float, Field(ge=0)]
 
 
-def _seconds(value: float) -> float:
+def _milliseconds(value: float) -> float:
     return round(value, 3)
+
+
+Duration = Annotated[Seconds, PlainSerializer(_milliseconds, return_type=Seconds)]
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+NotData = Field(exclude=True)
+"""Marks a field that serves the run time only: it is not part of the data."""
 
 
 # -- the model ----------------------------------------------------------------------------
@@ -166,6 +170,7 @@ def _plan(cls: type) -> Plan:
 
 
 def _metadata(annotation: object) -> tuple[object, ...]:
+    """The ``Annotated`` metadata of a field's type (Python flattens nested ones)."""
     metadata: tuple[object, ...] = getattr(annotation, "__metadata__", ())
     return metadata
 
@@ -173,27 +178,24 @@ def _metadata(annotation: object) -> tuple[object, ...]:
 def _serializer(annotation: object) -> Callable[[Any], Any]:
     """The field's ``PlainSerializer`` (each one here takes the value only), else
     ``_plain``."""
-    for m in _metadata(annotation):
+    for m in reversed(_metadata(annotation)):
         if isinstance(m, PlainSerializer):
             return cast(Callable[[Any], Any], m.func)
     return _plain
 
 
-NotData = Field(exclude=True)
-"""Marks a field that serves the run time only: it is not part of the data."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Causation(_Data):
-    """The input that caused an outcome: its CloudEvent ``id``, ``source`` and ``type``."""
+    """The input that caused an outcome: its CloudEvent `id`, `source` and `type`."""
 
     __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
 
-    id: Annotated[str | None, _doc(
-        "The input CloudEvent's id; for the manual API, its Idempotency-Key (or a fresh "
-        "id).")] = None
-    source: Annotated[str | None, _doc("The input CloudEvent's source.")] = None
-    type: Annotated[str | None, _doc("The input CloudEvent's type.")] = None
+    id: str | None = None
+    """The input CloudEvent's id; for the manual API, its Idempotency-Key (or a fresh id)."""
+    source: str | None = None
+    """The input CloudEvent's source."""
+    type: str | None = None
+    """The input CloudEvent's type."""
     traceparent: Annotated[str | None, NotData] = None
     tracestate: Annotated[str | None, NotData] = None
     deduplicated: Annotated[bool, NotData] = True
@@ -206,7 +208,7 @@ class Causation(_Data):
 
 @dataclasses.dataclass(frozen=True)
 class Outcome(_Data):
-    """One decided task: the data of an outcome CloudEvent; the answer of ``POST /retry``."""
+    """One decided task: the data of an outcome CloudEvent; the answer of `POST /retry`."""
 
     __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
     LOGGED: ClassVar[tuple[str, ...]] = (
@@ -214,44 +216,47 @@ class Outcome(_Data):
         "dry_run", "rule", "status_code", "attempts",
     )
 
-    outcome: Annotated[OutcomeName, _doc(
-        "What became of the task; the event's type is `sdrs.failurejob.<outcome>`.")]
-    project_id: Annotated[str, _doc("The project whose task center lists the task.")]
-    failure_job_id: Annotated[str | None, _doc(
-        "The task's id, also the event's subject: the value of the configured id field "
-        "(SDRS_FAILURE_JOB_ID_FIELD) of its authoritative record; where no record was "
-        "found, the id the input gave (`failure_job_id_field` says which field that is). "
-        "Null when the input named no usable id.")]
-    trigger: Annotated[Trigger, _doc(
-        "What started the decision: an event, the timer's sweep, the manual HTTP API or "
-        "the command line.")]
-    dry_run: Annotated[bool, _doc("Decided without deleting (DRY_RUN or the request's "
-                                  "dry_run).")]
-    causation: Annotated[Causation, _doc("The input that caused this outcome.")]
-    rule: Annotated[str | None, _doc(
-        "The policy rule that decided, or a reserved name (hold, forced, keep-latest, "
-        "default, ...); null when no rule was reached.")] = None
-    reason: Annotated[str, _doc("Why, in words.")] = ""
-    retain_until: Annotated[datetime | None, _doc(
-        "When a retained task becomes deletable; null when never, or not retained.")] = None
-    status_code: Annotated[int | None, _doc(
-        "The HTTP status of the DELETE; null when none was answered.")] = None
-    attempts: Annotated[Count, _doc("DELETE requests sent for the task, retries "
-                                    "included.")] = 0
-    job: Annotated[Mapping[str, Any] | None, _doc(
-        "The authoritative record, as listed; null when none was found.")] = None
-    error: ErrorField = None
-    forced: Annotated[bool, _doc(
-        "Decided with `force` (age, rules and keep-latest skipped; holds never).")] = False
-    server_group_id: Annotated[str | None, _doc(
-        "The protection group whose listing holds the task; null at the top level or when "
-        "not found.")] = None
-    failure_job_id_field: Annotated[str | None, _doc(
-        "Which record field `failure_job_id` is the value of: the configured "
-        "SDRS_FAILURE_JOB_ID_FIELD (`resource_id` unless configured otherwise) when the "
-        "record was found; else the field the input named the task by (`resource_id`, "
-        "`job_id`, or the configured field for an input's `failure_job_id`). Null where "
-        "unknown.")] = None
+    outcome: OutcomeName
+    """What became of the task; the event's type is `sdrs.failurejob.<outcome>`."""
+    project_id: str
+    """The project whose task center lists the task."""
+    failure_job_id: str | None
+    """The task's id, also the event's subject: the value of the configured id field
+    (SDRS_FAILURE_JOB_ID_FIELD) of its authoritative record; where no record was found,
+    the id the input gave (`failure_job_id_field` says which field that is). Null when
+    the input named no usable id."""
+    trigger: Trigger
+    """What started the decision: an event, the timer's sweep, the manual HTTP API or the
+    command line."""
+    dry_run: bool
+    """Decided without deleting (DRY_RUN, or the request's dry_run)."""
+    causation: Causation
+    """The input that caused this outcome."""
+    rule: str | None = None
+    """The policy rule that decided, or a reserved name (hold, forced, keep-latest,
+    default, ...); null when no rule was reached."""
+    reason: str = ""
+    """Why, in words."""
+    retain_until: datetime | None = None
+    """When a retained task becomes deletable; null when never, or not retained."""
+    status_code: int | None = None
+    """The HTTP status of the DELETE; null when none was answered."""
+    attempts: Count = 0
+    """DELETE requests sent for the task, retries included."""
+    job: Mapping[str, Any] | None = None
+    """The authoritative record, as listed; null when none was found."""
+    error: Error = None
+    """Why the delete failed; null unless the outcome is delete_failed."""
+    forced: bool = False
+    """Decided with `force`: age, rules and keep-latest skipped, holds never."""
+    server_group_id: str | None = None
+    """The protection group whose listing holds the task; null at the top level, or when
+    it was not found."""
+    failure_job_id_field: str | None = None
+    """Which record field `failure_job_id` is the value of: the configured
+    SDRS_FAILURE_JOB_ID_FIELD (`resource_id` unless configured otherwise) when the record
+    was found; else the field the input named the task by (`resource_id`, `job_id`, or
+    the configured field for an input's `failure_job_id`). Null where unknown."""
 
     @property
     def id_key(self) -> str | None:
@@ -270,8 +275,8 @@ class Outcome(_Data):
 
 @dataclasses.dataclass(frozen=True)
 class SweepSummary(_Data):
-    """The result of one sweep: the data of ``sdrs.failurejob.sweep_completed``; the answer
-    of ``POST /sweep``."""
+    """The result of one sweep: the data of `sdrs.failurejob.sweep_completed`; the answer
+    of `POST /sweep`."""
 
     __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
     LOGGED: ClassVar[tuple[str, ...]] = (
@@ -279,39 +284,48 @@ class SweepSummary(_Data):
         "aborted", "aborted_reason", "skipped", "skipped_reason",
     )
 
-    outcome: Annotated[Literal["sweep_completed"], _doc("Always `sweep_completed`.")] = (
-        dataclasses.field(default=SWEEP_COMPLETED, kw_only=True))
-    project_id: Annotated[str, _doc("The project swept.")]
-    trigger: Annotated[Trigger, _doc("What started the sweep.")]
-    dry_run: Annotated[bool, _doc("Swept without deleting.")]
-    causation: Annotated[Causation, _doc("The input that started the sweep.")]
-    listed: Annotated[Count, _doc("Records listed, every scope together.")] = 0
-    groups: Annotated[Count, _doc("Protection groups listed.")] = 0
-    decided: Annotated[Count, _doc("Tasks decided (the sum of `outcomes`).")] = 0
-    deleted: Annotated[Count, _doc("Tasks deleted.")] = 0
-    outcomes: Annotated[
-        Mapping[str, int], PlainSerializer(_counts, return_type=OutcomeCounts),
-        _doc("Tasks per outcome."),
-    ] = dataclasses.field(default_factory=dict)
-    rules: Annotated[Mapping[str, Count], _doc("Tasks per deciding rule.")] = (
-        dataclasses.field(default_factory=dict))
-    duration_seconds: Annotated[
-        Seconds, PlainSerializer(_seconds, return_type=Seconds),
-        _doc("How long the sweep took (milliseconds kept)."),
-    ] = 0.0
-    partial: Annotated[bool, _doc(
-        "Not every task was decided (a listing that did not complete, the deadline, the "
-        "sink): the next sweep takes up the rest.")] = False
-    partial_reason: Annotated[str | None, _doc("Why the sweep is partial.")] = None
-    aborted: Annotated[bool, _doc("A guard stopped the sweep: nothing was deleted.")] = False
-    aborted_reason: Annotated[str | None, _doc("Which guard, and why.")] = None
-    error: ErrorField = None
-    server_group_id: Annotated[str | None, _doc(
-        "The one protection group swept; null for every scope.")] = None
-    skipped: Annotated[bool, _doc(
-        "Another sweep of the project held the lease: this one listed and deleted "
-        "nothing.")] = False
-    skipped_reason: Annotated[str | None, _doc("Why the sweep was skipped.")] = None
+    outcome: Literal["sweep_completed"] = dataclasses.field(default=SWEEP_COMPLETED,
+                                                            kw_only=True)
+    """Always `sweep_completed`."""
+    project_id: str
+    """The project swept."""
+    trigger: Trigger
+    """What started the sweep."""
+    dry_run: bool
+    """Swept without deleting."""
+    causation: Causation
+    """The input that started the sweep."""
+    listed: Count = 0
+    """Records listed, every scope together."""
+    groups: Count = 0
+    """Protection groups listed."""
+    decided: Count = 0
+    """Tasks decided (the sum of `outcomes`)."""
+    deleted: Count = 0
+    """Tasks deleted."""
+    outcomes: Counts = dataclasses.field(default_factory=dict)
+    """Tasks per outcome."""
+    rules: Mapping[str, Count] = dataclasses.field(default_factory=dict)
+    """Tasks per deciding rule."""
+    duration_seconds: Duration = 0.0
+    """How long the sweep took."""
+    partial: bool = False
+    """Not every task was decided (a listing that did not complete, the deadline, the
+    sink): the next sweep takes up the rest."""
+    partial_reason: str | None = None
+    """Why the sweep is partial."""
+    aborted: bool = False
+    """A guard stopped the sweep: nothing was deleted."""
+    aborted_reason: str | None = None
+    """Which guard, and why."""
+    error: Error = None
+    """Why the sweep failed; null unless it did."""
+    server_group_id: str | None = None
+    """The one protection group swept; null for every scope."""
+    skipped: bool = False
+    """Another sweep of the project held the lease: this one listed and deleted nothing."""
+    skipped_reason: str | None = None
+    """Why the sweep was skipped."""
 
     @property
     def transient_failure(self) -> bool:
