@@ -9,7 +9,6 @@ only the manual API's document and a repeated input need this module.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -43,26 +42,37 @@ def schema(cls: type) -> dict[str, Any]:
 def from_data(cls: type[Model], data: Mapping[str, Any]) -> Model:
     """The ``cls`` whose ``as_data()`` is exactly ``data``; ValueError for anything else.
 
-    ``data`` is read strictly, as the JSON it was (no "1" for 1, no 1 for true), and must
-    then be what this code writes: no key of another kind, every value as ``as_data()``
-    writes it. A key the data lacks takes its default (a record written before the field
-    existed).
+    pydantic reads ``data`` into the class (unknown outcome or trigger names, missing
+    fields, values of the wrong kind are refused), and the result must give ``data``
+    back, value for value and type for type (no "1" for 1, no 1 for true, no key of
+    another kind, an error or counts as ``as_data()`` writes them). A key the data
+    lacks takes its default (a record written before the field existed).
     """
-    name = getattr(cls, "__name__", str(cls))
+    name = cls.__name__
     if not isinstance(data, Mapping):
         raise ValueError(f"a replayed {name} must be a JSON object, not {type(data).__name__}")
     try:
-        value: Model = adapter(cls).validate_json(json.dumps(dict(data)), strict=True)
-    except (TypeError, ValueError) as exc:  # ValidationError is a ValueError
-        detail = _errors(exc) if isinstance(exc, ValidationError) else str(exc)
-        raise ValueError(f"not the data of {name}: {detail}") from None
+        value = adapter(cls).validate_python(dict(data))
+    except ValidationError as exc:
+        raise ValueError(f"not the data of {name}: {_errors(exc)}") from None
     again = value.as_data()
-    differ = sorted(key for key in data if key not in again or again[key] != data[key]
-                    or type(again[key]) is not type(data[key]))
+    differ = sorted(str(key) for key in data if key not in again or not _same(again[key],
+                                                                              data[key]))
     if differ:
-        raise ValueError(f"not the data of {name}: {', '.join(map(str, differ))} "
-                         "not as this code writes them")
+        raise ValueError(f"not the data of {name}: {', '.join(differ)} not as this code "
+                         "writes them")
     return value
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal and of the same JSON kinds throughout (``1 == True`` is not the same)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return a == b or (a != a and b != b)  # NaN (which JSON may hold) is itself
 
 
 def _errors(exc: ValidationError) -> str:
