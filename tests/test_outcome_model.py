@@ -13,13 +13,12 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import TypeAdapter
 
 from failjob_reaper.coordination import outcome_from_data, summary_from_data
 from failjob_reaper.http_api import _openapi
 from failjob_reaper.logs import causation_fields, outcome_fields, summary_fields
 from failjob_reaper.outcomes import OUTCOMES, Causation, Outcome, SweepSummary
-from failjob_reaper.outcomes._data import schema
+from failjob_reaper.outcomes._data import adapter, schema
 
 # -- generated outcomes ---------------------------------------------------------------------
 
@@ -79,7 +78,7 @@ def _stored(data: dict[str, Any]) -> dict[str, Any]:
 # -- the data and a replayed answer ------------------------------------------------------
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(models)
 def test_the_data_reads_back_to_the_same_data(model: Outcome | SweepSummary) -> None:
     data = model.as_data()
@@ -88,13 +87,13 @@ def test_the_data_reads_back_to_the_same_data(model: Outcome | SweepSummary) -> 
     assert json.dumps(again.as_data()) == json.dumps(data)  # same keys, same order, same kinds
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(models)
 def test_the_data_is_pydantics_serialization_of_the_model(
     model: Outcome | SweepSummary,
 ) -> None:
     # as_data() is built without pydantic (cold start); it must be what the schema describes.
-    assert model.as_data() == TypeAdapter(type(model)).dump_python(model, mode="json")
+    assert model.as_data() == adapter(type(model)).dump_python(model, mode="json")
 
 
 @functools.cache
@@ -104,7 +103,7 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{name}", **document})
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(models)
 def test_the_data_is_valid_against_the_openapi_document(model: Outcome | SweepSummary) -> None:
     _validator(type(model).__name__).validate(_stored(model.as_data()))
@@ -236,7 +235,7 @@ def test_a_record_written_before_a_field_existed_reads_with_its_default() -> Non
 # -- the log fields ----------------------------------------------------------------------------
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(outcomes)
 def test_the_log_fields_of_an_outcome_are_its_data_fields(outcome: Outcome) -> None:
     fields, data = outcome_fields(outcome), outcome.as_data()
@@ -247,7 +246,7 @@ def test_the_log_fields_of_an_outcome_are_its_data_fields(outcome: Outcome) -> N
                       **causation_fields(outcome.causation)}
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(summaries)
 def test_the_log_fields_of_a_summary_are_its_data_fields(summary: SweepSummary) -> None:
     fields, data = summary_fields(summary), summary.as_data()
