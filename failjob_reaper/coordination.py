@@ -14,7 +14,6 @@ answered 5xx so that the trigger delivers it again later (README, "State").
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -32,6 +31,7 @@ from failjob_reaper.outcomes import (
     outcome_id,
 )
 from failjob_reaper.state import StateStore, StateUnavailable
+from failjob_reaper.state import keys as state_keys
 from failjob_reaper.state.idempotency import (
     Claim,
     Completed,
@@ -44,7 +44,7 @@ from failjob_reaper.state.lease import Busy, Lease, SweepLease
 
 log = logging.getLogger("failjob_reaper")
 
-BUDGET_TTL = 24 * 3600.0
+BUDGET_TTL = state_keys.BUDGET_TTL
 
 
 class SweepFenced(ReaperError):
@@ -222,8 +222,7 @@ class Shared:
     def spend_budget(self, causation: Causation, limit: int) -> None:
         """One DELETE of a sweep, counted across every instance and every redelivery of
         the sweep's input; BudgetSpent past ``limit`` (the DELETE is then not sent)."""
-        key = "budget:" + hashlib.sha256((self.identity(causation) or "").encode()
-                                         ).hexdigest()[:40]
+        key = state_keys.budget(self.identity(causation) or "")
         if self.store.incr(key, 1, BUDGET_TTL) > limit:
             raise BudgetSpent(f"max_deletions_per_sweep {limit} reached across instances")
 
