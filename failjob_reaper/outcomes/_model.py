@@ -143,9 +143,14 @@ class _Data:
         return from_data(cls, data)
 
 
+_SCALARS = (str, int, float)  # a tuple: isinstance is faster with one than with a union
+
+
 def _plain(value: Any) -> Any:
     """A field's value as data where it declares no serializer (pydantic's JSON mode for
     the types these classes use: a test holds the two together)."""
+    if value is None or isinstance(value, _SCALARS):  # most fields
+        return value
     if isinstance(value, datetime):
         return _iso(value)
     if isinstance(value, _Data):
