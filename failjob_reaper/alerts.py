@@ -58,6 +58,7 @@ from failjob_reaper import delivery
 from failjob_reaper.delivery import Verdict
 from failjob_reaper.outcomes import Outcome, SweepSummary
 from failjob_reaper.state import StateStore, StateUnavailable
+from failjob_reaper.state import keys as state_keys
 
 log = logging.getLogger("failjob_reaper")
 
@@ -65,7 +66,7 @@ MAX_SUBJECT_BYTES = 512
 MAX_LISTED = 20
 """Tasks named one by one in a message; the rest are counted."""
 _WINDOW = 3600.0
-_FAILED_TASK_TTL = 24 * 3600.0
+_FAILED_TASK_TTL = state_keys.SMN_FAILED_TTL
 _IDLE = 30.0
 """Seconds the background sender waits for an alert before its thread ends."""
 
@@ -345,7 +346,7 @@ class Alerts:
         """A ``delete_failed`` outside sweeps: alert when permanent, once per task a day."""
         if outcome.outcome != "delete_failed" or outcome.transient_failure:
             return
-        if not self._first(f"smn:failed:{outcome.failure_job_id or '-'}", _FAILED_TASK_TTL):
+        if not self._first(state_keys.smn_failed(outcome.failure_job_id), _FAILED_TASK_TTL):
             return
         self.send(failure_alert(outcome))
 
@@ -396,13 +397,13 @@ class Alerts:
         """Publish unless this hour's budget is spent; what it stops is counted."""
         hour = int(self._clock() // _WINDOW)
         try:
-            sent = self.state.incr(f"smn:sent:{hour}", 1, _WINDOW + 60)
+            sent = self.state.incr(state_keys.smn_sent(hour), 1, state_keys.SMN_SENT_TTL)
             if sent > self.max_per_hour:
-                self.state.incr("smn:suppressed", 1, 7 * 24 * 3600.0)
+                self.state.incr(state_keys.SMN_SUPPRESSED, 1, state_keys.SMN_SUPPRESSED_TTL)
                 log.warning("smn: hourly budget of %d messages spent; %r suppressed",
                             self.max_per_hour, alert.subject)
                 return False
-            suppressed = int(self.state.get("smn:suppressed") or 0)
+            suppressed = int(self.state.get(state_keys.SMN_SUPPRESSED) or 0)
         except StateUnavailable as exc:
             log.warning("smn: state store unavailable (%s); sending without the budget", exc)
             suppressed = 0
@@ -413,7 +414,8 @@ class Alerts:
         taken = self.publisher.publish(alert)
         if taken and suppressed:
             with contextlib.suppress(StateUnavailable):
-                self.state.incr("smn:suppressed", -suppressed, 7 * 24 * 3600.0)
+                self.state.incr(state_keys.SMN_SUPPRESSED, -suppressed,
+                                state_keys.SMN_SUPPRESSED_TTL)
         return taken
 
     def _notice(self, watch: SweepWatch, project_id: str) -> None:
@@ -421,7 +423,7 @@ class Alerts:
         key = hashlib.sha256("\x1f".join([*ids, str(watch.due_total)]).encode()).hexdigest()
         # The same tasks in the same window are announced once, not by every hourly sweep.
         ttl = max(watch.notice.total_seconds(), _WINDOW)
-        if not self._first(f"smn:notice:{key[:32]}", ttl):
+        if not self._first(state_keys.smn_notice(key), ttl):
             return
         alert = notice_alert(watch.due, watch.due_total, watch.notice, project_id)
         if alert is not None:

@@ -14,27 +14,24 @@ answered 5xx so that the trigger delivers it again later (README, "State").
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any, Protocol, TypeVar, get_args
+from typing import Any, Protocol
 
 from failjob_reaper.errors import OutcomeDeliveryError, ReaperError
 from failjob_reaper.events import Rejected, SweepRequest, TaskRequest
 from failjob_reaper.outcomes import (
-    OUTCOMES,
     SWEEP_COMPLETED,
     TYPE_PREFIX,
     Causation,
     Outcome,
     Publisher,
     SweepSummary,
-    Trigger,
     outcome_id,
 )
 from failjob_reaper.state import StateStore, StateUnavailable
+from failjob_reaper.state import keys as state_keys
 from failjob_reaper.state.idempotency import (
     Claim,
     Completed,
@@ -47,7 +44,7 @@ from failjob_reaper.state.lease import Busy, Lease, SweepLease
 
 log = logging.getLogger("failjob_reaper")
 
-BUDGET_TTL = 24 * 3600.0
+BUDGET_TTL = state_keys.BUDGET_TTL
 
 
 class SweepFenced(ReaperError):
@@ -225,8 +222,7 @@ class Shared:
     def spend_budget(self, causation: Causation, limit: int) -> None:
         """One DELETE of a sweep, counted across every instance and every redelivery of
         the sweep's input; BudgetSpent past ``limit`` (the DELETE is then not sent)."""
-        key = "budget:" + hashlib.sha256((self.identity(causation) or "").encode()
-                                         ).hexdigest()[:40]
+        key = state_keys.budget(self.identity(causation) or "")
         if self.store.incr(key, 1, BUDGET_TTL) > limit:
             raise BudgetSpent(f"max_deletions_per_sweep {limit} reached across instances")
 
@@ -292,65 +288,8 @@ def _sweep_event_id(publisher: Publisher, summary: SweepSummary) -> str:
 
 
 def outcome_from_data(data: Mapping[str, Any]) -> Outcome:
-    """The Outcome whose ``as_data()`` is ``data`` (a replayed first answer)."""
-    return Outcome(
-        outcome=_known(data["outcome"], OUTCOMES),
-        project_id=str(data.get("project_id", "")),
-        failure_job_id=data.get("failure_job_id"),
-        trigger=_known(data.get("trigger"), TRIGGERS),
-        dry_run=bool(data.get("dry_run")),
-        causation=_causation(data),
-        rule=data.get("rule"),
-        reason=str(data.get("reason") or ""),
-        retain_until=_datetime(data.get("retain_until")),
-        status_code=data.get("status_code"),
-        attempts=int(data.get("attempts") or 0),
-        job=data.get("job"),
-        error=data.get("error"),
-        forced=bool(data.get("forced")),
-        server_group_id=data.get("server_group_id"),
-    )
-
-
-def _causation(data: Mapping[str, Any]) -> Causation:
-    causation = data.get("causation") or {}
-    return Causation(id=causation.get("id"), source=causation.get("source"),
-                     type=causation.get("type"))
+    return Outcome.from_data(data)  # the model reads its own data back (ValueError if corrupt)
 
 
 def summary_from_data(data: Mapping[str, Any]) -> SweepSummary:
-    """The SweepSummary whose ``as_data()`` is ``data``."""
-    names = {"listed", "groups", "decided", "deleted", "partial", "partial_reason",
-             "aborted", "aborted_reason", "error", "server_group_id", "skipped",
-             "skipped_reason"}
-    fields = {name: data[name] for name in names if name in data}
-    return SweepSummary(
-        project_id=str(data.get("project_id", "")),
-        trigger=_known(data.get("trigger"), TRIGGERS),
-        dry_run=bool(data.get("dry_run")),
-        causation=_causation(data),
-        outcomes={k: int(v) for k, v in (data.get("outcomes") or {}).items() if v},
-        rules=dict(data.get("rules") or {}),
-        duration_seconds=float(data.get("duration_seconds") or 0.0),
-        **fields,
-    )
-
-
-TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
-
-Name = TypeVar("Name", bound=str)
-
-
-def _known(value: object, names: tuple[Name, ...]) -> Name:
-    """``value`` as one of ``names`` (a record written by this code; anything else is a
-    corrupt record, and a corrupt answer must not be replayed)."""
-    for name in names:
-        if value == name:
-            return name
-    raise ValueError(f"idempotency record holds an unknown value {value!r}")
-
-
-def _datetime(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return SweepSummary.from_data(data)

@@ -84,34 +84,14 @@ def secrets_of(settings: Settings) -> list[str]:
 
 
 def outcome_fields(outcome: Outcome) -> dict[str, Any]:
-    """The fields of an outcome's log line (``extra=``): what a log query filters on."""
-    return {
-        "outcome": outcome.outcome,
-        "failure_job_id": outcome.failure_job_id,
-        "server_group_id": outcome.server_group_id,
-        "trigger": outcome.trigger,
-        "dry_run": outcome.dry_run,
-        "rule": outcome.rule,
-        "status_code": outcome.status_code,
-        "attempts": outcome.attempts,
-        **causation_fields(outcome.causation),
-    }
+    """The fields of an outcome's log line (``extra=``): what a log query filters on, as
+    the outcome's data has them (the model names them: ``Outcome.LOGGED``)."""
+    return {**outcome.log_fields(), **causation_fields(outcome.causation)}
 
 
 def summary_fields(summary: SweepSummary) -> dict[str, Any]:
-    """The fields of a sweep's closing log line."""
-    return {
-        "outcome": "sweep_completed",
-        "trigger": summary.trigger,
-        "dry_run": summary.dry_run,
-        "listed": summary.listed,
-        "deleted": summary.deleted,
-        "partial": summary.partial,
-        "partial_reason": summary.partial_reason,
-        "aborted": summary.aborted,
-        "aborted_reason": summary.aborted_reason,
-        **causation_fields(summary.causation),
-    }
+    """The fields of a sweep's closing log line (``SweepSummary.LOGGED``)."""
+    return {**summary.log_fields(), **causation_fields(summary.causation)}
 
 
 def causation_fields(causation: Causation) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from failjob_reaper.plan import (
 from failjob_reaper.records import Compactor
 from failjob_reaper.sdrs import IncompleteListing, SdrsError, TaskCenterClient
 from failjob_reaper.state import StateStore, StateUnavailable
+from failjob_reaper.state import keys as state_keys
 
 log = logging.getLogger("failjob_reaper")
 
@@ -141,12 +142,12 @@ def group_exists(client: TaskCenterClient, group_id: str, deadline: float | None
 
 # -- the lookup index -------------------------------------------------------------------
 
-INDEX_TTL = 3600.0
+INDEX_TTL = state_keys.INDEX_TTL
 """How long a listing's word on where a record lives is used (an hourly sweep renews it)."""
 
-_KEY = "ix:"
-_VIEW = "sv:"  # a scope's last complete listing: which keys it held, and when
-_GROUPS = "gv"  # the last complete list of protection groups, and when
+_KEY = state_keys.INDEX
+_VIEW = state_keys.SCOPE_VIEW  # a scope's last complete listing: which keys it held, and when
+_GROUPS = state_keys.GROUPS_VIEW  # the last complete list of protection groups, and when
 _AT = "@"  # the field of a scope view that holds its listing's time
 _TOP = "-"  # the top level, as a scope in the index (group ids are plain tokens)
 _MAX_VALUE = 128
@@ -298,7 +299,7 @@ class LookupIndex:
         return timedelta(0) <= age <= timedelta(seconds=self.view_max_age)
 
     def _lookup(self, pairs: Iterable[tuple[str, str]]) -> list[Scope] | None:
-        keys = [f"{_KEY}{field}:{value}" for field, value in pairs
+        keys = [state_keys.index(field, value) for field, value in pairs
                 if field in self.fields and _indexable(value)]
         if not keys:
             return None
@@ -318,7 +319,7 @@ class LookupIndex:
         for field in self.fields:
             value = record.get(field)
             if _indexable(value):
-                yield f"{_KEY}{field}:{value}"
+                yield state_keys.index(field, value)
 
 
 def _indexable(value: object) -> bool:

@@ -264,7 +264,7 @@ def test_the_publisher_puts_its_own_attributes_after_the_extensions() -> None:
     publisher = Publisher(StdoutEmitter(), source="failjob-reaper", overrides=hostile)
     causation = Causation(id="in-1", source="/in", type="t", traceparent=TRACEPARENT)
     event = publisher._event("sdrs.failurejob.deleted", "task-1", causation,
-                             {"outcome": "deleted"})  # type: ignore[arg-type]
+                             {"outcome": "deleted"})
     attributes = event.get_attributes()
     assert attributes["type"] == "sdrs.failurejob.deleted"
     assert attributes["source"] == "failjob-reaper"

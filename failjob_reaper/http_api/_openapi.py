@@ -2,9 +2,9 @@
 
 The schemas are pydantic's JSON Schema of the very types the core parses and answers
 with: the request models (``_models``), the error and health bodies (``_types``), and
-the outcome and summary TypedDicts that ``Outcome.as_data()`` and
-``SweepSummary.as_data()`` are declared to return (``failjob_reaper.outcomes``). A
-field added there is in the document; nothing here restates a field.
+the outcome model whose ``as_data()`` the two mutating calls answer (``Outcome``,
+``SweepSummary``: ``failjob_reaper.outcomes``). A field added there is in the document;
+nothing here restates a field.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from failjob_reaper.http_api._types import (
     ErrorBody,
     HealthBody,
 )
-from failjob_reaper.outcomes import OutcomeData, SweepSummaryData
+from failjob_reaper.outcomes import Outcome, SweepSummary
+from failjob_reaper.outcomes._data import adapter
 
 API_TITLE = "failjob-reaper manual API"
 API_VERSION = "1"
@@ -38,13 +39,13 @@ _TYPES: dict[str, tuple[Any, JsonSchemaMode]] = {
     "DeleteFailedEvent": (DeleteFailedEvent, "validation"),
     "ErrorBody": (ErrorBody, "serialization"),
     "HealthBody": (HealthBody, "serialization"),
-    "OutcomeData": (OutcomeData, "serialization"),
-    "SweepSummaryData": (SweepSummaryData, "serialization"),
+    Outcome.__name__: (Outcome, "serialization"),
+    SweepSummary.__name__: (SweepSummary, "serialization"),
 }
 
 
 def _schemas() -> dict[str, Any]:
-    inputs = [(name, mode, TypeAdapter(kind)) for name, (kind, mode) in _TYPES.items()]
+    inputs = [(name, mode, adapter(kind)) for name, (kind, mode) in _TYPES.items()]
     top, definitions = TypeAdapter.json_schemas(inputs, ref_template=_REF)
     schemas: dict[str, Any] = dict(definitions.get("$defs", {}))
     for (name, _), schema in top.items():
@@ -134,7 +135,7 @@ def _paths() -> dict[str, Any]:
                     "200": {
                         "description": "Decided; the outcome (any outcome, including "
                         "delete_failed: see error.retryable).",
-                        "content": _json("OutcomeData"),
+                        "content": _json(Outcome.__name__),
                     },
                     **_body_errors(),
                     **_auth_errors(),
@@ -158,7 +159,7 @@ def _paths() -> dict[str, Any]:
                     "schema": {"anyOf": [_ref("SweepBody"), {"type": "null"}]}}}},
                 "responses": {
                     "200": {"description": "The sweep's summary.",
-                            "content": _json("SweepSummaryData")},
+                            "content": _json(SweepSummary.__name__)},
                     **_body_errors(),
                     **_auth_errors(),
                     **_common_errors(),

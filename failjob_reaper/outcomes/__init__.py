@@ -6,8 +6,8 @@ CloudEvent (SPEC section 7) and hands it to an ``Emitter``: the sink from
 both, or one JSON line on stdout when there is neither.
 
 Each name is imported from its module when first asked for (cold start): an event
-function with a sink never loads the EventGrid, fan-out or stdout emitters, nor the
-TypedDicts of the manual API's document.
+function with a sink never loads the EventGrid, fan-out or stdout emitters, nor
+pydantic's view of the outcome model (``_data``: the manual API's document, replays).
 """
 
 from __future__ import annotations
@@ -17,13 +17,6 @@ from typing import TYPE_CHECKING
 from failjob_reaper._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from failjob_reaper.outcomes._data import (
-        CausationData,
-        ErrorData,
-        OutcomeCounts,
-        OutcomeData,
-        SweepSummaryData,
-    )
     from failjob_reaper.outcomes._eventgrid import MAX_BATCH, EventGridEmitter, PartialDelivery
     from failjob_reaper.outcomes._fanout import FanoutEmitter
     from failjob_reaper.outcomes._model import (
@@ -31,9 +24,14 @@ if TYPE_CHECKING:
         SWEEP_COMPLETED,
         TYPE_PREFIX,
         Causation,
+        CausationData,
+        ErrorData,
         Outcome,
+        OutcomeCounts,
+        OutcomeData,
         OutcomeName,
         SweepSummary,
+        SweepSummaryData,
         Trigger,
         outcome_id,
     )
@@ -42,11 +40,11 @@ if TYPE_CHECKING:
     from failjob_reaper.outcomes._stdout import StdoutEmitter
 
 __getattr__ = lazy_exports(__name__, {
-    "_data": "CausationData ErrorData OutcomeCounts OutcomeData SweepSummaryData",
     "_eventgrid": "MAX_BATCH EventGridEmitter PartialDelivery",
     "_fanout": "FanoutEmitter",
-    "_model": "OUTCOMES SWEEP_COMPLETED TYPE_PREFIX Causation Outcome OutcomeName "
-              "SweepSummary Trigger outcome_id",
+    "_model": "OUTCOMES SWEEP_COMPLETED TYPE_PREFIX Causation CausationData ErrorData "
+              "Outcome OutcomeCounts OutcomeData OutcomeName SweepSummary SweepSummaryData "
+              "Trigger outcome_id",
     "_publisher": "Emitter Publisher",
     "_sink": "SinkEmitter",
     "_stdout": "StdoutEmitter",

@@ -1,27 +1,31 @@
-"""What an outcome carries (SPEC section 7) and how its CloudEvent id is made.
+"""What an outcome carries (README, "Outcome events") and how its CloudEvent id is made.
 
-``Outcome.as_data()`` and ``SweepSummary.as_data()`` are declared to return the
-TypedDicts ``OutcomeData`` and ``SweepSummaryData`` (``_data``): mypy holds the two
-together, and the manual API's OpenAPI document is generated from the TypedDicts
-(``failjob_reaper.http_api``), so what the document says is what is sent. A new
-field of the event data is added in two places: the TypedDict and ``as_data``.
+One model, written once: the frozen dataclasses ``Causation``, ``Outcome`` and
+``SweepSummary``. Each data field is declared here once: its type, its docstring (its
+description in the schema) and, where the data is not the value itself, its serializer
+(pydantic's ``Annotated`` metadata). Everything else comes from these declarations:
+
+* the event data, ``as_data()``: built by reading the declarations once per class,
+  without building a pydantic schema (cold start: an event function never builds one);
+* the log fields, ``log_fields()``: the data fields named in the class's ``LOGGED``;
+* a replayed first answer, ``from_data()``, and the JSON Schema of the data (the manual
+  API's OpenAPI document): pydantic's view of the same classes, built on first use
+  (``_data``).
+
+A field that only serves the run time (the trace context of ``Causation``) is marked
+``Field(exclude=True)``: it is not data. ``dataclasses.replace`` works as on any
+dataclass.
 """
 
-from __future__ import annotations
-
+import dataclasses
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Self, cast, get_args
 
-if TYPE_CHECKING:
-    from failjob_reaper.outcomes._data import (
-        CausationData,
-        ErrorData,
-        OutcomeData,
-        SweepSummaryData,
-    )
+from pydantic import ConfigDict, Field, PlainSerializer, with_config
+from pydantic.fields import FieldInfo
+from typing_extensions import TypedDict  # pydantic needs it for a schema on Python < 3.12
 
 TYPE_PREFIX = "sdrs.failurejob."
 OutcomeName = Literal[
@@ -37,46 +41,227 @@ SWEEP_COMPLETED: Final = "sweep_completed"
 Trigger = Literal["event", "timer", "http", "cli"]
 """What started the decision (the ``trigger`` of every outcome)."""
 
+OutcomeData = dict[str, Any]
+"""An ``Outcome``'s event data (``as_data()``); the answer of ``POST /retry``."""
+SweepSummaryData = dict[str, Any]
+"""A ``SweepSummary``'s event data (``as_data()``); the answer of ``POST /sweep``."""
+CausationData = dict[str, Any]
+"""A ``Causation``'s part of the data: ``id``, ``source``, ``type``."""
+
 # Fixed namespace so that the same (input, task, outcome) always gets the same id.
 _ID_NAMESPACE = uuid.UUID("6f1c3c52-5b0e-4f0e-9d53-6a4f7f2b9a10")
 
+# Read by pydantic when the schema is built (``_data``), never at import: the data are
+# answers (a field with a default is still always there), and a field's docstring is its
+# description.
+_CONFIG = ConfigDict(json_schema_serialization_defaults_required=True,
+                     use_attribute_docstrings=True)
 
-@dataclass(frozen=True)
-class Causation:
-    """The input that caused an outcome: its CloudEvent identity and trace context."""
+Count = Annotated[int, Field(ge=0)]
+
+
+# -- the parts of the data that are not a plain value ----------------------------------
+
+
+@with_config(_CONFIG)
+class ErrorData(TypedDict):
+    """Why a delete failed: the API's error code and message; worth a retry later?"""
+
+    code: str | None
+    """The task center's error code, when it gave one."""
+    message: str
+    retryable: bool
+    """True for a transient failure (a later attempt may succeed): the input is then
+    answered 5xx so that the trigger delivers it again."""
+
+
+def _error_data(error: Mapping[str, Any] | None) -> ErrorData | None:
+    if error is None:
+        return None
+    code = error.get("code")
+    return {"code": None if code is None else str(code), "message": str(error.get("message", "")),
+            "retryable": bool(error.get("retryable"))}
+
+
+Error = Annotated[Mapping[str, Any] | None,
+                  PlainSerializer(_error_data, return_type=ErrorData | None)]
+
+if TYPE_CHECKING:
+    OutcomeCounts = dict[str, int]
+else:  # every outcome by name, from OUTCOMES itself
+    OutcomeCounts = TypedDict("OutcomeCounts", {name: Count for name in OUTCOMES})
+    OutcomeCounts.__doc__ = "Tasks per outcome (every outcome is named, 0 included)."
+
+
+def _counts(counts: Mapping[str, int]) -> OutcomeCounts:
+    return {name: counts.get(name, 0) for name in OUTCOMES}
+
+
+Counts = Annotated[Mapping[str, int], PlainSerializer(_counts, return_type=OutcomeCounts)]
+Seconds = Annotated[float, Field(ge=0)]
+
+
+def _milliseconds(value: float) -> float:
+    return round(value, 3)
+
+
+Duration = Annotated[Seconds, PlainSerializer(_milliseconds, return_type=Seconds)]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+NotData = Field(exclude=True)
+"""Marks a field that serves the run time only: it is not part of the data."""
+
+
+# -- the model ----------------------------------------------------------------------------
+
+
+class _Data:
+    """``as_data``, ``log_fields`` and ``from_data`` of a model class, from its fields."""
+
+    LOGGED: ClassVar[tuple[str, ...]] = ()
+    """The data fields an outcome's log line carries (what a log query filters on)."""
+
+    def as_data(self) -> dict[str, Any]:
+        """The event data: every field but the excluded ones, as JSON values."""
+        return {name: serialize(getattr(self, name)) for name, serialize in _plan(type(self))}
+
+    def log_fields(self) -> dict[str, Any]:
+        """The ``LOGGED`` fields, as the data has them."""
+        plan = dict(_plan(type(self)))
+        return {name: plan[name](getattr(self, name)) for name in self.LOGGED}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        """The object whose ``as_data()`` is ``data`` (a replayed first answer); raises
+        ValueError for anything else: a corrupt record must not be replayed."""
+        from failjob_reaper.outcomes._data import from_data
+
+        return from_data(cls, data)
+
+
+_SCALARS = (str, int, float)  # a tuple: isinstance is faster with one than with a union
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as data where it declares no serializer (pydantic's JSON mode for
+    the types these classes use: a test holds the two together)."""
+    if value is None or isinstance(value, _SCALARS):  # most fields
+        return value
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, _Data):
+        return value.as_data()
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+Plan = tuple[tuple[str, Callable[[Any], Any]], ...]
+_PLANS: dict[type, Plan] = {}
+
+
+def _plan(cls: type) -> Plan:
+    """(name, serializer) of each data field of ``cls``, read from its declarations once."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = _PLANS[cls] = tuple(
+            (field.name, _serializer(field.type)) for field in dataclasses.fields(cls)
+            if not any(isinstance(m, FieldInfo) and m.exclude for m in _metadata(field.type)))
+    return plan
+
+
+def _metadata(annotation: object) -> tuple[object, ...]:
+    """The ``Annotated`` metadata of a field's type (Python flattens nested ones)."""
+    metadata: tuple[object, ...] = getattr(annotation, "__metadata__", ())
+    return metadata
+
+
+def _serializer(annotation: object) -> Callable[[Any], Any]:
+    """The field's ``PlainSerializer`` (each one here takes the value only), else
+    ``_plain``."""
+    for m in reversed(_metadata(annotation)):
+        if isinstance(m, PlainSerializer):
+            return cast(Callable[[Any], Any], m.func)
+    return _plain
+
+
+@dataclasses.dataclass(frozen=True)
+class Causation(_Data):
+    """The input that caused an outcome: its CloudEvent `id`, `source` and `type`."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
 
     id: str | None = None
+    """The input CloudEvent's id; for the manual API, its Idempotency-Key (or a fresh id)."""
     source: str | None = None
+    """The input CloudEvent's source."""
     type: str | None = None
-    traceparent: str | None = None
-    tracestate: str | None = None
-    deduplicated: bool = True
+    """The input CloudEvent's type."""
+    traceparent: Annotated[str | None, NotData] = None
+    tracestate: Annotated[str | None, NotData] = None
+    deduplicated: Annotated[bool, NotData] = True
     """False when no repeat can name the input again (a manual call without an
     ``Idempotency-Key`` gets a fresh id): then no idempotency record is kept for it."""
 
     def as_dict(self) -> CausationData:
-        return {"id": self.id, "source": self.source, "type": self.type}
+        return self.as_data()
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """One decided task (SPEC section 7, "Data")."""
+@dataclasses.dataclass(frozen=True)
+class Outcome(_Data):
+    """One decided task: the data of an outcome CloudEvent; the answer of `POST /retry`."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    LOGGED: ClassVar[tuple[str, ...]] = (
+        "outcome", "failure_job_id", "failure_job_id_field", "server_group_id", "trigger",
+        "dry_run", "rule", "status_code", "attempts",
+    )
 
     outcome: OutcomeName
+    """What became of the task; the event's type is `sdrs.failurejob.<outcome>`."""
     project_id: str
+    """The project whose task center lists the task."""
     failure_job_id: str | None
+    """The task's id, also the event's subject: the value of the configured id field
+    (SDRS_FAILURE_JOB_ID_FIELD) of its authoritative record; where no record was found,
+    the id the input gave (`failure_job_id_field` says which field that is). Null when
+    the input named no usable id."""
     trigger: Trigger
+    """What started the decision: an event, the timer's sweep, the manual HTTP API or the
+    command line."""
     dry_run: bool
+    """Decided without deleting (DRY_RUN, or the request's dry_run)."""
     causation: Causation
+    """The input that caused this outcome."""
     rule: str | None = None
+    """The policy rule that decided, or a reserved name (hold, forced, keep-latest,
+    default, ...); null when no rule was reached."""
     reason: str = ""
+    """Why, in words."""
     retain_until: datetime | None = None
+    """When a retained task becomes deletable; null when never, or not retained."""
     status_code: int | None = None
-    attempts: int = 0
+    """The HTTP status of the DELETE; null when none was answered."""
+    attempts: Count = 0
+    """DELETE requests sent for the task, retries included."""
     job: Mapping[str, Any] | None = None
-    error: Mapping[str, Any] | None = None
+    """The authoritative record, as listed; null when none was found."""
+    error: Error = None
+    """Why the delete failed; null unless the outcome is delete_failed."""
     forced: bool = False
+    """Decided with `force`: age, rules and keep-latest skipped, holds never."""
     server_group_id: str | None = None
+    """The protection group whose listing holds the task; null at the top level, or when
+    it was not found."""
+    failure_job_id_field: str | None = None
+    """Which record field `failure_job_id` is the value of: the configured
+    SDRS_FAILURE_JOB_ID_FIELD (`resource_id` unless configured otherwise) when the record
+    was found; else the field the input named the task by (`resource_id`, `job_id`, or
+    the configured field for an input's `failure_job_id`). Null where unknown."""
 
     @property
     def id_key(self) -> str | None:
@@ -95,86 +280,64 @@ class Outcome:
         return self.outcome in ("delete_failed", "retained") and bool(
             self.error and self.error.get("retryable"))
 
-    def as_data(self) -> OutcomeData:
-        return {
-            "outcome": self.outcome,
-            "project_id": self.project_id,
-            "failure_job_id": self.failure_job_id,
-            "server_group_id": self.server_group_id,
-            "trigger": self.trigger,
-            "dry_run": self.dry_run,
-            "forced": self.forced,
-            "rule": self.rule,
-            "reason": self.reason,
-            "retain_until": _iso(self.retain_until),
-            "status_code": self.status_code,
-            "attempts": self.attempts,
-            "job": dict(self.job) if self.job is not None else None,
-            "error": _error_data(self.error),
-            "causation": self.causation.as_dict(),
-        }
 
+@dataclasses.dataclass(frozen=True)
+class SweepSummary(_Data):
+    """The result of one sweep: the data of `sdrs.failurejob.sweep_completed`; the answer
+    of `POST /sweep`."""
 
-@dataclass(frozen=True)
-class SweepSummary:
-    """The result of one sweep, sent as ``sdrs.failurejob.sweep_completed``."""
+    __pydantic_config__: ClassVar[ConfigDict] = _CONFIG
+    LOGGED: ClassVar[tuple[str, ...]] = (
+        "outcome", "trigger", "dry_run", "listed", "deleted", "partial", "partial_reason",
+        "aborted", "aborted_reason", "skipped", "skipped_reason",
+    )
 
+    outcome: Literal["sweep_completed"] = dataclasses.field(default=SWEEP_COMPLETED,
+                                                            kw_only=True)
+    """Always `sweep_completed`."""
     project_id: str
+    """The project swept."""
     trigger: Trigger
+    """What started the sweep."""
     dry_run: bool
+    """Swept without deleting."""
     causation: Causation
-    listed: int = 0
-    groups: int = 0
-    decided: int = 0
-    deleted: int = 0
-    outcomes: Mapping[str, int] = field(default_factory=dict)
-    rules: Mapping[str, int] = field(default_factory=dict)
-    duration_seconds: float = 0.0
+    """The input that started the sweep."""
+    listed: Count = 0
+    """Records listed, every scope together."""
+    groups: Count = 0
+    """Protection groups listed."""
+    decided: Count = 0
+    """Tasks decided (the sum of `outcomes`)."""
+    deleted: Count = 0
+    """Tasks deleted."""
+    outcomes: Counts = dataclasses.field(default_factory=dict)
+    """Tasks per outcome."""
+    rules: Mapping[str, Count] = dataclasses.field(default_factory=dict)
+    """Tasks per deciding rule."""
+    duration_seconds: Duration = 0.0
+    """How long the sweep took."""
     partial: bool = False
+    """Not every task was decided (a listing that did not complete, the deadline, the
+    sink): the next sweep takes up the rest."""
     partial_reason: str | None = None
+    """Why the sweep is partial."""
     aborted: bool = False
+    """A guard stopped the sweep: nothing was deleted."""
     aborted_reason: str | None = None
-    error: Mapping[str, Any] | None = None
+    """Which guard, and why."""
+    error: Error = None
+    """Why the sweep failed; null unless it did."""
     server_group_id: str | None = None
+    """The one protection group swept; null for every scope."""
     skipped: bool = False
+    """Another sweep of the project held the lease: this one listed and deleted nothing."""
     skipped_reason: str | None = None
-    """Set when another sweep of the project held the lease: this one did nothing."""
+    """Why the sweep was skipped."""
 
     @property
     def transient_failure(self) -> bool:
         return bool(self.error and self.error.get("retryable"))
-
-    def as_data(self) -> SweepSummaryData:
-        counts = self.outcomes
-        return {
-            "outcome": SWEEP_COMPLETED,
-            "project_id": self.project_id,
-            "server_group_id": self.server_group_id,
-            "trigger": self.trigger,
-            "dry_run": self.dry_run,
-            "listed": self.listed,
-            "groups": self.groups,
-            "decided": self.decided,
-            "deleted": self.deleted,
-            "outcomes": {
-                "deleted": counts.get("deleted", 0),
-                "already_deleted": counts.get("already_deleted", 0),
-                "retained": counts.get("retained", 0),
-                "would_delete": counts.get("would_delete", 0),
-                "delete_failed": counts.get("delete_failed", 0),
-                "rejected": counts.get("rejected", 0),
-            },
-            "rules": dict(self.rules),
-            "duration_seconds": round(self.duration_seconds, 3),
-            "partial": self.partial,
-            "partial_reason": self.partial_reason,
-            "aborted": self.aborted,
-            "aborted_reason": self.aborted_reason,
-            "skipped": self.skipped,
-            "skipped_reason": self.skipped_reason,
-            "error": _error_data(self.error),
-            "causation": self.causation.as_dict(),
-        }
 
 
 def outcome_id(causation: Causation, task_id: str | None, event_type: str) -> str:
@@ -183,15 +346,3 @@ def outcome_id(causation: Causation, task_id: str | None, event_type: str) -> st
         (causation.source or "", causation.id or "", task_id or "", event_type)
     )
     return str(uuid.uuid5(_ID_NAMESPACE, key))
-
-
-def _error_data(error: Mapping[str, Any] | None) -> ErrorData | None:
-    if error is None:
-        return None
-    code = error.get("code")
-    return {"code": None if code is None else str(code), "message": str(error.get("message", "")),
-            "retryable": bool(error.get("retryable"))}
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None

@@ -40,22 +40,23 @@ from failjob_reaper.outcomes._model import (
     outcome_id,
 )
 from failjob_reaper.state import MemoryStore, StateStore, StateUnavailable
+from failjob_reaper.state import keys as state_keys
 
 if TYPE_CHECKING:
-    from failjob_reaper.outcomes._data import OutcomeData, SweepSummaryData
+    from failjob_reaper.outcomes._model import OutcomeData, SweepSummaryData
 
 log = logging.getLogger("failjob_reaper")
 
-OUTBOX = "outbox"
+OUTBOX = state_keys.OUTBOX
 """The hash of pending events: field = event id, value = {"seq", "until", "event"} as JSON;
 ``until`` (epoch seconds) is how long its first sender may still be sending it."""
-OUTBOX_TTL = 7 * 24 * 3600.0
+OUTBOX_TTL = state_keys.OUTBOX_TTL
 """Refreshed by every write: an outbox that nobody touches for a week is given up."""
-CLAIM_TTL = 30.0
+CLAIM_TTL = state_keys.CLAIM_TTL
 """An instance sending a pending event holds it this long, so two do not send it at once."""
-DROPPED = "outbox:dropped"
+DROPPED = state_keys.OUTBOX_DROPPED
 """The counter of events refused for good and dropped, shared by every instance."""
-DROPPED_TTL = 30 * 24 * 3600.0
+DROPPED_TTL = state_keys.OUTBOX_DROPPED_TTL
 
 
 class Emitter(Protocol):
@@ -205,7 +206,7 @@ class Publisher:
             now = time.time()
             left: set[str] = set()
             for event_id, event, until in _oldest_first(pending):
-                claim = f"outbox:claim:{event_id}"
+                claim = state_keys.outbox_claim(event_id)
                 if until > now or not self.state.add(claim, self._owner, CLAIM_TTL):
                     left.add(event_id)  # its first sender, or another instance, is at it
                     continue

@@ -30,13 +30,13 @@ import httpx
 from failjob_reaper.sdrs._errors import throttle_of
 from failjob_reaper.sdrs._ratelimit import LIMIT_TTL, RateController, TokenBucket
 from failjob_reaper.state import MemoryStore, StateStore, StateUnavailable
+from failjob_reaper.state import keys as state_keys
 
 log = logging.getLogger("failjob_reaper")
 
-STATE_KEY = "rate:state"
-WINDOW_KEY = "rate:w:"
+STATE_KEY = state_keys.RATE_STATE
 SYNC_INTERVAL = 1.0
-_WINDOW_TTL = 5.0
+_WINDOW_TTL = state_keys.RATE_WINDOW_TTL
 _MAX_WINDOWS = 30  # a request waits at most this many full windows for the shared counter
 
 
@@ -165,7 +165,7 @@ class AdaptiveLimiter:
             now = time.time()
             second = int(now)
             try:
-                used = self._store.incr(f"{WINDOW_KEY}{second}", 1, _WINDOW_TTL)
+                used = self._store.incr(state_keys.rate_window(second), 1, _WINDOW_TTL)
             except StateUnavailable as exc:
                 log.debug("shared rate window unavailable: %s", exc)
                 return

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from failjob_reaper.errors import ReaperError
+from failjob_reaper.state import keys as state_keys
 from failjob_reaper.state._store import StateStore
 
-ANSWER_TTL = 24 * 3600.0
+ANSWER_TTL = state_keys.ANSWER_TTL
 """How long a completed record (and its answer) is kept: 24 h, as SPEC section 8 says."""
 
 
@@ -85,7 +86,7 @@ class Idempotency:
         self._sleep = sleep
 
     def begin(self, identity: str, request_fingerprint: str) -> Claim | Completed:
-        key = "idem:" + hashlib.sha256(identity.encode()).hexdigest()[:40]
+        key = state_keys.idempotency(identity)
         mine = json.dumps({"status": "in_progress", "fingerprint": request_fingerprint,
                            "token": uuid.uuid4().hex})
         deadline = self._monotonic() + self.wait

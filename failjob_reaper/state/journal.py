@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from failjob_reaper.state import keys as state_keys
 from failjob_reaper.state._store import StateStore
 
-JOURNAL_TTL = 24 * 3600.0
+JOURNAL_TTL = state_keys.JOURNAL_TTL
 """Longer than any redelivery of the input that sent the DELETE."""
 
 
@@ -48,7 +49,7 @@ class DeleteJournal:
         call wrote it, None when an earlier DELETE's entry was there: that one is kept
         (``add``), it is the same task, and one report is made for it.
         """
-        others = {f"journal:alias:{alias}": task_id for alias in aliases if alias != task_id}
+        others = {state_keys.journal_alias(alias): task_id for alias in aliases if alias != task_id}
         if others:
             self.store.put_many(others, self.ttl)
         entry = json.dumps({"state": "sent", "by": by, "decision": dict(decision)},
@@ -88,7 +89,7 @@ class DeleteJournal:
         """The DELETE id an input's id stands for (itself unless it is an alias)."""
         if self.store.get(_key(task_id)) is not None:
             return task_id
-        return self.store.get(f"journal:alias:{task_id}") or task_id
+        return self.store.get(state_keys.journal_alias(task_id)) or task_id
 
     def forget(self, task_id: str) -> None:
         """The DELETE was refused for good (the task is still there): nothing to report."""
@@ -106,4 +107,4 @@ def _entry(raw: str | None) -> dict[str, Any] | None:
 
 
 def _key(task_id: str) -> str:
-    return f"journal:{task_id}"
+    return state_keys.journal(task_id)

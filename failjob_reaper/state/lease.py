@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from failjob_reaper.state import keys as state_keys
 from failjob_reaper.state._store import StateStore
 
-LEASE = "lease:sweep"
-FENCE = "lease:sweep:fence"
-FENCE_TTL = 30 * 24 * 3600.0
+LEASE = state_keys.LEASE
+FENCE = state_keys.FENCE
+FENCE_TTL = state_keys.FENCE_TTL
 """The counter outlives any lease, so tokens keep growing; refreshed never (a month)."""
 
 
