@@ -86,6 +86,10 @@ class Reporter:
             error=error,
             forced=bool(decision and decision.forced),
             server_group_id=planned.server_group_id if planned else job.hint_group,
+            # Which record field failure_job_id is: the configured one for a record found,
+            # else the field the input named the task by.
+            failure_job_id_field=self.id_field if planned is not None or failure_job_id
+            else job.task_field,
         )
 
     def of(

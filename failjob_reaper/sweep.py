@@ -341,4 +341,5 @@ class _Run:
             aborted=aborted_reason is not None,
             aborted_reason=aborted_reason,
             error=error,
+            task_events_omitted=self.task_events_omitted,
         )

@@ -27,6 +27,8 @@ from pydantic import ConfigDict, Field, PlainSerializer, with_config
 from pydantic.fields import FieldInfo
 from typing_extensions import TypedDict  # pydantic needs it for a schema on Python < 3.12
 
+from failjob_reaper._text import iso_utc
+
 TYPE_PREFIX = "sdrs.failurejob."
 OutcomeName = Literal[
     "deleted",
@@ -109,7 +111,8 @@ Duration = Annotated[Seconds, PlainSerializer(_milliseconds, return_type=Seconds
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+    # The one format of every instant the product shows (plan, explain, outcomes).
+    return iso_utc(value)
 
 
 NotData = Field(exclude=True)
@@ -334,6 +337,9 @@ class SweepSummary(_Data):
     """Another sweep of the project held the lease: this one listed and deleted nothing."""
     skipped_reason: str | None = None
     """Why the sweep was skipped."""
+    task_events_omitted: Count = 0
+    """A dry run: `would_delete` tasks counted here and in `outcomes` but not sent one by
+    one (past SWEEP_MAX_TASK_EVENTS), so a backlog does not flood consumers."""
 
     @property
     def transient_failure(self) -> bool:
