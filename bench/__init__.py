@@ -24,8 +24,12 @@ Benchmarks (``--only`` names):
                    requests/s), adaptive vs the limiter off, the fixed limiter before
                    and the SDK loop; client CPU per task, httpx's transport vs the old one;
 * ``lookup``     - calls and latency of one event against the number of groups, cold
-                   and warm lookup index, vs before.
+                   and warm lookup index, vs before;
+* ``backlog``    - ``plan`` and ``sweep --dry-run`` over 10,000 to 1,000,000 tasks (wall, API
+                   calls, peak RSS, vs the floor calls / R), real sweeps against the
+                   gateway's rate, Redis memory per 100,000 indexed tasks, misbehaving
+                   servers (``python -m bench.backlog --sizes ...`` picks the sizes).
 """
 
 BENCHMARKS = ("sweep", "coldstart", "overhead", "throughput", "memory", "state", "ratelimit",
-              "lookup")
+              "lookup", "backlog")
