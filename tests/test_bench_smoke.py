@@ -122,7 +122,7 @@ def _coldstart(bench: dict[str, Any]) -> None:
 
 
 def _backlog(bench: dict[str, Any]) -> None:
-    plans, sweeps, redis, faults = bench["tables"]
+    plans, _sweeps, redis, faults = bench["tables"]
     assert set(column(plans, "command")) == {"plan", "sweep --dry-run"}
     assert set(column(plans, "groups")) == {0, 20}
     assert column(plans, "listed") == column(plans, "tasks")  # every task listed, each run
