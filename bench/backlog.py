@@ -236,10 +236,10 @@ def redis_part(n: int, policy: str, timeout: float) -> dict[str, Any]:
 
 def faults_part(n: int, policy: str, timeout: float, page_mb: float) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
-    cases = [("drip: headers, then 1 byte/s", {"drip": 1.0}),
-             (f"listing pages of {page_mb:g} MB", {"page_mb": page_mb})]
-    for label, knobs in cases:
-        with _standin(bulk=n, groups=0, **knobs) as si:
+    cases = [("drip: headers, then 1 byte/s", 1.0, 0.0),
+             (f"listing pages of {page_mb:g} MB", 0.0, page_mb)]
+    for label, drip, page in cases:
+        with _standin(bulk=n, groups=0, drip=drip, page_mb=page) as si:
             say(f"backlog: plan against a server with {label} (SWEEP_DEADLINE "
                 f"{DRIP_DEADLINE:g} s, killed after {timeout:g} s)")
             got = run_cli(si, ["plan"], policy=policy, timeout=timeout,
