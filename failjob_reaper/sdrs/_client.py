@@ -185,8 +185,8 @@ class TaskCenterClient:
         listing cannot be completed (a page that brings nothing new, a page over the
         request layer's byte bound, the deadline) IncompleteListing is raised after the
         pages already yielded, with no records. ``deadline``: a ``time.monotonic()``
-        instant. What the generator keeps between pages: 16 bytes of digest per
-        distinct record (about 90 bytes per record in the process, see ``_Seen``).
+        instant. What the generator keeps between pages: a 16-byte digest per
+        distinct record (80 to 100 bytes per record in the process, see ``_Seen``).
         """
         params: dict[str, str] = {}
         if server_group_id is not None:
@@ -362,8 +362,8 @@ class _Seen:
     """The identities of the records one listing has brought, 16 bytes each.
 
     A keyed BLAKE2b digest (a fresh random key per listing) as a Python int in a set:
-    about 90 bytes per record in the process (44 for the int, the rest the set's table;
-    measured with tracemalloc: bench/backlog.py), instead of the identity strings. Two
+    about 80 to 100 bytes per record in the process (44 for the int, the rest the set's
+    table; tests/test_listing.py measures it with tracemalloc), not the identity strings. Two
     records are mistaken for one only if their 128-bit digests collide: about n**2 / 2**129
     for n records (1e-27 at 1,000,000), and no server can aim for it (the key is secret).
     """
