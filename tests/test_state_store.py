@@ -395,3 +395,24 @@ def test_memory_rewriting_one_key_keeps_the_expiry_heap_small() -> None:
         clock.now += 0.001
     assert store.get("lease") == "9999"
     assert len(store._expiry) <= 2 * 2 + 64 + 2  # stale slots are swept, not hoarded
+
+
+def test_memory_indexing_a_backlog_never_pushes_out_a_lease_or_the_journal() -> None:
+    store = MemoryStore(max_keys=1000)
+    store.add("lease:sweep", "token-1", 60)
+    store.put("journal:abc", "sent", 3600)
+    for i in range(5000):  # a sweep indexing 5,000 tasks into a store of 1,000 keys
+        store.put(f"ix:resource_id:{i}", '["-"]', 3600)
+        store.hash_put(f"sv:group-{i % 20}", f"job_id:{i}", "", 60)
+    assert store.get("lease:sweep") == "token-1" and store.get("journal:abc") == "sent"
+    assert store.get("ix:resource_id:4999") == '["-"]'  # the index keeps its latest keys
+    assert store.get("ix:resource_id:0") is None
+    assert len(store) == 1000
+
+
+def test_memory_evicts_first_exactly_the_lookup_index_keys() -> None:
+    from failjob_reaper import lookup
+    from failjob_reaper.state._memory import CACHE_PREFIXES
+
+    for prefix in (lookup._KEY, lookup._VIEW, lookup._GROUPS):
+        assert prefix.startswith(CACHE_PREFIXES), prefix

@@ -16,6 +16,10 @@ store's own structures take per key in CPython (the ordered dict, the expiry hea
 entry and the strings' headers; tests/test_state_store.py checks it with tracemalloc)."""
 FIELD_COST = 100
 """Bytes counted for each field of a hash on top of the lengths of its name and value."""
+CACHE_PREFIXES = ("ix:", "sv:", "gv")
+"""The keys of the lookup index (failjob_reaper/lookup.py; a test holds the two together):
+a cache, whose loss costs only speed. Past a bound they go first, so that indexing a
+backlog never pushes out a sweep's lease, the delete journal or the outbox."""
 
 
 class _Entry:
@@ -50,7 +54,9 @@ class MemoryStore:
       live keys once more than half of it is such slots (O(n) once per n writes).
 
     ``max_bytes`` counts the lengths of keys and values plus ``KEY_COST`` per key and
-    ``FIELD_COST`` per hash field, about what the process pays for them. The clock is
+    ``FIELD_COST`` per hash field, about what the process pays for them. Keys starting
+    with one of ``evict_first`` (default: ``CACHE_PREFIXES``) are kept in an order of
+    their own and go before any other key, least recently used first. The clock is
     injectable (tests drive expiry with it).
     """
 
@@ -61,6 +67,7 @@ class MemoryStore:
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = 100_000,
         max_bytes: int = 64 * 1024 * 1024,
+        evict_first: tuple[str, ...] = CACHE_PREFIXES,
     ) -> None:
         if max_keys < 1 or max_bytes < 1:
             raise ValueError("max_keys and max_bytes must be >= 1")
@@ -69,7 +76,9 @@ class MemoryStore:
         self._max_keys = max_keys
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._evict_first = evict_first
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
+        self._cached: OrderedDict[str, _Entry] = OrderedDict()  # the evict_first keys
         self._expiry: list[tuple[float, int, str]] = []
         self._bytes = 0
         self._stamps = 0
@@ -197,7 +206,7 @@ class MemoryStore:
         """Live keys (those whose time has come are dropped first)."""
         with self._lock:
             self._expire(self._clock())
-            return len(self._entries)
+            return len(self._entries) + len(self._cached)
 
     @property
     def bytes_counted(self) -> int:
@@ -211,13 +220,14 @@ class MemoryStore:
     def _entry(self, key: str) -> _Entry | None:
         """The live entry under ``key``, now the most recently used; None when absent
         or expired (then dropped)."""
-        entry = self._entries.get(key)
+        table = self._table(key)
+        entry = table.get(key)
         if entry is None:
             return None
         if entry.expires <= self._clock():
             self._drop(key)
             return None
-        self._entries.move_to_end(key)
+        table.move_to_end(key)
         return entry
 
     def _live(self, key: str) -> Value | None:
@@ -234,7 +244,7 @@ class MemoryStore:
             return  # larger than the whole bound: not kept, as if evicted at once
         self._stamps += 1
         entry = _Entry(value, now + ttl, size, self._stamps)
-        self._entries[key] = entry
+        self._table(key)[key] = entry
         self._bytes += size
         heapq.heappush(self._expiry, (entry.expires, entry.stamp, key))
         self._evict(keep=key)
@@ -255,32 +265,38 @@ class MemoryStore:
             self._evict(keep=key)
 
     def _drop(self, key: str) -> None:
-        entry = self._entries.pop(key, None)
+        entry = self._table(key).pop(key, None)
         if entry is not None:
             self._bytes -= entry.size
 
     def _evict(self, keep: str) -> None:
         """Least recently used keys out until both bounds hold (``keep``, the key just
         written and the most recently used, is the last that could go)."""
-        entries = self._entries
-        while len(entries) > self._max_keys or self._bytes > self._max_bytes:
-            key, entry = entries.popitem(last=False)
+        entries, cached = self._entries, self._cached
+        while len(entries) + len(cached) > self._max_keys or self._bytes > self._max_bytes:
+            key, entry = (cached or entries).popitem(last=False)
             self._bytes -= entry.size
             if key == keep:
                 break
 
+    def _table(self, key: str) -> OrderedDict[str, _Entry]:
+        return self._cached if key.startswith(self._evict_first) else self._entries
+
     def _expire(self, now: float) -> None:
         """Drop every key whose instant has come; rebuild the heap when most of it is
         stale slots."""
-        expiry, entries = self._expiry, self._entries
+        expiry = self._expiry
         while expiry and expiry[0][0] <= now:
             _, stamp, key = heapq.heappop(expiry)
-            entry = entries.get(key)
+            table = self._table(key)
+            entry = table.get(key)
             if entry is not None and entry.stamp == stamp:
-                del entries[key]
+                del table[key]
                 self._bytes -= entry.size
-        if len(expiry) > 2 * len(entries) + 64:
-            self._expiry = [(e.expires, e.stamp, k) for k, e in entries.items()]
+        live = len(self._entries) + len(self._cached)
+        if len(expiry) > 2 * live + 64:
+            self._expiry = [(e.expires, e.stamp, k) for table in (self._entries, self._cached)
+                            for k, e in table.items()]
             heapq.heapify(self._expiry)
 
 
