@@ -179,6 +179,8 @@ def rate_part(n: int, fresh: int, policy: str, deadline: float,
                            "killed": got["killed"],
                            "duration": summary.get("duration_seconds"),
                            "deleted": summary.get("deleted"), "left": stats["jobs"],
+                           "reason": summary.get("partial_reason")
+                           or summary.get("aborted_reason") or "-",
                            "by_status": stats["by_status"], "stderr": got["stderr"][-300:]})
             if stats["jobs"] <= fresh or got["killed"]:
                 break
@@ -293,6 +295,9 @@ def run(quick: bool, smoke: bool = False, sizes: Sequence[int] | None = None,
         "SWEEP_RATE_LIMIT=0 (no pacing) except in the real sweeps.",
         "Aims (docs): 100,000 listed tasks at 128 MiB peak RSS or less, 1,000,000 at 512 MiB "
         "or less.",
+        "Redis: the `sv:` scope views live LISTING_MAX_AGE (60 s); a sweep longer than that "
+        "finds the first ones gone when it ends, so the count of `sv:` hashes may be below "
+        "the number of scopes.",
     ]
     return result
 
@@ -322,13 +327,14 @@ def _rate_table(swept: dict[str, Any]) -> Table:
         f"must stay) against the stand-in throttling at R = {RATE:g}/s, SWEEP_DEADLINE "
         f"{swept['deadline']:g} s",
         ["sweep", "exit", "deleted", "left listed", "duration (s)", "÷ deadline", "wall (s)",
-         "peak RSS (MiB)", "429s so far"])
+         "peak RSS (MiB)", "429s so far", "why it ended"])
     for i, s in enumerate(sweeps, 1):
         exit_text = "killed" if s["killed"] else str(s["code"])
         table.add(i, exit_text, s["deleted"], s["left"], s["duration"],
                   fmt_ratio(ratio(s["duration"], swept["deadline"])), s["wall"], mib(s["rss"]),
-                  s["by_status"].get("GET 429", 0) + s["by_status"].get("DELETE 429", 0))
-    table.add("all", "-", deleted, None, None, None, total, None,
+                  s["by_status"].get("GET 429", 0) + s["by_status"].get("DELETE 429", 0),
+                  str(s["reason"])[:100])
+    table.add("all", "-", deleted, None, None, None, total, None, None,
               f"sweeps needed {len(sweeps)}; goodput ÷ R "
               f"{fmt_ratio(ratio(goodput, RATE))}; wrong deletes {swept['wrong_deletes']}; "
               f"expired left {swept['expired_left']}")
