@@ -28,7 +28,11 @@ Benchmarks (``--only`` names):
 * ``bounds``     - APIs that trickle their headers or body, or send a page without end:
                    ``plan`` and one event, time to the answer against the deadline and
                    peak RSS, vs a healthy stand-in.
+* ``backlog``    - ``plan`` and ``sweep --dry-run`` over 10,000 to 1,000,000 tasks (wall, API
+                   calls, peak RSS, vs the floor calls / R), real sweeps against the
+                   gateway's rate, Redis memory per 100,000 indexed tasks, misbehaving
+                   servers (``python -m bench.backlog --sizes ...`` picks the sizes).
 """
 
 BENCHMARKS = ("sweep", "coldstart", "overhead", "throughput", "memory", "state", "ratelimit",
-              "lookup", "bounds")
+              "lookup", "bounds", "backlog")

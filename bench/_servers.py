@@ -26,7 +26,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from standin import OutcomeSink, TaskCenterStandIn, Throttle, bulk_world
+from standin import OutcomeSink, TaskCenterStandIn, Throttle, bulk_rows
 from standin._http import Response, ServerBase, error_body, json_response
 from standin.sample_data import DEFAULT_PROJECT_ID
 
@@ -43,12 +43,12 @@ class StandInControl(ServerBase):
         self.log.clear()  # the control port's own log would only grow
         path = urlsplit(target).path
         if method == "GET" and path == "/stats":
-            requests = self.standin.log.snapshot()
+            by_method, by_status = self.standin.request_counts()
             return json_response(200, {
                 "jobs": self.standin.job_count(),
-                "requests": len(requests),
-                "by_method": dict(Counter(r.method for r in requests)),
-                "by_status": dict(Counter(f"{r.method} {r.status}" for r in requests)),
+                "requests": sum(by_method.values()),
+                "by_method": by_method,
+                "by_status": by_status,
             })
         if method == "POST" and path == "/jobs":
             payload = json.loads(body)
@@ -124,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     si.add_argument("--throttle", type=float, default=0.0,
                     help="gateway throttling: a token bucket of this many requests/s (0: off)")
     si.add_argument("--burst", type=float, default=None, help="its burst (default: the rate)")
+    si.add_argument("--drip", type=float, default=0.0,
+                    help="every answer's body one byte every this many seconds")
+    si.add_argument("--page-mb", type=float, default=0.0,
+                    help="every failure-job listing page padded to this many MB")
     kinds.add_parser("sink")
     args = parser.parse_args(argv)
 
@@ -137,14 +141,17 @@ def main(argv: list[str] | None = None) -> int:
         token=args.token,
         credentials={args.ak: args.sk} if args.ak else None,
         latency=args.latency,
+        drip=args.drip,
+        page_bytes=int(args.page_mb * 1024 * 1024),
+        log_keep=10_000,  # /stats counts every request; the log need not keep them
     )
     if args.throttle > 0:
         standin.throttle = Throttle(args.throttle, burst=args.burst)
     now = datetime.now(UTC)
     if args.bulk:
-        standin.load(*bulk_world(args.bulk, args.groups, now))
+        standin.load_rows(*bulk_rows(args.bulk, args.groups, now))
     if args.fresh:
-        standin.load(*bulk_world(args.fresh, 0, now, expired=False, seed=1))
+        standin.load_rows(*bulk_rows(args.fresh, 0, now, expired=False, seed=1))
     control = StandInControl(standin)
     with standin:
         control.start_server()

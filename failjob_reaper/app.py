@@ -121,7 +121,6 @@ def build_app(
             backoff_max=settings.backoff_max,
         ),
         max_connections=max(settings.max_connections, settings.sweep_concurrency),
-        max_pages=settings.list_max_pages,
         rate_limiter=limiter,
         transport=transport,
         max_response_bytes=settings.max_response_bytes,

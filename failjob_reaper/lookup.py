@@ -47,13 +47,15 @@ class Scope:
         """The scope's records, each in its compact form as its page arrives
         (``records.Record``: a backlog costs little per task)."""
         compact = Compactor()
-        pages = getattr(client, "failure_job_pages", None)
-        if callable(pages):
-            return [compact(record)
-                    for page in pages(server_group_id=self.server_group_id, deadline=deadline)
-                    for record in page]
-        return [compact(record) for record in client.list_failure_jobs(
-            server_group_id=self.server_group_id, deadline=deadline)]
+        records: list[Mapping[str, Any]] = []
+        try:
+            for page in client.failure_job_pages(server_group_id=self.server_group_id,
+                                                 deadline=deadline):
+                records.extend(compact(record) for record in page)
+        except IncompleteListing as exc:
+            exc.records = records  # type: ignore[assignment]  # read still counts
+            raise
+        return records
 
     @property
     def where(self) -> str:

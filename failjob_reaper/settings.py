@@ -85,7 +85,6 @@ class Settings(BaseSettings):
     """Per-task ``would_delete`` events one dry-run sweep sends; the summary counts all."""
     listing_max_age: float = Field(60.0, gt=0, le=3600, validation_alias="LISTING_MAX_AGE")
     event_deadline: float = Field(60.0, gt=0, le=900, validation_alias="EVENT_DEADLINE")
-    list_max_pages: int = Field(50, ge=1, le=10_000, validation_alias="SDRS_LIST_MAX_PAGES")
 
     # State shared by every instance (SPEC section 10)
     state_url: SecretStr = Field(SecretStr("memory://"), validation_alias="STATE_URL")

@@ -7,8 +7,10 @@ from ._throttle import Throttle
 from .eventgrid import EventGridStandIn
 from .sample_data import (
     DEFAULT_PROJECT_ID,
+    BulkRow,
     Group,
     World,
+    bulk_rows,
     bulk_world,
     cts_trace,
     eventgrid_cloudtrace,
@@ -23,6 +25,7 @@ from .smn import SmnMessage, SmnStandIn
 __all__ = [
     "DEFAULT_PROJECT_ID",
     "HTML_200",
+    "BulkRow",
     "CountMode",
     "EventGridStandIn",
     "Fault",
@@ -34,6 +37,7 @@ __all__ = [
     "TaskCenterStandIn",
     "Throttle",
     "World",
+    "bulk_rows",
     "bulk_world",
     "cts_trace",
     "eventgrid_cloudtrace",

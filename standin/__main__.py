@@ -8,7 +8,8 @@ import threading
 from datetime import UTC, datetime
 from types import FrameType
 
-from .sample_data import DEFAULT_PROJECT_ID, bulk_world, sample_world
+from ._throttle import Throttle
+from .sample_data import DEFAULT_PROJECT_ID, bulk_rows, sample_world
 from .server import TaskCenterStandIn
 
 
@@ -24,6 +25,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--bulk", type=int, default=0, metavar="N", help="load N bulk failures")
     parser.add_argument("--groups", type=int, default=10, help="protection groups for --bulk")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to answers")
+    parser.add_argument("--throttle", type=float, default=0.0, metavar="R",
+                        help="the gateway's rate limit: 429 APIG.0308 beyond R requests/s")
+    parser.add_argument("--drip", type=float, default=0.0, metavar="SECONDS",
+                        help="a server that trickles: every answer's body one byte every "
+                             "SECONDS after its headers")
+    parser.add_argument("--page-mb", type=float, default=0.0, metavar="N",
+                        help="an oversized page: every failure-job listing page padded to N MB")
+    parser.add_argument("--log-keep", type=int, default=100_000, metavar="N",
+                        help="requests kept in the log (its counts cover all)")
     parser.add_argument("--id-field", default="resource_id")
     return parser
 
@@ -38,14 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         credentials={args.ak: args.sk} if args.ak else None,
         id_field=args.id_field,
         latency=args.latency,
+        drip=args.drip,
+        page_bytes=int(args.page_mb * 1024 * 1024),
+        log_keep=args.log_keep,
         host=args.host,
         port=args.port,
     )
+    if args.throttle > 0:
+        standin.throttle = Throttle(args.throttle)
     now = datetime.now(UTC)
     if args.sample:
         standin.load(*sample_world(now, project_id=args.project_id))
     if args.bulk:
-        standin.load(*bulk_world(args.bulk, args.groups, now))
+        standin.load_rows(*bulk_rows(args.bulk, args.groups, now))
 
     stop = threading.Event()
 

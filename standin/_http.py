@@ -9,8 +9,8 @@ import re
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
@@ -39,6 +39,9 @@ class Fault:
     late: float = 0.0
     """With ``passthrough``: the request is applied at once, its answer sent this many
     seconds later (a client that times out meanwhile never learns it was applied)."""
+    drip: float = 0.0
+    """The answer's headers at once, then its body one byte every ``drip`` seconds (a
+    server that trickles; with ``passthrough``, the real answer trickles)."""
 
 
 def error_body(status: int, code: str | None = None, message: str | None = None) -> bytes:
@@ -77,28 +80,45 @@ class RecordedRequest:
 
 
 class RequestLog:
-    """Thread-safe request log with a sliding-window rate counter."""
+    """Thread-safe request log with a sliding-window rate counter.
 
-    def __init__(self) -> None:
+    ``keep``: only the last ``keep`` requests are kept (None: all); the counts by method
+    and by method and status cover every request since the last ``clear``, so a
+    stand-in answering a million requests need not hold them all.
+    """
+
+    def __init__(self, keep: int | None = None) -> None:
         self._lock = threading.Lock()
-        self._items: list[RecordedRequest] = []
+        self._items: deque[RecordedRequest] = deque(maxlen=keep)
+        self._by_method: Counter[str] = Counter()
+        self._by_status: Counter[str] = Counter()
 
     def add(self, item: RecordedRequest) -> None:
         with self._lock:
             self._items.append(item)
+            self._by_method[item.method] += 1
 
     def finish(self, item: RecordedRequest, status: int) -> None:
         with self._lock:
             item.status = status
             item.finished = time.monotonic()
+            self._by_status[f"{item.method} {status}"] += 1
 
     def snapshot(self) -> list[RecordedRequest]:
         with self._lock:
             return list(self._items)
 
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Requests by method, and answers by "METHOD status" (0: dropped), since the
+        last ``clear``, kept or not."""
+        with self._lock:
+            return dict(self._by_method), dict(self._by_status)
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._by_method.clear()
+            self._by_status.clear()
 
     def max_per_second(self, method: str | None = None) -> int:
         starts = sorted(
@@ -143,6 +163,32 @@ class Response:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
+    padding: int = 0
+    """Filler bytes inside the JSON object ``body`` (a ``"padding"`` string before its
+    closing brace), written in chunks: an answer of N MB that the server never holds."""
+    drip: float = 0.0
+    """Seconds between two bytes of the body (0: all at once)."""
+
+    def length(self) -> int:
+        return len(self.body) + (len(_PAD_OPEN) + self.padding + 1 if self.padding else 0)
+
+    def chunks(self) -> Iterator[bytes]:
+        if not self.padding:
+            yield self.body
+            return
+        yield self.body[:-1] + _PAD_OPEN
+        left = self.padding
+        while left > 0:
+            chunk = _FILLER[:left]
+            left -= len(chunk)
+            yield chunk
+        yield b'"' + self.body[-1:]
+
+
+_PAD_OPEN = b', "padding": "'
+PAD_OVERHEAD = len(_PAD_OPEN) + 1
+"""Bytes a padded body has beyond its body and its ``padding`` filler."""
+_FILLER = b"x" * (1 << 20)
 
 
 def json_response(status: int, payload: Any) -> Response:
@@ -186,6 +232,10 @@ class ServerBase:
         return self.faults.take(method, path)
 
     def extra_latency(self) -> float:
+        return 0.0
+
+    def drip(self) -> float:
+        """Seconds between two bytes of every answer's body (0: all at once)."""
         return 0.0
 
     def start_server(self) -> None:
@@ -330,6 +380,7 @@ class Handler(BaseHTTPRequestHandler):
                     raise _Dropped
             if owner.wait(owner.extra_latency()):
                 raise _Dropped
+            response.drip = max(response.drip, owner.drip(), fault.drip if fault else 0.0)
             # Logged before the write, so a client that has its answer sees it logged.
             owner.log.finish(record, response.status)
             self._send(response, truncate=fault is not None and fault.close)
@@ -367,7 +418,7 @@ class Handler(BaseHTTPRequestHandler):
         if body and "content-type" not in names:
             lines.append(f"Content-Type: {response.content_type}")
         if status not in (204, 304) and status >= 200:
-            lines.append(f"Content-Length: {len(response.body)}")
+            lines.append(f"Content-Length: {response.length()}")
         lines += [f"{name}: {value}" for name, value in response.headers.items()]
         if self.close_connection or truncate:
             lines.append("Connection: close")
@@ -376,4 +427,27 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(head + body[: len(body) // 2])
             self._drop()
             return
-        self.wfile.write(head + body)
+        if not body:
+            self.wfile.write(head)
+        elif response.drip > 0:
+            self._drip(head, response)
+        elif response.padding:
+            self.wfile.write(head)
+            for chunk in response.chunks():
+                self.wfile.write(chunk)
+        else:
+            self.wfile.write(head + body)
+
+    def _drip(self, head: bytes, response: Response) -> None:
+        """Headers at once, then one byte every ``response.drip`` seconds, until the body
+        is sent, the client goes away or the server stops."""
+        self.wfile.write(head)
+        self.wfile.flush()
+        owner = self.server.owner
+        for chunk in response.chunks():
+            for i in range(len(chunk)):
+                if owner.wait(response.drip):
+                    self._drop()
+                    return
+                self.wfile.write(chunk[i:i + 1])
+                self.wfile.flush()

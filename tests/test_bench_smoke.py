@@ -128,6 +128,18 @@ def _bounds(bench: dict[str, Any]) -> None:
     assert "no answer" not in column(events, "answer")  # each event was answered
 
 
+def _backlog(bench: dict[str, Any]) -> None:
+    plans, _sweeps, redis, faults = bench["tables"]
+    assert set(column(plans, "command")) == {"plan", "sweep --dry-run"}
+    assert set(column(plans, "groups")) == {0, 20}
+    assert column(plans, "listed") == column(plans, "tasks")  # every task listed, each run
+    assert all(calls > 0 for calls in column(plans, "API calls"))
+    rate = bench["data"]["rate"]
+    assert rate["wrong_deletes"] == 0 and rate["expired_left"] == 0  # counted from the world
+    assert column(redis, "ix: keys")[0] > 0  # the sweep did write the lookup index
+    assert len(faults["rows"]) == 2
+
+
 SMOKE: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
     "state": ("--smoke", _state),
     "overhead": ("--smoke", _overhead),
@@ -137,6 +149,7 @@ SMOKE: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
     "lookup": ("--quick", _lookup),  # its own sizes: N = 1 and 10
     "coldstart": ("--quick", _coldstart),  # builds bench/results/runtime-venv once
     "bounds": ("--smoke", _bounds),
+    "backlog": ("--smoke", _backlog),
 }
 
 

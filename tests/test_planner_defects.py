@@ -214,15 +214,20 @@ def test_a_server_that_ignores_offset_ends_a_single_event_without_delete(
     assert outcome["error"]["retryable"] is False
 
 
-def test_listing_stops_at_the_page_bound_as_partial(
+def test_a_listing_has_no_page_bound_and_is_read_to_its_empty_page(
     sink: OutcomeSink, make_function: FunctionFactory
 ) -> None:
+    # 60 pages of 10: more pages than the bound listings had before issue 19 (50).
     with TaskCenterStandIn(project_id=PROJECT, token=TOKEN, max_page=10) as capped:
-        capped.add_jobs((failed_task(EXPIRED), None) for _ in range(50))
-        make_function(SDRS_ENDPOINT=capped.url, SDRS_LIST_MAX_PAGES="3").send(PING, {})
-        assert capped.deletes() == []
+        records = [failed_task(EXPIRED) for _ in range(600)]
+        capped.add_jobs((r, None) for r in records)
+        make_function(SDRS_ENDPOINT=capped.url,
+                      policy={"guards": {"max_deletions_per_sweep": 1000}}).send(PING, {})
+        listings = [r for r in capped.requests if r.path.endswith("failure-jobs")]
+        assert sorted(capped.deletes()) == sorted(r["resource_id"] for r in records)
+    assert len(listings) >= 61  # 60 full pages and the empty one
     summary = summary_of(sink)
-    assert summary["partial"] is True and "SDRS_LIST_MAX_PAGES 3" in summary["partial_reason"]
+    assert summary["partial"] is False and summary["deleted"] == 600
 
 
 class _EndlessPage(TaskCenterStandIn):

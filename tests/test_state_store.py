@@ -249,3 +249,170 @@ def test_a_wrong_password_is_state_unavailable_without_the_password() -> None:
 def test_an_unknown_scheme_is_refused() -> None:
     with pytest.raises(StateUnavailable):
         open_store("memcached://127.0.0.1", namespace="x")
+
+
+# -- the in-process store's bounds (issue 19) ----------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_memory_expiry_follows_the_injected_clock_key_by_key() -> None:
+    clock = _Clock()
+    store = MemoryStore(clock=clock)
+    store.put("short", "v", 10)
+    store.hash_put("hash", "f", "v", 30)
+    store.incr("counter", 1, 20)
+    clock.now += 10
+    assert store.get("short") is None
+    assert store.hash_get_all("hash") == {"f": "v"} and store.get("counter") == "1"
+    clock.now += 10
+    assert store.get("counter") is None and store.hash_len("hash") == 1
+    clock.now += 10
+    assert store.hash_get_all("hash") == {}
+    assert len(store) == 0
+
+
+def test_memory_past_max_keys_the_least_recently_used_key_goes() -> None:
+    store = MemoryStore(max_keys=3)
+    store.put("a", "1", 60)
+    store.put("b", "2", 60)
+    store.put("c", "3", 3600)
+    assert store.get("a") == "1"  # used: "b" is now the least recently used
+    store.put("d", "4", 60)
+    assert store.get_many(["a", "b", "c", "d"]) == ["1", None, "3", "4"]
+    assert len(store) == 3
+
+
+def test_memory_past_max_bytes_the_least_recently_used_keys_go() -> None:
+    from failjob_reaper.state._memory import KEY_COST
+
+    one = KEY_COST + len("k0") + 100  # what one key of 100 characters counts
+    store = MemoryStore(max_keys=1000, max_bytes=5 * one)
+    for i in range(5):
+        store.put(f"k{i}", "x" * 100, 60)
+    assert store.bytes_counted == 5 * one
+    store.get("k0")
+    store.put("k5", "y" * 150, 60)  # 50 more than one key's worth: two keys must go
+    assert store.get_many([f"k{i}" for i in range(6)]) == [
+        "x" * 100, None, None, "x" * 100, "x" * 100, "y" * 150]
+    assert store.bytes_counted <= 5 * one
+
+
+def test_memory_hash_writes_keep_the_byte_count_exact() -> None:
+    from failjob_reaper.state._memory import _cost
+
+    clock = _Clock()
+    store = MemoryStore(clock=clock)
+    store.hash_put("h", "a", "1", 60)
+    store.hash_put("h", "b", "22", 60)
+    store.hash_put("h", "a", "333", 60)
+    store.hash_delete("h", "b")
+    store.incr("n", 5, 60)
+    store.incr("n", 1000, 60)
+    assert store.bytes_counted == _cost("h", {"a": "333"}) + _cost("n", "1005")
+    store.hash_replace("h", {}, 60)
+    assert store.bytes_counted == _cost("n", "1005")
+
+
+def test_memory_a_value_larger_than_the_whole_bound_is_not_kept_nor_is_the_old_one() -> None:
+    store = MemoryStore(max_bytes=2000)
+    store.hash_replace("view", {"a": ""}, 60)
+    store.hash_replace("view", {f"k{i}": "" for i in range(100)}, 60)  # > 2000 bytes
+    assert store.hash_get_all("view") == {}  # a reader never sees the replaced view
+    store.put("s", "x" * 10, 60)
+    store.put("s", "x" * 5000, 60)
+    assert store.get("s") is None
+    store.hash_put("grows", "f0", "v", 60)
+    for i in range(1, 30):
+        store.hash_put("grows", f"f{i}", "v" * 10, 60)
+    assert store.hash_len("grows") == 0 or store.bytes_counted <= 2000
+    assert store.bytes_counted <= 2000
+
+
+class _CountedKey(str):
+    """A key that counts how often it is hashed: each dict or set operation on a key
+    hashes it once, so the count is the work a write does on the keys."""
+
+    hashed = 0
+
+    def __hash__(self) -> int:
+        _CountedKey.hashed += 1
+        return str.__hash__(self)
+
+
+def _hashes_per_write_past_the_bound(keys: int, writes: int) -> float:
+    clock = _Clock()
+    store = MemoryStore(clock=clock, max_keys=keys)
+    for i in range(keys):  # full, with expiry instants all different
+        store.put(_CountedKey(f"ix:{i:08d}"), "v", 3600 + i % 977)
+    _CountedKey.hashed = 0
+    for i in range(writes):
+        store.put(_CountedKey(f"new:{i:08d}"), "v", 60 + i % 13)
+        if i % 3 == 0:
+            store.hash_put(_CountedKey(f"hash:{i % 50}"), f"f{i}", "v", 60)
+        clock.now += 0.01
+    return _CountedKey.hashed / writes
+
+
+def test_memory_a_write_past_the_bound_costs_the_same_at_any_number_of_keys() -> None:
+    # A write that scanned the keys to choose one to evict hashed every key (the store
+    # before issue 19: about 1,300 per write at 1,000 keys, 100,000 at its 100,000-key bound).
+    small = _hashes_per_write_past_the_bound(1_000, 3_000)
+    large = _hashes_per_write_past_the_bound(30_000, 3_000)
+    assert small < 40
+    assert large < 40
+    assert large <= small * 1.5 + 2
+
+
+def test_memory_bytes_counted_are_about_what_the_process_pays() -> None:
+    import tracemalloc
+
+    n = 5_000
+    store = MemoryStore(max_keys=10 * n, max_bytes=2**40)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            store.put(f"ix:resource_id:{i:036d}", f'["group-{i % 20:02d}"]', 3600)
+        paid = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert 0.5 * paid <= store.bytes_counted <= 2 * paid, (paid / n, store.bytes_counted / n)
+
+
+def test_memory_rewriting_one_key_keeps_the_expiry_heap_small() -> None:
+    clock = _Clock()
+    store = MemoryStore(clock=clock)
+    for i in range(10_000):
+        store.put("lease", str(i), 60)
+        store.hash_put("view", "at", str(i), 60)
+        clock.now += 0.001
+    assert store.get("lease") == "9999"
+    assert len(store._expiry) <= 2 * 2 + 64 + 2  # stale slots are swept, not hoarded
+
+
+def test_memory_indexing_a_backlog_never_pushes_out_a_lease_or_the_journal() -> None:
+    store = MemoryStore(max_keys=1000)
+    store.add("lease:sweep", "token-1", 60)
+    store.put("journal:abc", "sent", 3600)
+    for i in range(5000):  # a sweep indexing 5,000 tasks into a store of 1,000 keys
+        store.put(f"ix:resource_id:{i}", '["-"]', 3600)
+        store.hash_put(f"sv:group-{i % 20}", f"job_id:{i}", "", 60)
+    assert store.get("lease:sweep") == "token-1" and store.get("journal:abc") == "sent"
+    assert store.get("ix:resource_id:4999") == '["-"]'  # the index keeps its latest keys
+    assert store.get("ix:resource_id:0") is None
+    assert len(store) == 1000
+
+
+def test_memory_evicts_first_exactly_the_lookup_index_keys() -> None:
+    from failjob_reaper import lookup
+    from failjob_reaper.state._memory import CACHE_PREFIXES
+
+    for prefix in (lookup._KEY, lookup._VIEW, lookup._GROUPS):
+        assert prefix.startswith(CACHE_PREFIXES), prefix

@@ -9,9 +9,11 @@ reports its answer back to it. Tests pass a ``transport`` instead of patching.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +30,6 @@ from failjob_reaper.sdrs._errors import (
 from failjob_reaper.sdrs._pacing import RateLimiter
 
 PAGE_SIZE = 1000  # the API's maximum and default
-MAX_PAGES = 50
-"""Pages read of one listing before it is given up as incomplete (memory stays bounded)."""
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 """The bound on one answer's body (SDRS_MAX_RESPONSE_BYTES): a page of 1000 records of
 the stand-in is 0.4 MB; this leaves room for records ten times as large.
@@ -41,14 +41,21 @@ meets it is incomplete, as one that reaches the deadline between pages."""
 
 
 class IncompleteListing(SdrsError):
-    """A listing that stopped before an empty page: no progress, the page bound or the
-    deadline. ``records`` holds the distinct records seen until then."""
+    """A listing that stopped before an empty page: a page with nothing new, a page over
+    the byte bound, or the deadline.
 
-    def __init__(self, message: str, *, records: list[dict[str, Any]], retryable: bool,
-                 attempts: int = 0) -> None:
+    ``records``: what the caller may still use of it. The streaming form
+    (:meth:`TaskCenterClient.failure_job_pages`) has already handed every page over and
+    keeps nothing (an empty list); the list forms hand over what they had collected.
+    """
+
+    def __init__(self, message: str, *, records: list[dict[str, Any]] | None = None,
+                 retryable: bool, attempts: int = 0, pages: int = 0) -> None:
         super().__init__(message, code="SDRS.IncompleteListing", status_code=None,
                          retryable=retryable, attempts=attempts)
-        self.records = records
+        self.records: list[dict[str, Any]] = records if records is not None else []
+        self.pages = pages
+        """Pages read before the listing stopped."""
         self.scopes: list[Any] = []
         """Set by the caller that knows what the records mean (lookup: the scopes)."""
 
@@ -91,7 +98,6 @@ class TaskCenterClient:
         timeout: float = 10.0,
         retry: RetryPolicy = _DEFAULT_RETRY,
         max_connections: int = 32,
-        max_pages: int = MAX_PAGES,
         rate_limiter: RateLimiter | None = None,
         transport: httpx.BaseTransport | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
@@ -99,7 +105,6 @@ class TaskCenterClient:
     ) -> None:
         self.project_id = validate_id(project_id, "project_id")
         self.retry = retry
-        self.max_pages = max_pages
         self.rate_limiter = rate_limiter
         self.max_response_bytes = max_response_bytes
         self._sleep = sleep  # None: delivery's (nothing sleeps in its testing mode)
@@ -132,8 +137,35 @@ class TaskCenterClient:
     ) -> list[dict[str, Any]]:
         """Every failed task of one scope: the top level, or one protection group.
 
-        Complete or IncompleteListing: paged until an empty page; a record seen twice
-        (by ``job_id``) is listed once. ``deadline``: a ``time.monotonic()`` instant.
+        The pages of :meth:`failure_job_pages` joined in one list, for callers that need
+        one (it costs the whole listing in memory). Complete or IncompleteListing, whose
+        ``records`` are the distinct records read until it stopped.
+        """
+        pages = self.failure_job_pages(
+            server_group_id=server_group_id, failure_status=failure_status,
+            resource_name=resource_name, resource_type=resource_type, page_size=page_size,
+            deadline=deadline)
+        return _joined(pages)
+
+    def failure_job_pages(
+        self,
+        *,
+        server_group_id: str | None = None,
+        failure_status: str | None = None,
+        resource_name: str | None = None,
+        resource_type: str | None = None,
+        page_size: int = PAGE_SIZE,
+        deadline: float | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every failed task of one scope, page by page as each arrives: each page's
+        records not seen before (by ``job_id``, else by content), never an empty list.
+
+        Paged until an empty page, with no bound on the number of pages; when the
+        listing cannot be completed (a page that brings nothing new, a page over the
+        request layer's byte bound, the deadline) IncompleteListing is raised after the
+        pages already yielded, with no records. ``deadline``: a ``time.monotonic()``
+        instant. What the generator keeps between pages: a 16-byte digest per
+        distinct record (80 to 100 bytes per record in the process, see ``_Seen``).
         """
         params: dict[str, str] = {}
         if server_group_id is not None:
@@ -151,9 +183,10 @@ class TaskCenterClient:
     def list_server_groups(
         self, *, page_size: int = PAGE_SIZE, deadline: float | None = None
     ) -> list[dict[str, Any]]:
-        """Every protection group of the project (complete or IncompleteListing)."""
+        """Every protection group of the project (complete or IncompleteListing, whose
+        ``records`` are the distinct groups read until it stopped)."""
         path = f"/v1/{self.project_id}/server-groups"
-        return self._pages(path, {}, "server_groups", page_size, "id", deadline)
+        return _joined(self._pages(path, {}, "server_groups", page_size, "id", deadline))
 
     def delete_failure_job(
         self, failure_job_id: str, *, deadline: float | None = None
@@ -187,51 +220,41 @@ class TaskCenterClient:
     def _pages(
         self, path: str, params: dict[str, str], key: str, page_size: int, identity: str,
         deadline: float | None,
-    ) -> list[dict[str, Any]]:
+    ) -> Iterator[list[dict[str, Any]]]:
         # Page until an empty page: servers cap pages below `limit`, and `count` may be the
         # page's size, so neither a short page nor `count` says the listing is done. Stop,
         # as incomplete, when a page brings nothing new (a server that ignores `offset`
-        # repeats itself), at the page bound, or at the deadline. Only distinct records
-        # are kept: memory is bounded by the page bound, whatever the server sends.
-        seen: set[str] = set()
-        records: list[dict[str, Any]] = []
+        # repeats itself), when a page is over the byte bound, or at the deadline. No
+        # bound on the number of pages (docs: a backlog of 1,000,000 is listed to the
+        # end); what is kept across pages is a digest per distinct record.
+        seen = _Seen()
         offset = pages = attempts = 0
         while True:
-            if pages >= self.max_pages:
-                raise IncompleteListing(
-                    f"listing stopped after {pages} pages without an empty page "
-                    f"(SDRS_LIST_MAX_PAGES {self.max_pages})",
-                    records=records, retryable=False, attempts=attempts)
             if deadline is not None and time.monotonic() >= deadline:
-                raise IncompleteListing("deadline reached while listing", records=records,
-                                        retryable=True, attempts=attempts)
+                raise IncompleteListing(
+                    f"deadline reached while listing (after {pages} pages)",
+                    retryable=True, attempts=attempts, pages=pages)
             page_params = {**params, "limit": str(page_size), "offset": str(offset)}
             try:
                 response, attempts = self._send("GET", path, page_params, ok=(200,),
                                                 deadline=deadline)
             except SdrsError as exc:
-                if exc.code != DEADLINE_REACHED:
-                    raise
-                raise IncompleteListing("deadline reached while listing", records=records,
-                                        retryable=True, attempts=exc.attempts) from None
+                raise _stopped(exc, pages, offset, deadline) from None
             items = _page(response, key, attempts)
             del response  # the page's body is not kept beyond its records
             pages += 1
             if not items:
-                return records
-            fresh = 0
-            for item in items:
-                item_key = _identity(item, identity)
-                if item_key not in seen:
-                    seen.add(item_key)
-                    records.append(item)
-                    fresh += 1
+                return
+            fresh = [item for item in items if seen.add(_identity(item, identity))]
             if not fresh:
                 raise IncompleteListing(
                     f"page {pages} (offset {offset}) brought no record not seen before: "
                     "the server seems to ignore offset",
-                    records=records, retryable=False, attempts=attempts)
+                    retryable=False, attempts=attempts, pages=pages)
             offset += len(items)
+            del items
+            yield fresh
+            del fresh
 
     def _send(
         self,
@@ -346,6 +369,65 @@ def _identity(item: dict[str, Any], field: str) -> str:
     if isinstance(value, str) and value:
         return "id:" + value
     return "content:" + json.dumps(item, sort_keys=True, default=str)
+
+
+class _Seen:
+    """The identities of the records one listing has brought, 16 bytes each.
+
+    A keyed BLAKE2b digest (a fresh random key per listing) as a Python int in a set:
+    about 80 to 100 bytes per record in the process (44 for the int, the rest the set's
+    table; tests/test_listing.py measures it with tracemalloc), not the identity strings. Two
+    records are mistaken for one only if their 128-bit digests collide: about n**2 / 2**129
+    for n records (1e-27 at 1,000,000), and no server can aim for it (the key is secret).
+    """
+
+    __slots__ = ("_digests", "_key")
+
+    def __init__(self) -> None:
+        self._key = os.urandom(16)
+        self._digests: set[int] = set()
+
+    def add(self, identity: str) -> bool:
+        """Remember ``identity``; True when it had not been seen before."""
+        digest = int.from_bytes(
+            hashlib.blake2b(identity.encode(), digest_size=16, key=self._key).digest(), "big")
+        if digest in self._digests:
+            return False
+        self._digests.add(digest)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+
+def _stopped(
+    error: SdrsError, pages: int, offset: int, deadline: float | None
+) -> SdrsError:
+    """What a failed page means for its listing: over the byte bound or past the deadline,
+    an incomplete listing; anything else, the error itself."""
+    if error.code == RESPONSE_TOO_LARGE:
+        return IncompleteListing(
+            f"page {pages + 1} (offset {offset}) is larger than the byte bound: "
+            f"{error.message}", retryable=False, attempts=error.attempts, pages=pages)
+    if error.code == DEADLINE_REACHED or (
+            deadline is not None and error.status_code is None
+            and time.monotonic() >= deadline):
+        return IncompleteListing(
+            f"deadline reached while listing (after {pages} pages): {error.message}",
+            retryable=True, attempts=error.attempts, pages=pages)
+    return error
+
+
+def _joined(pages: Iterator[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every page in one list; an IncompleteListing carries what was read until then."""
+    records: list[dict[str, Any]] = []
+    try:
+        for page in pages:
+            records.extend(page)
+    except IncompleteListing as exc:
+        exc.records = records
+        raise
+    return records
 
 
 def _retry_after(response: httpx.Response, cap: float) -> float | None:
