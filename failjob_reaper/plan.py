@@ -222,8 +222,12 @@ def make_plan(
                     by_resource[resource_id].append(copy)
 
     records: list[PlannedRecord] = []
+    # Equal decisions are one object: a backlog's expired tasks mostly share their words
+    # ("age 30d 2h exceeds retention 7d ..."), and a plan of 100,000 keeps each once.
+    shared: dict[Decision, Decision] = {}
     for key, (copies, scopes) in distinct.items():
         record, decision = _decide_everywhere(copies, scopes, policy, now, by_resource, force)
+        decision = shared.setdefault(decision, decision)
         raw_id = record.get(id_field)
         records.append(PlannedRecord(
             key=key, record=record, scopes=scopes, decision=decision,
