@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import flask.typing
     from cloudevents.http import CloudEvent
 
-    from failjob_reaper.app import App
+    from failjob_reaper.components import Components
     from handlers.functiongraph import Entry
 
 RUNTIME_MARKERS = ("RUNTIME_FUNC_NAME", "RUNTIME_PROJECT_ID")
@@ -58,11 +58,11 @@ try:
 
         _entry = _Entry.load()
         if _entry.app is not None:
-            app: App = _entry.app
+            app: Components = _entry.app
     else:
-        from failjob_reaper.app import load_app_or_exit
+        from failjob_reaper.components import load_components_or_exit
 
-        app = load_app_or_exit()
+        app = load_components_or_exit()
         _target = _started_target()
         if _target == "on_event":
             from handlers import cloudevent as _cloudevent

@@ -325,7 +325,7 @@ class _Built:
 
 
 def _build(args: argparse.Namespace) -> _Built:
-    from failjob_reaper.app import build_app
+    from failjob_reaper.components import build_components
     from failjob_reaper.logs import configure_from_settings, secrets_of
     from failjob_reaper.sdrs import transport_for
     from failjob_reaper.settings import load_settings
@@ -342,7 +342,7 @@ def _build(args: argparse.Namespace) -> _Built:
     outcomes = _Forwarding(sink)
     sdrs = _Watching(transport_for(settings.endpoint, max_connections=settings.max_connections))
     # One command, one process: the lookup index would be written and never read.
-    app = build_app(settings, emitter=outcomes, transport=sdrs, index=False,
+    app = build_components(settings, emitter=outcomes, transport=sdrs, index=False,
                     adjust_policy=_max_deletions(getattr(args, "max_deletions", None)))
     # Reach the store before any work, on every verb alike: an unreachable STATE_URL is
     # one line and exit 3 (main), not a traceback later nor a silent fallback.

@@ -24,7 +24,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from failjob_reaper.ids import is_valid_id
-from failjob_reaper.lookup import Scope, read_scope
 from failjob_reaper.outcomes import Outcome
 from failjob_reaper.plan import (
     Plan,
@@ -36,6 +35,7 @@ from failjob_reaper.plan import (
 )
 from failjob_reaper.reading import Execution, Progress
 from failjob_reaper.reporting import Job, Reporter
+from failjob_reaper.scopes import Scope, read_scope
 from failjob_reaper.sdrs import DeleteResult, SdrsError, TaskCenterClient
 from failjob_reaper.state import StateUnavailable
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
 
-    from failjob_reaper.coordination import Shared
+    from failjob_reaper.exactly_once import ExactlyOnce
     from failjob_reaper.policy import Policy
 
 log = logging.getLogger("failjob_reaper")
@@ -54,7 +54,7 @@ Emit = Callable[[Outcome], None]
 class DeleteDoor:
     """Every DELETE of the deployment: journaled first, then sent."""
 
-    def __init__(self, shared: Shared) -> None:
+    def __init__(self, shared: ExactlyOnce) -> None:
         self.shared = shared
 
     def send(

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from failjob_reaper.lookup import LookupIndex, Scope, read_scope, scopes_to_search, search_order
 from failjob_reaper.plan import Everything, Plan, ScopeListing, make_plan
 from failjob_reaper.policy import Policy
 from failjob_reaper.reporting import Job
+from failjob_reaper.scopes import LookupIndex, Scope, read_scope, scopes_to_search, search_order
 from failjob_reaper.sdrs import IncompleteListing, SdrsError, TaskCenterClient
 
 Progress = Callable[[str, int, int], None]

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from failjob_reaper.coordination import Shared, Timing
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import Rejected, ResourceRequest, TaskRequest
+from failjob_reaper.exactly_once import ExactlyOnce, Timing
 from failjob_reaper.executing import DeleteDoor, Emit, PlanExecutor
-from failjob_reaper.lookup import LookupIndex, Scope
 from failjob_reaper.outcomes import Outcome, Publisher
 from failjob_reaper.plan import (
     Everything,
@@ -35,6 +34,7 @@ from failjob_reaper.plan import (
 from failjob_reaper.policy import Policy
 from failjob_reaper.reading import Execution, Progress, ScopeReader
 from failjob_reaper.reporting import Job, OutcomeDoor, Reporter
+from failjob_reaper.scopes import LookupIndex, Scope
 from failjob_reaper.sdrs import DeleteResult, IncompleteListing, SdrsError, TaskCenterClient
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class Reaper:
         config: ReaperConfig,
         *,
         clock: Clock = utc_now,
-        shared: Shared | None = None,
+        shared: ExactlyOnce | None = None,
     ) -> None:
         self.client = client
         self.policy = policy
@@ -84,7 +84,7 @@ class Reaper:
         self.config = config
         self.clock = clock
         # Idempotency records, the delete journal, the lease: in the publisher's store.
-        self.shared = shared or Shared(publisher.state, Timing(task_seconds=120,
+        self.shared = shared or ExactlyOnce(publisher.state, Timing(task_seconds=120,
                                                                sweep_seconds=600))
         self.alerts: Alerts | None = None
         """SMN alerts (app wiring): permanent failures outside sweeps, sweep digests."""

@@ -22,7 +22,7 @@ from failjob_reaper.plan import PlannedDelete, PlannedRecord, Settlement, Target
 from failjob_reaper.state import StateUnavailable
 
 if TYPE_CHECKING:
-    from failjob_reaper.coordination import Shared
+    from failjob_reaper.exactly_once import ExactlyOnce
     from failjob_reaper.policy import Decision
     from failjob_reaper.sdrs import SdrsError
 
@@ -120,7 +120,7 @@ class Reporter:
 class OutcomeDoor:
     """The one way out for outcomes: settle against the journal, log, publish."""
 
-    def __init__(self, shared: Shared, publisher: Publisher) -> None:
+    def __init__(self, shared: ExactlyOnce, publisher: Publisher) -> None:
         self.shared = shared
         self.publisher = publisher
 

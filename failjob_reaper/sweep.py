@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from failjob_reaper.alerts import SweepWatch
-from failjob_reaper.coordination import BudgetSpent, SweepFenced
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import SweepRequest
+from failjob_reaper.exactly_once import BudgetSpent, SweepFenced
 from failjob_reaper.logs import summary_fields
-from failjob_reaper.lookup import TOP_LEVEL, Scope, group_scopes
 from failjob_reaper.outcomes import MAX_BATCH, Outcome, SweepSummary
 from failjob_reaper.plan import Everything, Plan
 from failjob_reaper.reaper import Execution, Job, Progress, Reaper
+from failjob_reaper.scopes import TOP_LEVEL, Scope, group_scopes
 from failjob_reaper.sdrs import IncompleteListing, RateLimiter, SdrsError
 from failjob_reaper.state import StateUnavailable
 from failjob_reaper.state.lease import Lease

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from failjob_reaper.app import App
+from failjob_reaper.components import Components
 from failjob_reaper.http_api import error_body
 from handlers._events import Redeliver, event_problem, process, split
 
@@ -79,7 +79,7 @@ def process_envelope(
     return result
 
 
-def envelope_answer(app: App, body: bytes) -> tuple[int, Mapping[str, Any]] | None:
+def envelope_answer(app: Components, body: bytes) -> tuple[int, Mapping[str, Any]] | None:
     """The answer (status, JSON) to a plain JSON POST that is an envelope; None if it is not."""
     try:
         events = envelope_events(json.loads(body))

@@ -9,7 +9,7 @@ import binascii
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from failjob_reaper.app import App
+from failjob_reaper.components import Components
 from failjob_reaper.errors import OutcomeDeliveryError
 from failjob_reaper.events import ResourceRequest, SweepRequest, parse_cloudevent
 from failjob_reaper.state import StateUnavailable
@@ -56,7 +56,7 @@ def split(event: Mapping[str, Any]) -> tuple[dict[str, Any], object]:
     return attributes, data
 
 
-def process(app: App, attributes: Mapping[str, Any], data: object) -> None:
+def process(app: Components, attributes: Mapping[str, Any], data: object) -> None:
     """Decide or sweep; raise Redeliver when a redelivery could still help."""
     settings = app.settings
     request = parse_cloudevent(

@@ -13,7 +13,7 @@ from cloudevents.exceptions import GenericException
 from cloudevents.http import CloudEvent, from_http
 from werkzeug.exceptions import RequestEntityTooLarge, ServiceUnavailable
 
-from failjob_reaper.app import App
+from failjob_reaper.components import Components
 from failjob_reaper.http_api import JSON, error_body
 from handlers._envelope import envelope_answer
 from handlers._events import Redeliver, attribute_problem, process
@@ -35,7 +35,7 @@ nested thousands deep), ValueError for a null ``id``, and TypeError/AttributeErr
 for a structured body that is JSON but not an object."""
 
 
-def on_event(app: App, event: CloudEvent) -> None:
+def on_event(app: Components, event: CloudEvent) -> None:
     """functions-framework: return acknowledges (200); 503 asks for redelivery."""
     try:
         process(app, event.get_attributes(), event.data)
@@ -43,7 +43,7 @@ def on_event(app: App, event: CloudEvent) -> None:
         raise ServiceUnavailable(description=str(exc)) from None
 
 
-def install_request_guard(app: App | None) -> None:
+def install_request_guard(app: Components | None) -> None:
     """Put ``guard_request`` in front of the CloudEvent function of this Flask app.
 
     Called while main.py is loaded inside functions-framework's app context; elsewhere
@@ -53,7 +53,7 @@ def install_request_guard(app: App | None) -> None:
         flask.current_app.before_request(lambda: guard_request(app))
 
 
-def guard_request(app: App) -> flask.Response | None:
+def guard_request(app: Components) -> flask.Response | None:
     """What comes before the framework's own CloudEvent parse; None lets it go on.
 
     0. A body over ``EVENT_MAX_BODY_BYTES`` is refused with 413 and never read whole:

@@ -51,7 +51,12 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlencode
 
 from failjob_reaper._text import printable
-from failjob_reaper.app import CONFIG_ERROR_PREFIX, App, load_app, load_app_or_exit
+from failjob_reaper.components import (
+    CONFIG_ERROR_PREFIX,
+    Components,
+    load_components,
+    load_components_or_exit,
+)
 from failjob_reaper.cts import unwrap_trigger_payload
 from failjob_reaper.errors import ConfigError, InvalidInput, OutcomeDeliveryError
 from failjob_reaper.events import Rejected, sweep_request
@@ -130,18 +135,18 @@ def on_functiongraph(environ: Mapping[str, str] | None = None) -> bool:
 class Entry:
     """What main.py holds: the app, or the configuration error every invocation reports."""
 
-    app: App | None
+    app: Components | None
     error: str | None = None
 
     @classmethod
     def load(cls) -> Entry:
-        """Outside FunctionGraph: ``load_app_or_exit()`` (a settings error stops the import,
+        """Outside FunctionGraph: ``load_components_or_exit()`` (a settings error stops the import,
         exit 2). On FunctionGraph the runtime imports main.py once per instance and must
         not die there: the error line is logged once and raised by every invocation."""
         if not on_functiongraph():
-            return cls(load_app_or_exit())
+            return cls(load_components_or_exit())
         try:
-            return cls(load_app(context_credentials=True))
+            return cls(load_components(context_credentials=True))
         except ConfigError as exc:
             line = f"{CONFIG_ERROR_PREFIX}{exc}"
             print(line, file=sys.stderr)
@@ -156,7 +161,7 @@ class Entry:
 # -- one invocation ---------------------------------------------------------------------
 
 
-def handle(app: App, event: object, context: Context | None) -> dict[str, Any]:
+def handle(app: Components, event: object, context: Context | None) -> dict[str, Any]:
     """Serve one FunctionGraph invocation (see the module docstring)."""
     kind = classify(event)
     assert isinstance(event, dict)  # classify() guarantees it
@@ -233,7 +238,7 @@ def larger_than(payload: object, limit: int) -> bool:
     return False
 
 
-def refresh_credentials(app: App, context: Context | None) -> None:
+def refresh_credentials(app: Components, context: Context | None) -> None:
     """Hand the agency's current temporary credentials to the client (they rotate).
 
     Only when the environment configures no credentials (``app.context_auth`` is set):
@@ -269,7 +274,7 @@ def sweep_deadline(remaining_ms: object) -> float | None:
 
 
 def _timer(
-    app: App, event: dict[str, Any], context: Context | None, request_id: str | None
+    app: Components, event: dict[str, Any], context: Context | None, request_id: str | None
 ) -> dict[str, Any]:
     name = event.get("trigger_name")
     name = name if isinstance(name, str) and _TRIGGER_NAME.fullmatch(name) else "timer"
@@ -306,7 +311,7 @@ def _check_cloudevent(event: Mapping[str, Any]) -> None:
         raise InvalidEvent(f"failjob-reaper: EventGrid event: {problem}")
 
 
-def _eventgrid(app: App, event: dict[str, Any]) -> dict[str, Any]:
+def _eventgrid(app: Components, event: dict[str, Any]) -> dict[str, Any]:
     attributes, data = split(event)
     try:
         process(app, attributes, data)
@@ -317,7 +322,7 @@ def _eventgrid(app: App, event: dict[str, Any]) -> dict[str, Any]:
     return {"status": "done", "id": attributes["id"], "type": attributes["type"]}
 
 
-def _envelope(app: App, event: dict[str, Any]) -> dict[str, Any]:
+def _envelope(app: Components, event: dict[str, Any]) -> dict[str, Any]:
     """``{"events": [...]}``: each event on its own; retry when any of them asks."""
     def one(item: Mapping[str, Any]) -> None:
         _eventgrid(app, dict(item))
@@ -356,7 +361,7 @@ class _BadApigRequest(Exception):
     pass
 
 
-def _apig(app: App, event: dict[str, Any]) -> dict[str, Any]:
+def _apig(app: Components, event: dict[str, Any]) -> dict[str, Any]:
     try:
         request = apig_request(event)
     except _BadApigRequest as exc:

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 
 import flask
 
-from failjob_reaper.app import App
+from failjob_reaper.components import Components
 from failjob_reaper.http_api import HttpRequest, HttpResponse, header_map, serve
 
 
-def on_http(app: App, request: flask.Request) -> flask.Response:
+def on_http(app: Components, request: flask.Request) -> flask.Response:
     """Serve one call of the manual HTTP API; never raises, never shows a traceback."""
     body = _StreamBody(request)
     answer = serve(app, HttpRequest(

@@ -161,7 +161,7 @@ def causation_id(event: CloudEvent) -> str | None:
 
 
 class CollectingEmitter:
-    """An in-process sink for ``build_app``: keeps events; can be told to refuse some."""
+    """An in-process sink for ``build_components``: keeps events; can be told to refuse some."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -198,7 +198,7 @@ class ControlledClock:
 
 
 def settings_for(endpoint: str, **env: str) -> Settings:
-    """Settings for ``build_app`` against a loopback stand-in, with fast retries."""
+    """Settings for ``build_components`` against a loopback stand-in, with fast retries."""
     values = {
         "SDRS_ENDPOINT": endpoint,
         "SDRS_PROJECT_ID": PROJECT,

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from failjob_reaper.app import build_app, load_app_or_exit
+from failjob_reaper.components import build_components, load_components_or_exit
 from failjob_reaper.errors import ConfigError
 from failjob_reaper.events import (
     EventTypes,
@@ -541,7 +541,7 @@ def test_invalid_policy_file_is_a_startup_error_naming_the_variable_and_field(
     path = tmp_path / f"policy{suffix}"
     path.write_text(json.dumps(policy))  # JSON is YAML too
     with pytest.raises(ConfigError) as caught:
-        build_app(settings_for(standin.url, RETENTION_POLICY_FILE=str(path)))
+        build_components(settings_for(standin.url, RETENTION_POLICY_FILE=str(path)))
     message = str(caught.value)
     assert message.startswith(f"RETENTION_POLICY_FILE: policy file {path}: ")
     assert f": {field}:" in message
@@ -557,7 +557,7 @@ def test_policy_file_with_several_problems_stops_startup_with_one_line(
                         "RETENTION_POLICY_FILE": str(path)}.items():
         clean_env.setenv(name, value)
     with pytest.raises(SystemExit) as stopped:
-        load_app_or_exit()
+        load_components_or_exit()
     assert stopped.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1, lines

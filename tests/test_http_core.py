@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from failjob_reaper.app import App, build_app
+from failjob_reaper.components import Components, build_components
 from failjob_reaper.http_api import HttpRequest, HttpResponse, header_map, serve
 from standin import OutcomeSink, TaskCenterStandIn
 from tests.conftest import EXPIRED, FRESH, PROJECT, ROOT, data_of, failed_task
@@ -29,8 +29,8 @@ JSON_BODY = {**AUTH, "content-type": "application/json"}
 
 
 @pytest.fixture
-def app(standin: TaskCenterStandIn, sink: OutcomeSink) -> Iterator[App]:
-    built = build_app(settings_for(standin.url, K_SINK=sink.url, RETRY_API_TOKEN=API_TOKEN,
+def app(standin: TaskCenterStandIn, sink: OutcomeSink) -> Iterator[Components]:
+    built = build_components(settings_for(standin.url, K_SINK=sink.url, RETRY_API_TOKEN=API_TOKEN,
                                    HTTP_MAX_BODY_BYTES=str(LIMIT)))
     yield built
 
@@ -47,7 +47,7 @@ class Reader:
         return self.data if self.data is not None and len(self.data) <= limit else None
 
 
-def post(app: App, path: str, body: Any = None, *, raw: bytes | None = None,
+def post(app: Components, path: str, body: Any = None, *, raw: bytes | None = None,
          headers: dict[str, str] | None = None) -> HttpResponse:
     data = raw if raw is not None else b"" if body is None else json.dumps(body).encode()
     return serve(app, HttpRequest("POST", path, JSON_BODY if headers is None else headers, data))
@@ -61,7 +61,7 @@ def error_of(response: HttpResponse) -> dict[str, str]:
 
 
 def test_retry_deletes_and_answers_the_outcome_it_emitted(
-    app: App, standin: TaskCenterStandIn, sink: OutcomeSink
+    app: Components, standin: TaskCenterStandIn, sink: OutcomeSink
 ) -> None:
     record = failed_task(EXPIRED)
     standin.add_job(record)
@@ -81,7 +81,7 @@ def test_retry_deletes_and_answers_the_outcome_it_emitted(
 
 
 def test_sweep_answers_its_summary(
-    app: App, standin: TaskCenterStandIn, sink: OutcomeSink
+    app: Components, standin: TaskCenterStandIn, sink: OutcomeSink
 ) -> None:
     expired, fresh = failed_task(EXPIRED), failed_task(FRESH)
     standin.add_job(expired)
@@ -99,7 +99,7 @@ def test_sweep_answers_its_summary(
 
 
 def test_a_sweep_of_one_protection_group_lists_only_there(
-    app: App, standin: TaskCenterStandIn
+    app: Components, standin: TaskCenterStandIn
 ) -> None:
     group = "a1b2c3d4-0000-4000-8000-00000000000c"
     standin.add_group(group, "group-c")
@@ -127,7 +127,7 @@ REFUSED_BEFORE_THE_BODY: list[tuple[str, str, dict[str, str], int]] = [
 
 @pytest.mark.parametrize(("method", "path", "headers", "status"), REFUSED_BEFORE_THE_BODY)
 def test_404_405_and_401_come_before_the_body_is_read(
-    app: App, standin: TaskCenterStandIn, method: str, path: str, headers: dict[str, str],
+    app: Components, standin: TaskCenterStandIn, method: str, path: str, headers: dict[str, str],
     status: int,
 ) -> None:
     reader = Reader(b'{"failure_job_id": "0123456789abcdef"}')
@@ -144,7 +144,7 @@ def test_404_405_and_401_come_before_the_body_is_read(
 
 
 def test_a_body_is_read_once_and_never_past_the_limit(
-    app: App, standin: TaskCenterStandIn
+    app: Components, standin: TaskCenterStandIn
 ) -> None:
     over = Reader(None)  # a stream longer than the limit
     response = serve(app, HttpRequest("POST", "/retry", JSON_BODY, over))
@@ -170,7 +170,7 @@ def test_a_body_is_read_once_and_never_past_the_limit(
 ], ids=["duplicate-key", "nan", "5000-digits", "deep", "not-utf8", "array", "unknown-field",
         "number-id", "path-trick", "group-trick"])
 def test_bad_bodies_are_400_with_a_code_and_no_request(
-    app: App, standin: TaskCenterStandIn, sink: OutcomeSink, raw: bytes, code: str
+    app: Components, standin: TaskCenterStandIn, sink: OutcomeSink, raw: bytes, code: str
 ) -> None:
     response = post(app, "/retry", raw=raw)
 
@@ -181,7 +181,7 @@ def test_bad_bodies_are_400_with_a_code_and_no_request(
 
 
 def test_a_delete_failed_event_is_retried_and_another_project_is_refused(
-    app: App, standin: TaskCenterStandIn, sink: OutcomeSink
+    app: Components, standin: TaskCenterStandIn, sink: OutcomeSink
 ) -> None:
     record = failed_task(EXPIRED)
     standin.add_job(record)
@@ -207,7 +207,7 @@ def test_a_delete_failed_event_is_retried_and_another_project_is_refused(
     assert standin.deletes() == [record["resource_id"]]
 
 
-def test_health_head_and_the_document_need_no_token(app: App) -> None:
+def test_health_head_and_the_document_need_no_token(app: Components) -> None:
     health = serve(app, HttpRequest("GET", "/healthz"))
     head = serve(app, HttpRequest("HEAD", "/healthz"))
     document = serve(app, HttpRequest("GET", "/openapi.json"))
@@ -218,7 +218,7 @@ def test_health_head_and_the_document_need_no_token(app: App) -> None:
     assert isinstance(body, dict) and body["openapi"].startswith("3.1")
 
 
-def test_a_query_string_is_refused_not_ignored(app: App, standin: TaskCenterStandIn) -> None:
+def test_a_query_string_is_refused_not_ignored(app: Components, standin: TaskCenterStandIn) -> None:
     request = HttpRequest("POST", "/sweep", JSON_BODY, b'{"dry_run": false}', "dry_run=true")
     response = serve(app, request)
     assert (response.status, error_of(response)["code"]) == (400, "invalid_request")
@@ -226,7 +226,7 @@ def test_a_query_string_is_refused_not_ignored(app: App, standin: TaskCenterStan
 
 
 def test_an_unexpected_error_is_a_bare_500(
-    app: App, monkeypatch: pytest.MonkeyPatch
+    app: Components, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def boom(*args: object) -> None:
         raise ValueError("secret internals")

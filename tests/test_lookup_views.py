@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from failjob_reaper.lookup import TOP_LEVEL, LookupIndex, Scope
 from failjob_reaper.plan import OneTask, ScopeListing
+from failjob_reaper.scopes import TOP_LEVEL, LookupIndex, Scope
 from failjob_reaper.state import StateStore
 
 T0 = datetime(2026, 12, 2, 1, 0, tzinfo=UTC)

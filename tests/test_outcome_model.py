@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from failjob_reaper.coordination import outcome_from_data, summary_from_data
+from failjob_reaper.exactly_once import outcome_from_data, summary_from_data
 from failjob_reaper.http_api import _openapi
 from failjob_reaper.logs import causation_fields, outcome_fields, summary_fields
 from failjob_reaper.outcomes import OUTCOMES, Causation, Outcome, SweepSummary

@@ -1,4 +1,4 @@
-"""Model-based: a hypothesis state machine drives the core (``build_app`` with a
+"""Model-based: a hypothesis state machine drives the core (``build_components`` with a
 controlled clock and a collecting emitter) through the cloudevent adapter against
 one task-center stand-in, while a plain model predicts every step.
 
@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from failjob_reaper.app import App, build_app
+from failjob_reaper.components import Components, build_components
 from failjob_reaper.policy import Decision, Policy, decide, parse_policy
 from handlers.cloudevent import Redeliver, process
 from standin import TaskCenterStandIn
@@ -114,7 +114,7 @@ class ReaperMachine(RuleBasedStateMachine):
         self.ever: set[str] = set()
         self.policy_name = "default"
         self.policy: Policy = parse_policy(POLICIES["default"])
-        self.app: App = self._build("default")
+        self.app: Components = self._build("default")
         self.log_mark = 0
         self.violations: list[str] = []
         self.outcome_ids: dict[tuple[str, str, str], str] = {}
@@ -122,10 +122,10 @@ class ReaperMachine(RuleBasedStateMachine):
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _build(self, name: str) -> App:
+    def _build(self, name: str) -> Components:
         path = self.tmp / f"{name}.json"
         path.write_text(json.dumps(POLICIES[name]))
-        app = build_app(
+        app = build_components(
             settings_for(self.standin.url, RETENTION_POLICY_FILE=str(path),
                          SDRS_FAILURE_JOB_ID_FIELD="job_id", SWEEP_CONCURRENCY="3"),
             emitter=self.emitter, clock=self.clock,

@@ -39,12 +39,12 @@ OUTSIDE: dict[str, re.Pattern[str]] = {
 
 PENDING = frozenset({
     "failjob_reaper/alerts.py",
-    "failjob_reaper/app.py",
-    "failjob_reaper/coordination.py",
+    "failjob_reaper/components.py",
+    "failjob_reaper/exactly_once.py",
     "failjob_reaper/cts.py",
     "failjob_reaper/http_api/_core.py",
     "failjob_reaper/http_api/_models.py",
-    "failjob_reaper/lookup.py",
+    "failjob_reaper/scopes.py",
     "failjob_reaper/outcomes/__init__.py",
     "failjob_reaper/outcomes/_data.py",
     "failjob_reaper/outcomes/_eventgrid.py",

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from failjob_reaper.app import App, build_app
+from failjob_reaper.components import Components, build_components
 from failjob_reaper.state import StateStore
 from failjob_reaper.state import keys as state_keys
 from handlers._events import Redeliver, process
@@ -111,7 +111,7 @@ def smn() -> Iterator[SmnStandIn]:
         yield server
 
 
-def _send(app: App, event_type: str, data: Any, event_id: str) -> bool:
+def _send(app: Components, event_type: str, data: Any, event_id: str) -> bool:
     """One CloudEvent through the same core as the adapters; False: answered 5xx."""
     try:
         process(app, {"id": event_id, "source": "/keys-test", "type": event_type,
@@ -125,7 +125,7 @@ def test_every_key_the_function_uses_is_named_in_the_keys_module(
     any_store: StateStore, standin: TaskCenterStandIn, sink: OutcomeSink, smn: SmnStandIn,
 ) -> None:
     store = Recording(any_store)
-    app = build_app(settings_for(
+    app = build_components(settings_for(
         standin.url, K_SINK=sink.url, OUTCOME_SINK_ATTEMPTS="1", SWEEP_RATE_LIMIT="1000",
         SMN_ENDPOINT=smn.url, SMN_TOPIC_URN=TOPIC, SMN_MAX_MESSAGES_PER_HOUR="1",
         SDRS_BACKOFF_INITIAL="0.001", SDRS_BACKOFF_MAX="0.001"), state=store)

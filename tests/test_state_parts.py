@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from cloudevents.http import CloudEvent
 
-from failjob_reaper.coordination import Shared, Timing
 from failjob_reaper.errors import OutcomeDeliveryError
+from failjob_reaper.exactly_once import ExactlyOnce, Timing
 from failjob_reaper.outcomes import Causation, Outcome, Publisher
 from failjob_reaper.outcomes._model import OutcomeName
 from failjob_reaper.state import StateStore
@@ -120,7 +120,7 @@ def _outcome(kind: OutcomeName, task: str = "task-1", **fields: Any) -> Outcome:
 
 
 def test_settle_turns_the_dead_senders_delete_into_one_deleted(any_store: StateStore) -> None:
-    shared = Shared(any_store, Timing(task_seconds=30, sweep_seconds=60))
+    shared = ExactlyOnce(any_store, Timing(task_seconds=30, sweep_seconds=60))
     shared.before_delete("task-1", Causation(id="e1", source="/s"),
                          {"rule": "default", "job": {"job_id": "j1"}, "reason": "expired"})
     first = shared.settle(_outcome("already_deleted", reason="not listed"))
@@ -132,7 +132,7 @@ def test_settle_turns_the_dead_senders_delete_into_one_deleted(any_store: StateS
 
 
 def test_settle_keeps_a_delete_that_was_answered_204(any_store: StateStore) -> None:
-    shared = Shared(any_store, Timing(task_seconds=30, sweep_seconds=60))
+    shared = ExactlyOnce(any_store, Timing(task_seconds=30, sweep_seconds=60))
     shared.before_delete("task-2", Causation(id="e1", source="/s"), {})
     assert shared.settle(_outcome("deleted", task="task-2")).outcome == "deleted"
     assert shared.settle(_outcome("already_deleted", task="task-2")).outcome == "already_deleted"
@@ -240,7 +240,7 @@ def test_the_outbox_is_bounded(any_store: StateStore) -> None:
 def test_an_input_naming_the_task_by_another_id_finds_the_journal_entry(
     any_store: StateStore,
 ) -> None:
-    shared = Shared(any_store, Timing(task_seconds=30, sweep_seconds=60))
+    shared = ExactlyOnce(any_store, Timing(task_seconds=30, sweep_seconds=60))
     shared.before_delete("resource-1", Causation(id="e1", source="/s"), {"rule": "default"},
                          aliases=["job-1", "resource-1"])
     settled = shared.settle(_outcome("already_deleted", task="job-1"))

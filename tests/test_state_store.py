@@ -411,7 +411,7 @@ def test_memory_indexing_a_backlog_never_pushes_out_a_lease_or_the_journal() -> 
 
 
 def test_memory_evicts_first_exactly_the_lookup_index_keys() -> None:
-    from failjob_reaper import lookup
+    from failjob_reaper import scopes as lookup
     from failjob_reaper.state._memory import CACHE_PREFIXES
 
     for prefix in (lookup._KEY, lookup._VIEW, lookup._GROUPS):

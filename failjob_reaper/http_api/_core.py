@@ -55,7 +55,7 @@ from failjob_reaper.state.idempotency import IdempotencyConflict, IdempotencyInP
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
-    from failjob_reaper.app import App
+    from failjob_reaper.components import Components
 
 log = logging.getLogger("failjob_reaper")
 
@@ -75,7 +75,7 @@ _CHALLENGE = 'Bearer realm="failjob-reaper"'
 _MAX_PROBLEMS = 5
 
 
-def serve(app: App, request: HttpRequest) -> HttpResponse:
+def serve(app: Components, request: HttpRequest) -> HttpResponse:
     """Answer one call of the manual HTTP API; never raises, never shows a traceback."""
     try:
         response = _route(app, request)
@@ -88,7 +88,7 @@ def serve(app: App, request: HttpRequest) -> HttpResponse:
     return replace(response, body=b"") if request.method == "HEAD" else response
 
 
-def _route(app: App, request: HttpRequest) -> HttpResponse:
+def _route(app: Components, request: HttpRequest) -> HttpResponse:
     path = request.path
     allowed = ROUTES.get(path)
     if allowed is None:
@@ -117,7 +117,7 @@ def _route(app: App, request: HttpRequest) -> HttpResponse:
 # -- the two mutating calls ---------------------------------------------------------
 
 
-def _retry(app: App, body: Body, cause: Causation) -> OutcomeData:
+def _retry(app: Components, body: Body, cause: Causation) -> OutcomeData:
     from failjob_reaper.http_api import _models
 
     media = body.media_type((JSON, CLOUDEVENTS_JSON))
@@ -138,7 +138,7 @@ def _retry(app: App, body: Body, cause: Causation) -> OutcomeData:
     return _delivered(lambda: app.reaper.handle(task).as_data())
 
 
-def _sweep(app: App, body: Body, cause: Causation) -> SweepSummaryData:
+def _sweep(app: Components, body: Body, cause: Causation) -> SweepSummaryData:
     raw = body.read() if body.media_type((JSON,)) is not None else b""
     # JSON syntax as strictly as for /retry; what the options may be is the business of
     # events.sweep_request, the one parser of sweep data on every path.

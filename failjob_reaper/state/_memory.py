@@ -17,7 +17,7 @@ entry and the strings' headers; tests/test_state_store.py checks it with tracema
 FIELD_COST = 100
 """Bytes counted for each field of a hash on top of the lengths of its name and value."""
 CACHE_PREFIXES = ("ix:", "sv:", "gv")
-"""The keys of the lookup index (failjob_reaper/lookup.py; a test holds the two together):
+"""The keys of the lookup index (failjob_reaper/scopes.py; a test holds the two together):
 a cache, whose loss costs only speed. Past a bound they go first, so that indexing a
 backlog never pushes out a sweep's lease, the delete journal or the outbox."""
 

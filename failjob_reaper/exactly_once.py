@@ -1,6 +1,8 @@
-"""What holds across instances, as the executor uses it (SPEC section 10).
+"""Exactly once across instances (SPEC section 10): each input decided once, each
+DELETE this deployment sent reported ``deleted`` once, one sweep at a time, and never
+more DELETEs for one sweep input than its plan allowed.
 
-One object per process (``App.shared``), over the ``StateStore`` of
+One object per process (``reaper.shared``), over the ``StateStore`` of
 ``STATE_URL``: the idempotency records of inputs, the delete journal, the sweep
 lease with its fencing token, and the shared deletion budget of a sweep. The
 executor calls it at its two doors (every DELETE, every outcome) and the entry
@@ -89,7 +91,7 @@ SweepRun = Callable[[Lease | None, Callable[[SweepSummary], None]], SweepSummary
 the summary once it is recorded in the outbox (before it is sent)."""
 
 
-class Shared:
+class ExactlyOnce:
     def __init__(self, store: StateStore, timing: Timing) -> None:
         self.store = store
         self.timing = timing

@@ -12,14 +12,14 @@ import sys
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from failjob_reaper.coordination import Shared, Timing
 from failjob_reaper.errors import ConfigError
 from failjob_reaper.events import EventTypes
+from failjob_reaper.exactly_once import ExactlyOnce, Timing
 from failjob_reaper.logs import configure_from_settings
-from failjob_reaper.lookup import LookupIndex
 from failjob_reaper.outcomes import Publisher
 from failjob_reaper.policy import Policy, PolicyError, default_policy, load_policy
 from failjob_reaper.reaper import Clock, Reaper, ReaperConfig, utc_now
+from failjob_reaper.scopes import LookupIndex
 from failjob_reaper.sdrs import (
     AkSkAuth,
     RetryPolicy,
@@ -46,7 +46,7 @@ CONFIG_ERROR_PREFIX = "failjob-reaper: configuration error: "
 
 
 @dataclass(frozen=True)
-class App:
+class Components:
     """Everything an entry point needs; main.py holds one per process."""
 
     settings: Settings
@@ -83,7 +83,7 @@ class App:
         )
 
 
-def build_app(
+def build_components(
     settings: Settings,
     *,
     auth: httpx.Auth | None = None,
@@ -93,7 +93,7 @@ def build_app(
     state: StateStore | None = None,
     index: bool = True,
     adjust_policy: Callable[[Policy], Policy] | None = None,
-) -> App:
+) -> Components:
     """Build the process's objects; raise ConfigError for a bad policy file.
 
     ``index``: keep the lookup index (a process that lives for one command, the CLI,
@@ -138,13 +138,13 @@ def build_app(
         list_concurrency=settings.sweep_concurrency,
     )
     reaper = Reaper(client, policy, publisher, config, clock=clock,
-                    shared=Shared(state, _timing(settings)))
+                    shared=ExactlyOnce(state, _timing(settings)))
     if index:
         reaper.index = LookupIndex(state, settings.failure_job_id_field,
                                    view_max_age=settings.listing_max_age, clock=clock)
     types = EventTypes(settings.type_job_failed, settings.type_expired, settings.type_sweep)
     reaper.alerts = smn_alerts(settings, auth, state)
-    return App(settings, reaper, types, state, alerts=reaper.alerts,
+    return Components(settings, reaper, types, state, alerts=reaper.alerts,
                sweep_rate=limiter.bulk() if limiter is not None else None)
 
 
@@ -223,7 +223,7 @@ def _policy(settings: Settings) -> Policy:
         raise ConfigError("RETENTION_POLICY_FILE: " + "; ".join(exc.problems)) from None
 
 
-def load_app(*, context_credentials: bool = False) -> App:
+def load_components(*, context_credentials: bool = False) -> Components:
     """Build from the environment; raise ConfigError naming the variable.
 
     ``context_credentials``: the platform hands over credentials per invocation
@@ -235,15 +235,15 @@ def load_app(*, context_credentials: bool = False) -> App:
     context_auth = None
     if context_credentials and settings.credential_kind == "none":
         context_auth = RotatingAkSkAuth(project_id=settings.project_id)
-    app = build_app(settings, auth=context_auth)
+    app = build_components(settings, auth=context_auth)
     configure_from_settings(settings)
     return replace(app, context_auth=context_auth)
 
 
-def load_app_or_exit() -> App:
+def load_components_or_exit() -> Components:
     """For entry points: build from the environment or stop with one clear line."""
     try:
-        return load_app()
+        return load_components()
     except ConfigError as exc:
         print(f"{CONFIG_ERROR_PREFIX}{exc}", file=sys.stderr)
         raise SystemExit(2) from None
