@@ -1,4 +1,4 @@
-"""Entry points of failjob-reaper; wiring only (SPEC section 2).
+"""Entry points of failjob-reaper; wiring only (docs/contract.md).
 
 The process builds its settings, policy, client and publisher once, here, and
 every invocation reuses them. Only the adapter of the started target is
@@ -51,7 +51,7 @@ gc.disable()
 try:
     # Outside FunctionGraph a settings error stops the import here (one line, exit 2).
     # FunctionGraph imports this module once per instance and must not die: there the
-    # error is kept and every invocation of `handler` raises it (SPEC section 3).
+    # error is kept and every invocation of `handler` raises it (docs/configuration.md).
     _entry: Entry | None = None
     if _on_functiongraph():
         from handlers.functiongraph import Entry as _Entry

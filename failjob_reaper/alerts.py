@@ -1,4 +1,4 @@
-"""Operator alerts through Huawei SMN (SPEC section 11): digests for people, rate-limited.
+"""Operator alerts through Huawei SMN (docs/huawei-cloud.md): digests for people, rate-limited.
 
 What needs a person, and nothing else:
 

@@ -107,7 +107,7 @@ def build_components(
                            namespace=f"fjr:{settings.project_id}:")
     if auth is None:
         auth = auth_from_settings(settings)
-    # One adaptive rate for every SDRS request of the deployment (SPEC section 6).
+    # One adaptive rate for every SDRS request of the deployment (docs/safety.md).
     limiter = limiter_for(settings.sweep_rate_limit, state)
     client = TaskCenterClient(
         settings.endpoint,
@@ -159,7 +159,7 @@ def outcome_emitter(settings: Settings, auth: httpx.Auth | None) -> Emitter:
     if settings.eg_endpoint and settings.eg_channel_id:
         from failjob_reaper.outcomes import EventGridEmitter
 
-        # Signed with the deployment's credentials, like the SDRS calls (SPEC section 11).
+        # Signed with the deployment's credentials, like the SDRS calls (docs/huawei-cloud.md).
         emitters.append(EventGridEmitter(settings.eg_endpoint, settings.project_id,
                                          settings.eg_channel_id, auth=auth,
                                          timeout=settings.sink_timeout,

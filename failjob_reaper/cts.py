@@ -1,7 +1,7 @@
 """Cloud Trace Service (CTS) traces in: which resource a trace names, or why it is refused.
 
 Pure functions, no I/O. SDRS publishes no "job failed" event of its own; what
-Huawei Cloud delivers about SDRS operations are CTS traces (SPEC section 4):
+Huawei Cloud delivers about SDRS operations are CTS traces (docs/events.md):
 
 * FunctionGraph's CTS trigger calls ``handler`` with ``{"cts": {trace}}``
   (an older shape, read by Huawei's Cloud Custodian fork, is ``{"data": {trace}}``);

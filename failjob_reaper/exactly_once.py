@@ -1,4 +1,4 @@
-"""Exactly once across instances (SPEC section 10): each input decided once, each
+"""Exactly once across instances (docs/state.md): each input decided once, each
 DELETE this deployment sent reported ``deleted`` once, one sweep at a time, and never
 more DELETEs for one sweep input than its plan allowed.
 
@@ -10,7 +10,7 @@ points around each input; it holds no state of its own besides the store.
 
 With the store unreachable (``StateUnavailable``) nothing is deleted: the DELETE
 is not sent because its journal entry could not be written, and the input is
-answered 5xx so that the trigger delivers it again later (README, "State").
+answered 5xx so that the trigger delivers it again later (docs/state.md).
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ class Reaper:
     def handle(self, request: TaskRequest | Rejected) -> Outcome:
         """Decide, act, publish; return the outcome (publishing errors propagate).
 
-        Idempotent per input (SPEC section 10): a repeat of an input decided before, on
+        Idempotent per input (docs/state.md): a repeat of an input decided before, on
         any instance, gets its first outcome; the same identity asking something else is
         refused (IdempotencyConflict on http, a ``rejected`` outcome otherwise).
         """

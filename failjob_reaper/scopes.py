@@ -4,7 +4,7 @@ The payload of an event is a hint, never the truth: the record the policy sees
 is the one the list API returns now. :func:`scopes_to_search` is the one place
 that says which scopes a task may live in; :class:`LookupIndex` remembers where
 each task and resource was listed, so that one event reads one scope instead of
-every protection group (SPEC section 6), and what each scope's last complete
+every protection group (docs/safety.md), and what each scope's last complete
 listing held, so that an event that deletes need not read again the scopes that
 were listed less than ``LISTING_MAX_AGE`` ago without a record it must weigh.
 """

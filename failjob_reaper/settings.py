@@ -1,6 +1,6 @@
 """Configuration from the environment, read once per process with pydantic-settings.
 
-Every variable is documented in README.md ("Configuration"). A bad value fails
+Every variable is documented in docs/configuration.md. A bad value fails
 here, at start-up, with one line naming the variable and never its value.
 """
 
@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     listing_max_age: float = Field(60.0, gt=0, le=3600, validation_alias="LISTING_MAX_AGE")
     event_deadline: float = Field(60.0, gt=0, le=900, validation_alias="EVENT_DEADLINE")
 
-    # State shared by every instance (SPEC section 10)
+    # State shared by every instance (docs/state.md)
     state_url: SecretStr = Field(SecretStr("memory://"), validation_alias="STATE_URL")
     """A Redis URL may carry the password: a secret (never logged, from the Knative Secret)."""
 
@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     sink_timeout: float = Field(5.0, gt=0, le=120, validation_alias="OUTCOME_SINK_TIMEOUT")
     sink_attempts: int = Field(3, ge=1, le=10, validation_alias="OUTCOME_SINK_ATTEMPTS")
 
-    # Huawei Cloud outputs (SPEC section 11)
+    # Huawei Cloud outputs (docs/huawei-cloud.md)
     eg_endpoint: str | None = Field(None, validation_alias="EG_ENDPOINT")
     eg_channel_id: str | None = Field(None, validation_alias="EG_CHANNEL_ID")
     smn_endpoint: str | None = Field(None, validation_alias="SMN_ENDPOINT")
@@ -303,7 +303,8 @@ class Settings(BaseSettings):
 
 
     def check_consistency(self, environ: Mapping[str, str]) -> None:
-        """Refuse settings that contradict each other (SPEC section 3), naming one variable."""
+        """Refuse settings that contradict each other (docs/configuration.md), naming one
+        variable."""
         if self.backoff_initial > self.backoff_max:
             raise ConfigError(
                 f"SDRS_BACKOFF_INITIAL: {self.backoff_initial:g} is above "

@@ -1,6 +1,6 @@
 """EventGrid deliveries wrapped as ``{"events": [CloudEvent, ...]}``: each event on its own.
 
-EventGrid may deliver events one by one or in that envelope (SPEC section 4); both
+EventGrid may deliver events one by one or in that envelope (docs/events.md); both
 reach the same ``process`` as a bare event, one event at a time. An event that is
 no CloudEvent is refused alone (logged); the others are still decided. When any
 event asks for redelivery, the envelope is answered "retry" after every event was

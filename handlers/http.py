@@ -1,7 +1,7 @@
 """The functions-framework ``http`` target: a Flask request onto the HTTP core.
 
 Everything the manual API does is in ``failjob_reaper.http_api`` (routes, auth,
-limits, errors; SPEC section 8). Here only what Flask/WSGI needs: the headers as
+limits, errors; docs/http-api.md). Here only what Flask/WSGI needs: the headers as
 text, the body as a stream read within the limit, and the answer as a
 ``flask.Response``.
 """

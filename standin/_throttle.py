@@ -2,7 +2,7 @@
 
 Huawei's API gateway answers a client over its limit with 429 and
 ``{"error_code": "APIG.0308", "error_msg": "... limit:N,time:1 second"}``
-(reference/platforms.md); so does the stand-in once its bucket is empty. Off
+(docs/huawei-cloud.md); so does the stand-in once its bucket is empty. Off
 unless a ``Throttle`` is set on the stand-in (``TaskCenterStandIn.throttle``).
 """
 

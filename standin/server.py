@@ -1,6 +1,6 @@
 """A loopback stand-in of the SDRS task-center API, with fault injection and a request log.
 
-Choices where the real API is not settled (see reference/sdrs-task-center.md):
+Choices where the real API is not settled (see docs/huawei-cloud.md):
 
 * listings are ordered newest ``begin_time`` first (unparsable times last), then
   by insertion; offsets shift when records are deleted between pages, as they

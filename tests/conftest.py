@@ -171,7 +171,7 @@ def data_of(event: CloudEvent) -> dict[str, Any]:
     return data
 
 
-# -- a real redis-server for the shared state (SPEC section 10) ---------------------------
+# -- a real redis-server for the shared state (docs/state.md) ---------------------------
 
 
 @pytest.fixture(scope="session")

@@ -287,7 +287,7 @@ def test_same_event_twice_deletes_once_and_gets_its_first_outcome(
         function.send(FAILED, fresh, event_id="dup-2")
 
     assert deletes(standin) == [expired["resource_id"]]
-    # The repeats get the first answers and decide nothing again (SPEC section 10).
+    # The repeats get the first answers and decide nothing again (docs/state.md).
     events = sink.events
     types = [e["type"].rsplit(".", 1)[1] for e in events]
     assert types == ["deleted", "retained"]

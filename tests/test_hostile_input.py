@@ -459,7 +459,7 @@ def test_replayed_events_give_the_same_outcome_ids_and_one_delete(
         function.send("com.example.nope", {}, event_id="replay-3", structured=structured_mode)
 
     assert standin.deletes() == [record["resource_id"]]
-    # A repeat gets the first answer (SPEC section 10) and decides nothing again: each
+    # A repeat gets the first answer (docs/state.md) and decides nothing again: each
     # input has one outcome, reported once (the sink took them, so none is pending).
     events = sink.events
     assert kinds(events) == ["deleted", "already_deleted", "rejected"]

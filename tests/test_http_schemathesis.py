@@ -68,7 +68,7 @@ def _exercise(
             assert len(standin.deletes()) == deletes_before, (
                 f"{label} answered {response.status_code} but sent a DELETE")
         # Hypothesis reuses header values: the same Idempotency-Key with another body is
-        # refused with 422 by design (SPEC section 8), valid as each request is alone.
+        # refused with 422 by design (docs/http-api.md), valid as each request is alone.
         reused = (response.status_code == 422
                   and response.json()["error"]["code"] == "idempotency_key_reused")
         case.validate_response(response, headers=dict(AUTH),

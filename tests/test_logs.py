@@ -146,7 +146,7 @@ def test_a_secret_echoed_by_the_api_is_masked_in_the_log(
 def test_a_secret_echoed_by_the_api_never_reaches_the_outcome(
     standin: TaskCenterStandIn, sink: OutcomeSink, make_function: FunctionFactory,
 ) -> None:
-    # SPEC section 3: secrets never appear in outcomes either. The server echoes the
+    # docs/configuration.md: secrets never appear in outcomes either. The server echoes the
     # caller's token in its error message; the delete_failed outcome says so, masked.
     record = failed_task(EXPIRED)
     standin.add_job(record)

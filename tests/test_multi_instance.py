@@ -1,4 +1,4 @@
-"""Many instances, one Redis (issue 11, SPEC section 10).
+"""Many instances, one Redis (issue 11, docs/state.md).
 
 Two or three real ``functions-framework`` processes share one real redis-server,
 the task-center stand-in and a real outcome sink; the test plays the broker and

@@ -93,7 +93,7 @@ def test_timed_out_delete_applied_server_side_then_404_is_reported_deleted(
     sink: OutcomeSink, make_function: FunctionFactory
 ) -> None:
     # The first DELETE is applied after the client gave up on it; the retry finds it gone:
-    # our own first attempt deleted it (SPEC section 6), not "someone else".
+    # our own first attempt deleted it (docs/safety.md), not "someone else".
     # The gate holds the retry until then: at most the 0.15 s between the client's
     # timeout and the late apply, far inside the retry's own 1 s timeout.
     gated = GatedStandIn(project_id=PROJECT, token=TOKEN)

@@ -141,7 +141,7 @@ class ReaperMachine(RuleBasedStateMachine):
         return [r for r, s in self.live.values() if s == scope]
 
     def _decision(self, record: dict[str, Any], scope: str | None, now: datetime) -> Decision:
-        # Keep-latest ranks among the resource's failed tasks in every scope (SPEC 5).
+        # Keep-latest ranks among the resource's failed tasks in every scope (docs/policy.md).
         siblings = [r for r, _ in self.live.values()
                     if r.get("resource_id") == record.get("resource_id")]
         return decide(record, self.policy, now, siblings=siblings, server_group_id=scope)

@@ -477,8 +477,8 @@ def check(soak: Soak) -> tuple[dict[str, int], Counter[str], dict[str, Any]]:
                     if e["id"] not in interim}.values()
         first_answer = reported.setdefault(delivery.chain, set())
         if first_answer:
-            # A repeat of an input already acknowledged gets its first answer (SPEC section
-            # 10): it decides nothing again, so it brings no outcome of its own.
+            # A repeat of an input already acknowledged gets its first answer (docs/state.md): it
+            # decides nothing again, so it brings no outcome of its own.
             if {e["id"] for e in distinct} - first_answer:
                 violation("repeat-decided-again", delivery.chain)
             continue

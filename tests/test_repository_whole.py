@@ -3,13 +3,7 @@
 A clone has no specification next to it, no ``../shared`` folder and no ``/work/``
 tree: a comment, test or page that cites one sends its reader nowhere, and a test
 that reads one skips silently. Rules are cited by the docs page that states them
-(``docs/safety.md``, ``docs/state.md``, ...).
-
-``PENDING`` names the files that still cite the old specification while other branches
-edit them; the integrator rewrites them at merge time (a script turns every citation
-into its docs page) and then empties ``PENDING``. Until then those files are checked by
-``test_pending_files_are_whole_too``, marked xfail (not strict); every other tracked
-file is checked strictly now.
+(``docs/safety.md``, ``docs/state.md``, ...). Every tracked file is checked.
 """
 
 from __future__ import annotations
@@ -17,8 +11,6 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 THIS = Path(__file__).resolve().relative_to(ROOT).as_posix()
@@ -37,54 +29,6 @@ OUTSIDE: dict[str, re.Pattern[str]] = {
 }
 """What names something outside: each kind with the words of the failure message."""
 
-PENDING = frozenset({
-    "failjob_reaper/alerts.py",
-    "failjob_reaper/components.py",
-    "failjob_reaper/exactly_once.py",
-    "failjob_reaper/cts.py",
-    "failjob_reaper/http_api/_core.py",
-    "failjob_reaper/http_api/_models.py",
-    "failjob_reaper/scopes.py",
-    "failjob_reaper/outcomes/__init__.py",
-    "failjob_reaper/outcomes/_data.py",
-    "failjob_reaper/outcomes/_eventgrid.py",
-    "failjob_reaper/outcomes/_fanout.py",
-    "failjob_reaper/outcomes/_model.py",
-    "failjob_reaper/outcomes/_publisher.py",
-    "failjob_reaper/policy/_load.py",
-    "failjob_reaper/policy/_model.py",
-    "failjob_reaper/reaper.py",
-    "failjob_reaper/sdrs/_errors.py",
-    "failjob_reaper/sdrs/_ratelimit.py",
-    "failjob_reaper/settings.py",
-    "failjob_reaper/state/__init__.py",
-    "failjob_reaper/state/idempotency.py",
-    "failjob_reaper/state/journal.py",
-    "failjob_reaper/state/lease.py",
-    "handlers/_envelope.py",
-    "handlers/http.py",
-    "infra/README.md",
-    "infra/functiongraph/cts.tf",
-    "infra/functiongraph/eventgrid.tf",
-    "infra/functiongraph/smn.tf",
-    "infra/knative/policy.yaml",
-    "main.py",
-    "standin/_throttle.py",
-    "standin/demo_policy.yaml",
-    "standin/server.py",
-    "tests/conftest.py",
-    "tests/test_event_path.py",
-    "tests/test_hostile_input.py",
-    "tests/test_http_schemathesis.py",
-    "tests/test_infra.py",
-    "tests/test_logs.py",
-    "tests/test_multi_instance.py",
-    "tests/test_policy_load.py",
-    "tests/test_reliability_faults.py",
-    "tests/test_reliability_model.py",
-    "tests/test_reliability_soak.py",
-})
-"""Files other branches edit right now, rewritten at merge time; then this is emptied."""
 
 
 def _tracked() -> list[str]:
@@ -140,22 +84,12 @@ def test_the_patterns_catch_every_kind_of_outside_path() -> None:
 
 
 def test_no_tracked_file_names_a_path_outside_the_repository() -> None:
-    found = [mention for name in _tracked() if name != THIS and name not in PENDING
+    found = [mention for name in _tracked() if name != THIS
              for mention in _mentions(name)]
     assert not found, (
         "these lines name something outside the repository; cite the docs page that "
         "states the rule instead (docs/<page>.md):\n" + "\n".join(found)
     )
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="PENDING files are rewritten to cite docs pages when the branches are merged",
-)
-def test_pending_files_are_whole_too() -> None:
-    tracked = set(_tracked())
-    found = [mention for name in sorted(PENDING & tracked) for mention in _mentions(name)]
-    assert not found, "\n".join(found)
 
 
 def test_the_docs_pages_cited_in_the_code_exist() -> None:

@@ -1,4 +1,4 @@
-"""The manual HTTP API (SPEC section 8): ``serve(app, request) -> response``.
+"""The manual HTTP API (docs/http-api.md): ``serve(app, request) -> response``.
 
 =====================  ======  =========================================================
 path                   auth    what

@@ -132,7 +132,7 @@ class SweepBody(BaseModel):
     """Start a sweep of every failed task of the project (or of one protection group).
 
     The document of what ``events.sweep_request`` accepts, which is the parser: the
-    same sweep data on every path (SPEC section 4). ``tests/test_http_api.py`` holds
+    same sweep data on every path (docs/events.md). ``tests/test_http_api.py`` holds
     the keys together; schemathesis, the behaviour.
     """
 

@@ -1,7 +1,7 @@
 """Outcome CloudEvents: what they carry, how their ids are made, where they go.
 
 Every decision becomes one ``Outcome``; ``Publisher`` turns it into a
-CloudEvent (SPEC section 7) and hands it to an ``Emitter``: the sink from
+CloudEvent (docs/events.md) and hands it to an ``Emitter``: the sink from
 ``K_SINK`` in binary mode, the EventGrid channel (``EG_ENDPOINT``/``EG_CHANNEL_ID``),
 both, or one JSON line on stdout when there is neither.
 

@@ -1,4 +1,5 @@
-"""The EventGrid emitter: outcomes published to a Huawei EventGrid custom channel (SPEC 11).
+"""The EventGrid emitter: outcomes published to a Huawei EventGrid custom channel
+(docs/huawei-cloud.md).
 
 ``POST {EG_ENDPOINT}/v1/{project_id}/channels/{EG_CHANNEL_ID}/events`` with
 ``{"events": [CloudEvent JSON, ...]}``, at most ``batch_size`` (10) a call, signed

@@ -1,4 +1,5 @@
-"""Several destinations at once: ``K_SINK`` and EventGrid "as well as" each other (SPEC 11).
+"""Several destinations at once: ``K_SINK`` and EventGrid "as well as" each other
+(docs/huawei-cloud.md).
 
 An event counts as delivered when every destination took it or refused it for good
 (``delivery.Refused``: reported upward, so that the publisher logs and counts it).

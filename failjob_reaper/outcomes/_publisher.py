@@ -1,6 +1,6 @@
 """The publisher: outcome -> CloudEvent -> emitter, through an outbox in the state store.
 
-Transactional outbox (SPEC section 10): every outcome event is recorded in the
+Transactional outbox (docs/state.md): every outcome event is recorded in the
 outbox (a hash in the ``StateStore``: shared by every instance with Redis, this
 process's with ``memory://``) before it is sent, and removed once the emitter
 took it. An event the emitter refuses stays there until any instance delivers

@@ -34,7 +34,7 @@ class PolicyError(ValueError):
 
 def default_policy() -> Policy:
     """7 days, keep-latest off, at most 500 deletions a sweep, no fraction
-    guard, no rules, no holds (SPEC section 5).
+    guard, no rules, no holds (docs/policy.md).
 
     The model's own defaults, which need no validation: constructed without building
     the validator (cold start), equal to ``Policy()``."""

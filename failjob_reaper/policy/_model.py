@@ -1,4 +1,4 @@
-"""The retention policy model (SPEC section 5).
+"""The retention policy model (docs/policy.md).
 
 Every model is frozen (a policy is loaded once and shared by every
 invocation of a warm function) and forbids unknown keys (a misspelt key must

@@ -15,7 +15,7 @@ RETRYABLE_STATUSES = SDRS_DELETE.retry
 
 _MAX_MESSAGE = 500
 # Request headers that carry a secret: a server that echoes one back must not pass it on
-# into an outcome, a log line or an HTTP answer (SPEC section 3).
+# into an outcome, a log line or an HTTP answer (docs/configuration.md).
 _SECRET_HEADERS = ("X-Auth-Token", "X-Security-Token")
 _MASK = "***"
 

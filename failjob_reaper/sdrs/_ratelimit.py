@@ -1,6 +1,6 @@
 """The adaptive request rate, as pure state machines of (events, time): no threads, no I/O.
 
-``RateController``: AIMD under a ceiling (SPEC section 6). The rate rises
+``RateController``: AIMD under a ceiling (docs/safety.md). The rate rises
 additively while requests succeed and drops multiplicatively on a throttle; a
 ``limit:N`` the gateway announces caps it at N for a while. ``TokenBucket``: the
 pacing itself, with a small burst so that a lone request never waits.

@@ -1,4 +1,4 @@
-"""State shared by every instance of a deployment (SPEC section 10), behind one interface.
+"""State shared by every instance of a deployment (docs/state.md), behind one interface.
 
 ``StateStore`` offers a few primitives with expiry; everything that must hold
 across instances (outbox, idempotency records, the sweep lease, shared budgets,

@@ -1,4 +1,5 @@
-"""Idempotent inputs, in the manner of Powertools' idempotency utility (SPEC sections 8, 10).
+"""Idempotent inputs, in the manner of Powertools' idempotency utility (docs/http-api.md and
+docs/state.md).
 
 An input is known by its identity (a CloudEvent's source and id; the route and
 ``Idempotency-Key`` of a manual call; a manual call without the key has none and
@@ -31,7 +32,7 @@ from failjob_reaper.state import keys as state_keys
 from failjob_reaper.state._store import StateStore
 
 ANSWER_TTL = state_keys.ANSWER_TTL
-"""How long a completed record (and its answer) is kept: 24 h, as SPEC section 8 says."""
+"""How long a completed record (and its answer) is kept: 24 h, as docs/http-api.md says."""
 
 
 class IdempotencyConflict(ReaperError):

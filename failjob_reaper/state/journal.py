@@ -1,7 +1,7 @@
 """The delete journal: "a DELETE was sent for task X by input I", before it is sent.
 
 With it, a task this deployment sent a DELETE for is reported ``deleted``
-exactly once (SPEC section 10), even when the instance that sent it died
+exactly once (docs/state.md), even when the instance that sent it died
 before reporting: whoever next finds the task gone (a 404, or not listed any
 more) and finds the entry still ``sent`` takes it over (compare-and-set to
 ``reported``) and reports ``deleted`` with what the entry recorded; everyone

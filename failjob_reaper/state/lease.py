@@ -1,4 +1,4 @@
-"""The sweep lease: one sweep per project at a time, across every instance (SPEC section 10).
+"""The sweep lease: one sweep per project at a time, across every instance (docs/state.md).
 
 ``acquire()`` takes the lease with ``add`` (one winner) for as long as a sweep
 may run, and hands out a fencing token from a counter (``incr``) that only ever
