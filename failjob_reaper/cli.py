@@ -440,8 +440,8 @@ def _sweep(args: argparse.Namespace) -> int:
     # A dry run's rows say would_delete for every planned DELETE, unless --limit held
     # some back: then the rows say which ones were held back.
     done = built.outcomes.done if not dry_run or limited else None
-    rows = (plan_rows(plan, done, stopped=limit.reason if limited and limit else None)
-            if plan else [])
+    rows: Sequence[Row] = (plan_rows(plan, done, stopped=limit.reason if limited and limit
+                                     else None) if plan else [])
     data = {**summary.as_data(), "records": _by_action(rows),
             "deletes_planned": _deletes_planned(rows)}
     if not dry_run:
@@ -507,7 +507,7 @@ def _plan(args: argparse.Namespace) -> int:
             plan, execution = built.app.sweeper.preview(request, progress=progress)
     except SdrsError as exc:
         return _api_failed("listing protection groups", exc, built)
-    rows = plan_rows(plan)
+    rows: Sequence[Row] = plan_rows(plan)
     data: dict[str, Any] = {
         "outcome": "plan", "dry_run": True, "listed": plan.listed,
         "groups": sum(1 for scope in execution.scopes if scope.server_group_id),
@@ -563,7 +563,7 @@ def _progress(args: argparse.Namespace, dry_run: bool) -> Iterator[Progress | No
 
 
 def _report(
-    output: OutputFormat | Literal["html"], rows: list[Row], plan: Plan | None,
+    output: OutputFormat | Literal["html"], rows: Sequence[Row], plan: Plan | None,
     summary: Mapping[str, Any], *, dry_run: bool, title: str,
 ) -> None:
     """The plan's rows, the guard verdict and the summary, in the chosen format."""

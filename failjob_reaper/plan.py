@@ -96,15 +96,31 @@ class ScopeListing:
 class PlannedRecord:
     """One distinct record, where it was listed and the policy's word on it alone."""
 
-    key: str
     record: Record
     scopes: tuple[str | None, ...]
     decision: Decision
-    failure_job_id: str | None
-    """The record's id field, when it is a usable DELETE id; else None."""
+    id_field: str
     targeted: bool
-    ids: tuple[str, ...] = ()
-    """Every usable DELETE id its copies carry (usually just ``failure_job_id``)."""
+    other_ids: tuple[str, ...] = ()
+    """DELETE ids other copies carry besides ``failure_job_id`` (almost always none)."""
+
+    # Derived, not stored: a plan of 100,000 records keeps only what it must
+    # (docs/performance.md).
+    @property
+    def key(self) -> str:
+        return record_key(self.record)
+
+    @property
+    def failure_job_id(self) -> str | None:
+        """The record's id field, when it is a usable DELETE id; else None."""
+        raw = self.record.get(self.id_field)
+        return str(raw) if is_valid_id(raw) else None
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Every usable DELETE id its copies carry (usually just ``failure_job_id``)."""
+        own = self.failure_job_id
+        return ((own,) if own is not None else ()) + self.other_ids
 
     @property
     def server_group_id(self) -> str | None:
@@ -225,15 +241,16 @@ def make_plan(
     # Equal decisions are one object: a backlog's expired tasks mostly share their words
     # ("age 30d 2h exceeds retention 7d ..."), and a plan of 100,000 keeps each once.
     shared: dict[Decision, Decision] = {}
-    for key, (copies, scopes) in distinct.items():
+    for copies, scopes in distinct.values():
         record, decision = _decide_everywhere(copies, scopes, policy, now, by_resource, force)
         decision = shared.setdefault(decision, decision)
         raw_id = record.get(id_field)
+        own = str(raw_id) if is_valid_id(raw_id) else None
         records.append(PlannedRecord(
-            key=key, record=record, scopes=scopes, decision=decision,
-            failure_job_id=str(raw_id) if is_valid_id(raw_id) else None,
+            record=record, scopes=scopes, decision=decision, id_field=id_field,
             targeted=any(_targeted(copy, target) for copy in copies),
-            ids=_ids_of(copies, id_field),
+            other_ids=tuple(i for i in _ids_of(copies, id_field) if i != own)
+            if len(copies) > 1 else (),
         ))
     if isinstance(target, OneTask):
         # One task named: one match, chosen canonically (the newest, then by identity),

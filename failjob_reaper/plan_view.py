@@ -19,7 +19,7 @@ import csv
 import io
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -52,7 +52,7 @@ class Row:
 def plan_rows(
     plan: Plan, done: Mapping[str, Mapping[str, Any]] | None = None, *,
     stopped: str | None = None,
-) -> list[Row]:
+) -> Rows:
     """One row per distinct record of ``plan``, the deletes first.
 
     ``done``: after a real sweep, the outcome data of each DELETE id (what the DELETE
@@ -68,31 +68,82 @@ def plan_rows(
         # Records sharing one DELETE id share its fate; a record without an id is alone.
         return sharing[failure_job_id] if failure_job_id is not None else [planned]
 
-    rows: dict[str, Row] = {}
+    # Each record's fate, small: its row is made when it is read (a plan of 100,000
+    # records is never 100,000 rows at once: docs/performance.md).
+    fates: dict[int, _Fate] = {}
     for delete in plan.deletes:
         answer = (done or {}).get(delete.failure_job_id)
         for planned in delete.removes:
-            rows[planned.key] = _deleting_row(planned, delete.decision, answer, done is None,
-                                              stopped)
+            fates[id(planned)] = _deleting_fate(planned, delete.decision, answer, done is None,
+                                                stopped)
     for settlement in plan.settled:
         lead = settlement.record
         if lead is None:
             continue
         for member in group(settlement.failure_job_id, lead):
-            if member.key in rows:
+            if id(member) in fates:
                 continue
             decision = settlement.decision
             if decision is not None and decision.rule == GUARD_RULE:
                 # Stopped by a guard: show what the policy says, the guard line says why not.
-                rows[member.key] = (_row("would_delete", member, member.decision) if done is None
-                                    else _row("retained", member, decision))
+                fates[id(member)] = (("would_delete", member.decision, None) if done is None
+                                     else ("retained", decision, None))
             elif settlement.outcome == "retained" and member.decision.action == "retain":
-                rows[member.key] = _row("retained", member, member.decision)
+                fates[id(member)] = ("retained", member.decision, None)
             else:
-                rows[member.key] = _row(settlement.outcome, member, decision,
-                                        reason=settlement.reason)
-    ordered = [rows[p.key] for p in plan.records if p.key in rows]
-    return sorted(ordered, key=lambda row: _ORDER.get(row.action, len(_ORDER)))
+                fates[id(member)] = (settlement.outcome, decision, settlement.reason)
+    return Rows(plan.records, fates)
+
+
+_Fate = tuple[str, "Decision | None", "str | None"]
+"""(action, decision, reason when it is not the decision's)."""
+
+
+class Rows(Sequence[Row]):
+    """The rows of a plan, deletes first, each made as it is read."""
+
+    def __init__(self, records: Sequence[PlannedRecord], fates: Mapping[int, _Fate],
+                 keep: Callable[[Row], bool] | None = None) -> None:
+        self._records = records
+        self._fates = fates
+        self._keep = keep
+        self._length: int | None = None if keep is not None else sum(
+            1 for p in records if id(p) in fates)
+
+    def __iter__(self) -> Iterator[Row]:
+        for rank in range(len(_ORDER) + 1):
+            for planned in self._records:
+                fate = self._fates.get(id(planned))
+                if fate is None or _ORDER.get(fate[0], len(_ORDER)) != rank:
+                    continue
+                row = _row(fate[0], planned, fate[1], reason=fate[2])
+                if self._keep is None or self._keep(row):
+                    yield row
+
+    def __len__(self) -> int:
+        if self._length is None:
+            self._length = sum(1 for _ in self)
+        return self._length
+
+    def __getitem__(self, index: int) -> Row:  # type: ignore[override]
+        if index < 0:
+            index += len(self)
+        for n, row in enumerate(self):
+            if n == index:
+                return row
+        raise IndexError(index)
+
+    def where(self, keep: Callable[[Row], bool]) -> Rows:
+        """The rows ``keep`` keeps, made as they are read too."""
+        return Rows(self._records, self._fates, keep)
+
+
+def _deleting_fate(
+    planned: PlannedRecord, decision: Decision, answer: Mapping[str, Any] | None, dry: bool,
+    stopped: str | None,
+) -> _Fate:
+    row = _deleting_row(planned, decision, answer, dry, stopped)
+    return (row.action, decision, row.reason if row.reason != decision.reason else None)
 
 
 def _deleting_row(
@@ -280,8 +331,12 @@ class RowFilter:
         return True
 
 
-def filter_rows(rows: Sequence[Row], chosen: RowFilter) -> list[Row]:
-    return [row for row in rows if chosen.keep(row)] if chosen.active else list(rows)
+def filter_rows(rows: Sequence[Row], chosen: RowFilter) -> Sequence[Row]:
+    if not chosen.active:
+        return rows
+    if isinstance(rows, Rows):
+        return rows.where(chosen.keep)
+    return [row for row in rows if chosen.keep(row)]
 
 
 def _duration_text(value: timedelta) -> str:

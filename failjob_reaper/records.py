@@ -11,8 +11,11 @@ gives that dict back, in the API's field order.
 
 from __future__ import annotations
 
+import re
 import sys
+import uuid
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 FIELDS = ("job_type", "job_status", "begin_time", "job_id", "failure_status", "resource_id",
@@ -25,6 +28,56 @@ _SHARED = frozenset({"job_type", "job_status", "failure_status", "error_code",
 _PER_LISTING = frozenset({"resource_id", "resource_name", "fail_reason"})
 """Repeated across one resource's failures: shared within one listing."""
 _MISSING = object()
+
+
+# Three values unique to every task have a fixed form in the API's listings: packed as
+# an int when (and only when) the int gives the very same text back.
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_MILLIS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class _Hex32(int):
+    __slots__ = ()
+
+
+class _Uuid(int):
+    __slots__ = ()
+
+
+class _Millis(int):
+    __slots__ = ()
+
+
+def _pack(value: str) -> Any:
+    if len(value) == 32 and _HEX32.fullmatch(value):
+        return _Hex32(int(value, 16))
+    if len(value) == 36 and _UUID.fullmatch(value):
+        return _Uuid(uuid.UUID(value).int)
+    if len(value) == 24 and _MILLIS.fullmatch(value):
+        try:
+            moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        except ValueError:
+            return value
+        packed = _Millis((moment - _EPOCH) // timedelta(milliseconds=1))
+        return packed if _unpack(packed) == value else value
+    return value
+
+
+def _unpack(value: Any) -> Any:
+    if type(value) is _Hex32:
+        return f"{value:032x}"
+    if type(value) is _Uuid:
+        return str(uuid.UUID(int=value))
+    if type(value) is _Millis:
+        moment = _EPOCH + timedelta(milliseconds=int(value))
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return value
+
+
+_PACKED = frozenset({"job_id", "resource_id", "begin_time"})
+"""Fields whose values are unique per task (often): packed when their form allows."""
 
 
 class Record(Mapping[str, Any]):
@@ -41,7 +94,7 @@ class Record(Mapping[str, Any]):
         if index is not None:
             value = self._values[index]
             if value is not _MISSING:
-                return value
+                return _unpack(value)
         elif self._extra is not None and key in self._extra:
             return self._extra[key]
         raise KeyError(key)
@@ -50,7 +103,7 @@ class Record(Mapping[str, Any]):
         index = _INDEX.get(key)
         if index is not None:
             value = self._values[index]
-            return default if value is _MISSING else value
+            return default if value is _MISSING else _unpack(value)
         return self._extra.get(key, default) if self._extra is not None else default
 
     def __iter__(self) -> Iterator[str]:
@@ -91,6 +144,10 @@ class Compactor:
             if isinstance(value, str):
                 if name in _SHARED and len(value) <= 128:
                     value = sys.intern(value)
+                elif name in _PACKED:
+                    value = _pack(value)
+                    if name == "resource_id" and isinstance(value, str):
+                        value = self._seen.setdefault(value, value)
                 elif name in _PER_LISTING:
                     value = self._seen.setdefault(value, value)
             values.append(value)

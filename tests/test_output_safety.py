@@ -95,7 +95,7 @@ def _rows(*records: dict[str, object]) -> list:  # type: ignore[type-arg]
     plan = make_plan([ScopeListing(None, list(records))], default_policy(),
                      NOW + timedelta(seconds=1), id_field="resource_id", target=Everything(),
                      dry_run=True)
-    return plan_rows(plan)
+    return list(plan_rows(plan))
 
 
 def test_the_table_escapes_a_field_that_would_print_a_line_of_its_own() -> None:
