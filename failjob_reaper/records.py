@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import sys
-import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,20 +29,12 @@ _PER_LISTING = frozenset({"resource_id", "resource_name", "fail_reason"})
 _MISSING = object()
 
 
-# Three values unique to every task have a fixed form in the API's listings: packed as
-# an int when (and only when) the int gives the very same text back.
-_HEX32 = re.compile(r"[0-9a-f]{32}")
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# begin_time, unique to almost every task, has one fixed form in the API's listings
+# ("2019-01-21T12:56:15.591Z"): packed as milliseconds when (and only when) they give
+# the very same text back. (Ids are not packed: the planner reads them again and again,
+# and each read would make the string anew.)
 _MILLIS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class _Hex32(int):
-    __slots__ = ()
-
-
-class _Uuid(int):
-    __slots__ = ()
 
 
 class _Millis(int):
@@ -51,10 +42,6 @@ class _Millis(int):
 
 
 def _pack(value: str) -> Any:
-    if len(value) == 32 and _HEX32.fullmatch(value):
-        return _Hex32(int(value, 16))
-    if len(value) == 36 and _UUID.fullmatch(value):
-        return _Uuid(uuid.UUID(value).int)
     if len(value) == 24 and _MILLIS.fullmatch(value):
         try:
             moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
@@ -66,18 +53,13 @@ def _pack(value: str) -> Any:
 
 
 def _unpack(value: Any) -> Any:
-    if type(value) is _Hex32:
-        return f"{value:032x}"
-    if type(value) is _Uuid:
-        return str(uuid.UUID(int=value))
     if type(value) is _Millis:
         moment = _EPOCH + timedelta(milliseconds=int(value))
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     return value
 
 
-_PACKED = frozenset({"job_id", "resource_id", "begin_time"})
-"""Fields whose values are unique per task (often): packed when their form allows."""
+_PACKED = frozenset({"begin_time"})
 
 
 class Record(Mapping[str, Any]):
@@ -146,8 +128,6 @@ class Compactor:
                     value = sys.intern(value)
                 elif name in _PACKED:
                     value = _pack(value)
-                    if name == "resource_id" and isinstance(value, str):
-                        value = self._seen.setdefault(value, value)
                 elif name in _PER_LISTING:
                     value = self._seen.setdefault(value, value)
             values.append(value)

@@ -1,0 +1,50 @@
+"""The compact form of a listed record is the record: equal to the dict it came from,
+read the same way by every reader, whatever the API put in it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from failjob_reaper.records import FIELDS, Compactor, Record
+
+LISTED = {"job_status": "FAIL", "resource_id": "897f57b2-6e94-4179-b414-9532726c59f2",
+          "resource_name": "Protected-Instance-5e2e", "resource_type": "protectedInstance",
+          "failure_status": "createFail", "job_id": "ff808082686f229a0168707b9be9013e",
+          "job_type": "createProtectedInstance", "begin_time": "2019-01-21T12:56:15.591Z",
+          "error_code": "EVS.2024", "fail_reason": "volume is error!"}
+
+values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=40),
+                   st.sampled_from(["2019-01-21T12:56:15.591Z", "0001-01-01T00:00:00.000Z",
+                                    "2019-13-21T12:56:15.591Z", "9999-12-31T23:59:59.999Z"]),
+                   st.lists(st.integers(), max_size=2))
+
+
+@given(st.dictionaries(st.sampled_from([*FIELDS, "extra", "server_group_id"]), values))
+def test_a_compact_record_equals_and_reads_as_the_dict_it_came_from(
+    record: dict[str, Any]
+) -> None:
+    compact = Compactor()(record)
+    assert isinstance(compact, Record)
+    assert compact == record and dict(compact) == record
+    assert json.dumps(dict(compact), sort_keys=True) == json.dumps(record, sort_keys=True)
+    for name in [*FIELDS, "extra", "absent"]:
+        assert compact.get(name) == record.get(name)
+        assert (name in compact) == (name in record)
+
+
+def test_repeated_values_are_shared_and_the_time_is_packed_exactly() -> None:
+    compact = Compactor()
+    first, second = compact(dict(LISTED)), compact(json.loads(json.dumps(LISTED)))
+    assert first["resource_name"] is second["resource_name"]
+    assert first["error_code"] is second["error_code"]
+    assert first["begin_time"] == LISTED["begin_time"]
+
+
+def test_a_record_has_no_hash_like_the_dict_it_stands_for() -> None:
+    with pytest.raises(TypeError):
+        hash(Compactor()(LISTED))
