@@ -18,8 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from failjob_reaper.plan import Everything, Plan, ScopeListing, make_plan
-from failjob_reaper.policy import Policy
+from failjob_reaper.plan import Everything, Plan, ScopeListing
 from failjob_reaper.reporting import Job
 from failjob_reaper.scopes import LookupIndex, Scope, read_scope, scopes_to_search, search_order
 from failjob_reaper.sdrs import IncompleteListing, SdrsError, TaskCenterClient
@@ -50,16 +49,16 @@ class ScopeReader:
     def __init__(
         self,
         client: TaskCenterClient,
-        policy: Policy,
+        planner: Callable[[Job, Sequence[ScopeListing]], Plan],
         clock: Callable[[], datetime],
         *,
-        id_field: str,
         list_concurrency: int = 1,
     ) -> None:
         self.client = client
-        self.policy = policy
+        self.planner = planner
+        """The one planner (``Reaper.plan``): would the plan on what is read so far
+        DELETE? Then every other scope must be weighed too."""
         self.clock = clock
-        self.id_field = id_field
         self.list_concurrency = list_concurrency
         self.index: LookupIndex | None = None
 
@@ -205,7 +204,7 @@ class ScopeReader:
                                  execution=execution)
             read, listings = [*read, *more], [*listings, *extra]
         incomplete: IncompleteListing | None = None
-        if more is None or self._plan(job, listings).deletes:
+        if more is None or self.planner(job, listings).deletes:
             recent = index.recent_groups() if more is not None else None
             if recent is not None:
                 everywhere = search_order(job.hint_group, recent[0])
@@ -235,7 +234,3 @@ class ScopeReader:
             listings = [*listings, *vouched]
         execution.scopes = read
         return listings, incomplete
-
-    def _plan(self, job: Job, listings: Sequence[ScopeListing]) -> Plan:
-        return make_plan(listings, self.policy, self.clock(), id_field=self.id_field,
-                         target=job.target, force=job.force, dry_run=job.dry_run)

@@ -88,7 +88,7 @@ class Reaper:
                                                                sweep_seconds=600))
         self.alerts: Alerts | None = None
         """SMN alerts (app wiring): permanent failures outside sweeps, sweep digests."""
-        self.reader = ScopeReader(client, policy, clock, id_field=config.id_field,
+        self.reader = ScopeReader(client, self.plan, clock,
                                   list_concurrency=config.list_concurrency)
         self.deletes = DeleteDoor(self.shared)
         self.outcomes = OutcomeDoor(self.shared, publisher)
