@@ -76,10 +76,26 @@ def _policy(tmp: Path) -> str:
     return str(path)
 
 
+FUNCTION_SWEEP = """
+import json, uuid
+from failjob_reaper.components import load_components
+from failjob_reaper.events import SweepRequest
+from failjob_reaper.outcomes import Causation
+components = load_components()
+request = SweepRequest(trigger="timer", dry_run=True, causation=Causation(
+    id=str(uuid.uuid4()), source="/bench", type="bench.sweep", deduplicated=False))
+print(json.dumps(components.sweeper.run(request).as_data()))
+"""
+"""A dry-run sweep as the function runs one (its components, the lookup index kept): the
+command line keeps no index (one command, one process), so it cannot show the index's
+cost."""
+
+
 def run_cli(si: Server, args: Sequence[str], *, policy: str, timeout: float,
-            **env: str) -> dict[str, Any]:
-    """``failjob-reaper ARGS --output json --no-progress`` in its own process: wall time,
-    exit code, peak RSS (``ru_maxrss`` of that process alone) and its summary line."""
+            command: Sequence[str] | None = None, **env: str) -> dict[str, Any]:
+    """``failjob-reaper ARGS --output json --no-progress`` (or ``python COMMAND``) in its
+    own process: wall time, exit code, peak RSS (``ru_maxrss`` of that process alone) and
+    its summary line."""
     values = {"SDRS_ENDPOINT": si.url, "SDRS_PROJECT_ID": si.project_id or "",
               "SDRS_AUTH_TOKEN": TOKEN, "RETENTION_POLICY_FILE": policy,
               "SWEEP_RATE_LIMIT": "0", "SWEEP_DEADLINE": "3600", "STATE_URL": "memory://",
@@ -88,7 +104,8 @@ def run_cli(si: Server, args: Sequence[str], *, policy: str, timeout: float,
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         process = subprocess.Popen(
-            [PY, "-m", "failjob_reaper", *args, "--output", "json", "--no-progress"],
+            [PY, *(command or ["-m", "failjob_reaper", *args, "--output", "json",
+                               "--no-progress"])],
             cwd=ROOT, env=clean_env(**values), stdout=out, stderr=err)
         killed = False
         rss_kib = 0
@@ -225,9 +242,9 @@ def redis_part(n: int, policy: str, timeout: float) -> dict[str, Any]:
     with RedisServer() as redis_server, _standin(bulk=n, groups=GROUPS) as si, \
             redis_server.client() as client:
         before, keys_before = int(client.info("memory")["used_memory"]), int(client.dbsize())
-        say(f"backlog: dry-run sweep of {n:,} tasks with STATE_URL=redis://")
-        got = run_cli(si, ["sweep", "--dry-run"], policy=policy, timeout=timeout,
-                      STATE_URL=redis_server.url)
+        say(f"backlog: dry-run sweep of {n:,} tasks as the function runs it, STATE_URL=redis://")
+        got = run_cli(si, [], policy=policy, timeout=timeout, STATE_URL=redis_server.url,
+                      command=["-c", FUNCTION_SWEEP])
         after, keys_after = int(client.info("memory")["used_memory"]), int(client.dbsize())
         index_keys = sum(1 for _ in client.scan_iter(match="*ix:*", count=10_000))
         view_keys = sum(1 for _ in client.scan_iter(match="*sv:*", count=10_000))

@@ -163,9 +163,11 @@ def test_the_sdrs_clients_own_sleep_goes_through_the_helper(standin: TaskCenterS
 def test_an_oversized_page_is_refused_unread_and_never_retried() -> None:
     with Hostile("large") as server:  # a page without end
         client = TaskCenterClient(server.url, PROJECT, max_response_bytes=256 * 1024)
-        with pytest.raises(SdrsError) as caught:
+        with pytest.raises(IncompleteListing) as caught:
             client.list_failure_jobs()
-    assert caught.value.code == "SDRS.ResponseTooLarge" and not caught.value.retryable
+    # Over the byte bound: not read on, not asked again; the listing is incomplete.
+    assert "larger than the byte bound" in caught.value.message
+    assert not caught.value.retryable
     assert server.requests == 1
 
 

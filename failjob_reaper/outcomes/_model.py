@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal, Self, cast, get_args
 
-from pydantic import ConfigDict, Field, PlainSerializer, with_config
+from pydantic import ConfigDict, Field, PlainSerializer, WithJsonSchema, with_config
 from pydantic.fields import FieldInfo
 from typing_extensions import TypedDict  # pydantic needs it for a schema on Python < 3.12
 
@@ -113,6 +113,14 @@ Duration = Annotated[Seconds, PlainSerializer(_milliseconds, return_type=Seconds
 def _iso(value: datetime | None) -> str | None:
     # The one format of every instant the product shows (plan, explain, outcomes).
     return iso_utc(value)
+
+
+Instant = Annotated[
+    datetime,
+    PlainSerializer(_iso, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}, mode="serialization"),
+]
+"""A moment, written ``2026-12-05T10:20:30Z`` (UTC, whole seconds)."""
 
 
 NotData = Field(exclude=True)
@@ -245,7 +253,7 @@ class Outcome(_Data):
     default, ...); null when no rule was reached."""
     reason: str = ""
     """Why, in words."""
-    retain_until: datetime | None = None
+    retain_until: Instant | None = None
     """When a retained task becomes deletable; null when never, or not retained."""
     status_code: int | None = None
     """The HTTP status of the DELETE; null when none was answered."""
