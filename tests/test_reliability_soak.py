@@ -494,13 +494,17 @@ def check(soak: Soak) -> tuple[dict[str, int], Counter[str], dict[str, Any]]:
         else:
             outcome = kind(next(iter(distinct)))
             named = soak.tasks.get(delivery.task or "")
-            if named is not None and named.deletable and outcome not in (
+            answer = data_of(next(iter(distinct)))
+            # A listing the faults cut short: every path keeps what it cannot weigh whole
+            # (retained, rule incomplete-listing, with the listing's error): no DELETE.
+            cut_short = (outcome == "retained" and answer["rule"] == "incomplete-listing"
+                         and (answer["error"] or {}).get("code") == "SDRS.IncompleteListing")
+            if named is not None and named.deletable and not cut_short and outcome not in (
                     "deleted", "already_deleted", "delete_failed"):
                 violation("expired-task-not-reported", (named.kind, outcome))
-            answer = data_of(next(iter(distinct)))
             # Not found in an incomplete search: neither kept nor gone can be told.
-            unsure = (outcome == "delete_failed" and answer["job"] is None
-                      and (answer["error"] or {}).get("code") == "SDRS.IncompleteListing")
+            unsure = answer["job"] is None and (answer["error"] or {}).get(
+                "code") == "SDRS.IncompleteListing" and outcome in ("delete_failed", "retained")
             if named is not None and not named.deletable and not unsure and outcome not in (
                     "retained", "already_deleted"):
                 violation("kept-task-misreported",
