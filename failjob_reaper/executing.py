@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 from failjob_reaper.ids import is_valid_id
 from failjob_reaper.outcomes import Outcome
 from failjob_reaper.plan import (
-    INCOMPLETE_RULE,
     Plan,
     PlannedDelete,
     ScopeListing,
@@ -34,7 +33,6 @@ from failjob_reaper.plan import (
     interpret_delete,
     recheck_delete,
 )
-from failjob_reaper.policy import Decision
 from failjob_reaper.reading import Execution, Progress
 from failjob_reaper.reporting import Job, Reporter
 from failjob_reaper.scopes import Scope, read_scope
@@ -265,19 +263,6 @@ class _Freshness:
             return report.failed(exc, "could not list again before the DELETE: "
                                  f"{exc.message}", delete)
         now = clock()
-        slow = [listing for listing in listings if self._stale(listing.server_group_id, now)]
-        if slow:
-            # Listed again, and already older than LISTING_MAX_AGE when done: no DELETE may
-            # rest on it, now or on the next try (docs/safety.md, "Fresh before delete").
-            reason = (f"not deleted: {slow[0].where} takes longer than LISTING_MAX_AGE "
-                      f"({self.executor.listing_max_age:g} s) to list, so no DELETE can "
-                      "rest on a fresh listing of it; raise LISTING_MAX_AGE or "
-                      "SWEEP_RATE_LIMIT")
-            return report.make("retained", planned=delete.record,
-                               failure_job_id=delete.failure_job_id, decision=Decision(
-                                   "retain", INCOMPLETE_RULE, reason, None), reason=reason,
-                               error={"code": "SDRS.ListingTooSlow", "message": reason,
-                                      "retryable": False})
         current = recheck_delete(delete, listings, self.executor.policy, now,
                                  id_field=self.executor.id_field, force=self.job.force)
         if isinstance(current, Settlement):
