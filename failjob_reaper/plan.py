@@ -30,14 +30,16 @@ The safety rules, all here and nowhere else:
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from failjob_reaper.ids import is_valid_id
 from failjob_reaper.policy import Decision, Policy, decide, parse_begin_time
+from failjob_reaper.records import RecordTable, identity
 
 Record = Mapping[str, Any]
 
@@ -103,6 +105,8 @@ class PlannedRecord:
     targeted: bool
     other_ids: tuple[str, ...] = ()
     """DELETE ids other copies carry besides ``failure_job_id`` (almost always none)."""
+    index: int = -1
+    """Its place in its plan (``plan_view`` keys its rows by it)."""
 
     # Derived, not stored: a plan of 100,000 records keeps only what it must
     # (docs/performance.md).
@@ -181,24 +185,48 @@ class GuardVerdict:
     reason: str | None = None
 
 
-@dataclass(frozen=True)
 class Plan:
-    target: Target
-    records: tuple[PlannedRecord, ...]
-    """Every distinct record read, in listing order, with its own decision."""
-    deletes: tuple[PlannedDelete, ...]
-    """The DELETEs to send (dry run: to report as would_delete)."""
-    settled: tuple[Settlement, ...]
-    """Outcomes that need no DELETE."""
-    guard: GuardVerdict | None
-    """Sweeps only; when it tripped, ``deletes`` is empty and the tasks are settled."""
-    dry_run: bool
-    incomplete: tuple[str, ...] = field(default=())
-    """Why listings were not complete; non-empty means no DELETE was planned."""
+    """The plan: every distinct record read with its own decision, the DELETEs to send and
+    the outcomes that need none. Its sequences are made as they are read: a plan of
+    1,000,000 records keeps a few bytes per record in arrays, not an object per record
+    (docs/performance.md)."""
+
+    def __init__(self, target: Target, book: _Book, deletes: Sequence[int],
+                 settled: _SettledLog, guard: GuardVerdict | None, dry_run: bool,
+                 incomplete: tuple[str, ...]) -> None:
+        self.target = target
+        self.guard = guard
+        """Sweeps only; when it tripped, ``deletes`` is empty and the tasks are settled."""
+        self.dry_run = dry_run
+        self.incomplete = incomplete
+        """Why listings were not complete; non-empty means no DELETE was planned."""
+        self._book = book
+        self.records: Sequence[PlannedRecord] = _Records(book)
+        """Every distinct record read, in listing order, with its own decision."""
+        self.deletes: Sequence[PlannedDelete] = _Deletes(book, deletes)
+        """The DELETEs to send (dry run: to report as would_delete)."""
+        self.settled: Sequence[Settlement] = _Settled(book, settled)
+        """Outcomes that need no DELETE."""
 
     @property
     def listed(self) -> int:
-        return len(self.records)
+        return self._book.distinct
+
+    @property
+    def size(self) -> int:
+        """One more than the largest ``PlannedRecord.index`` of this plan."""
+        return self._book.total
+
+    def planned(self, index: int) -> PlannedRecord:
+        """The record at ``PlannedRecord.index`` ``index``."""
+        return self._book.planned(index)
+
+    def sharing(self, planned: PlannedRecord) -> list[PlannedRecord]:
+        """Every distinct record a DELETE of ``planned.failure_job_id`` removes (``planned``
+        among them), in listing order."""
+        book = self._book
+        return [planned if d == planned.index else book.planned(d)
+                for d in book.group_of(planned.index)]
 
 
 # -- planning ----------------------------------------------------------------------------
@@ -206,10 +234,7 @@ class Plan:
 
 def record_key(record: Record) -> str:
     """The identity of a listed record: its job_id, else its whole content."""
-    job_id = record.get("job_id")
-    if isinstance(job_id, str) and job_id:
-        return "job:" + job_id
-    return "content:" + _canonical(record)
+    return identity(record)
 
 
 def make_plan(
@@ -228,106 +253,85 @@ def make_plan(
     one record are weighed all (the copy that keeps it wins), DELETE groups are reported
     for a canonical member, and a named task's match is chosen canonically.
     """
-    distinct = _distinct(listings)
-    by_resource: dict[str, list[Record]] = defaultdict(list)
-    if policy.keep_latest_per_resource > 0:  # siblings matter to keep-latest only
-        for copies, _ in distinct.values():
-            for copy in copies:
-                resource_id = copy.get("resource_id")
-                if isinstance(resource_id, str) and resource_id:
-                    by_resource[resource_id].append(copy)
-
-    records: list[PlannedRecord] = []
-    # Equal decisions are one object: a backlog's expired tasks mostly share their words
-    # ("age 30d 2h exceeds retention 7d ..."), and a plan of 100,000 keeps each once.
-    shared: dict[Decision, Decision] = {}
-    for copies, scopes in distinct.values():
-        record, decision = _decide_everywhere(copies, scopes, policy, now, by_resource, force)
-        decision = shared.setdefault(decision, decision)
-        raw_id = record.get(id_field)
-        own = str(raw_id) if is_valid_id(raw_id) else None
-        records.append(PlannedRecord(
-            record=record, scopes=scopes, decision=decision, id_field=id_field,
-            targeted=any(_targeted(copy, target) for copy in copies),
-            other_ids=tuple(i for i in _ids_of(copies, id_field) if i != own)
-            if len(copies) > 1 else (),
-        ))
-    if isinstance(target, OneTask):
-        # One task named: one match, chosen canonically (the newest, then by identity),
-        # never by the order in which scopes happened to be read.
-        chosen = _canonical_match([p for p in records if p.targeted])
-        records = [replace(p, targeted=p is chosen) for p in records]
-
-    by_id: dict[str, list[PlannedRecord]] = defaultdict(list)
-    for planned in records:
-        for delete_id in planned.ids:
-            by_id[delete_id].append(planned)
+    book = _Book(listings, id_field)
+    book.decide(policy, now, force)
+    targeted = book.target(target)
 
     incomplete = tuple(
         f"listing {listing.where} incomplete: {listing.why_incomplete or 'unknown reason'}"
         for listing in listings if not listing.complete
     )
-    incomplete_error = _incomplete_error(listings, incomplete)
-    deletes: list[PlannedDelete] = []
-    settled: list[Settlement] = []
-    done_ids: set[str] = set()
-    for planned in records:
-        if not planned.targeted:
+    settled = _SettledLog(dry_run)
+    if incomplete:
+        text = ("not deleted: a listing was incomplete and could hide a record this "
+                "DELETE would remove (" + "; ".join(incomplete) + ")")
+        settled.incomplete = (Decision("retain", INCOMPLETE_RULE, text, None), text,
+                              _incomplete_error(listings, incomplete))
+    deletes = array("q")
+    done: set[str] = set()
+    for d in (range(book.total) if targeted is None else targeted):
+        if targeted is None and d in book.alias:
             continue
-        if planned.failure_job_id is None:
-            settled.append(_no_usable_id(planned, id_field, dry_run))
+        own = book.own_id(d)
+        if own is None:
+            settled.add(d, _NO_ID)
             continue
-        if planned.failure_job_id in done_ids:
-            continue  # one DELETE path is one task to the API: one decision, one outcome
-        done_ids.add(planned.failure_job_id)
-        sharing = by_id[planned.failure_job_id]
-        lead, decision = _shared_decision(sharing, id_field, target)
-        if decision.action == "retain":
-            settled.append(_retained(lead, decision))
+        members = book.group_of(d)
+        if len(members) > 1 or targeted is not None:
+            if own in done:
+                continue  # one DELETE path is one task to the API: one decision, one outcome
+            done.add(own)
+        lead, shared = _shared_decision(book, members, targeted, id_field)
+        if shared is not None:
+            settled.add(lead, _EXPLICIT, Settlement("retained", book.planned(lead), own,
+                                                    shared, shared.reason))
+        elif book.decision(lead).action == "retain":
+            settled.add(lead, _OWN)
         elif incomplete:
-            settled.append(Settlement(
-                "retained", lead, lead.failure_job_id, Decision(
-                    "retain", INCOMPLETE_RULE,
-                    "not deleted: a listing was incomplete and could hide a record this "
-                    "DELETE would remove (" + "; ".join(incomplete) + ")", None),
-                "not deleted: a listing was incomplete and could hide a record this DELETE "
-                "would remove (" + "; ".join(incomplete) + ")", incomplete_error))
+            settled.add(lead, _INCOMPLETE)
         else:
-            deletes.append(PlannedDelete(planned.failure_job_id, lead, tuple(sharing),
-                                         decision))
+            deletes.append(lead)
 
-    if isinstance(target, OneTask) and not any(p.targeted for p in records):
+    if isinstance(target, OneTask) and not targeted:
         if incomplete:
-            settled.append(Settlement(
+            settled.add(-1, _EXPLICIT, Settlement(
                 "retained", None, None, Decision("retain", INCOMPLETE_RULE, "", None),
                 "not found, and a listing was incomplete: it may be in what was not listed "
-                "(" + "; ".join(incomplete) + ")", incomplete_error))
+                "(" + "; ".join(incomplete) + ")", _incomplete_error(listings, incomplete)))
         else:
-            settled.append(Settlement(
+            settled.add(-1, _EXPLICIT, Settlement(
                 "already_deleted", None, None, None,
-                "not listed at the top level nor in any protection group",
-            ))
+                "not listed at the top level nor in any protection group"))
 
     guard = None
     if isinstance(target, Everything):
-        guard = guard_verdict(deletes, len(records), policy)
+        guard = _guard(book, deletes, policy)
         if guard.tripped is not None:
             assert guard.reason is not None
-            settled.extend(
-                _retained(d.record, Decision("retain", GUARD_RULE, guard.reason, None))
-                for d in deletes
-            )
-            deletes = []
-    return Plan(target, tuple(records), tuple(deletes), tuple(settled), guard, dry_run,
-                incomplete)
+            settled.guard = Decision("retain", GUARD_RULE, guard.reason, None)
+            for lead in deletes:
+                settled.add(lead, _GUARD)
+            deletes = array("q")
+    return Plan(target, book, deletes, settled, guard, dry_run, incomplete)
 
 
 def guard_verdict(
     deletes: Sequence[PlannedDelete], listed: int, policy: Policy
 ) -> GuardVerdict:
     """The count and fraction guards over the distinct records the DELETEs remove."""
+    return _verdict(len({r.key for d in deletes for r in d.removes}), listed, policy)
+
+
+def _guard(book: _Book, deletes: Sequence[int], policy: Policy) -> GuardVerdict:
+    if not book.other_ids:  # every record in one DELETE group at most: count the groups
+        planned = sum(len(book.group_of(lead)) for lead in deletes)
+    else:
+        planned = len({d for lead in deletes for d in book.group_of(lead)})
+    return _verdict(planned, book.distinct, policy)
+
+
+def _verdict(planned: int, listed: int, policy: Policy) -> GuardVerdict:
     guards = policy.guards
-    planned = len({r.key for d in deletes for r in d.removes})
     verdict = GuardVerdict(planned, listed, guards.max_deletions_per_sweep,
                            guards.max_deletion_fraction)
     if planned > guards.max_deletions_per_sweep:
@@ -378,19 +382,25 @@ def keys_to_weigh(
         pairs[(target.field, target.value)] = None
     elif isinstance(target, OneResource):
         pairs[("resource_id", target.resource_id)] = None
-    pending = [r for r in records if _targeted(r, target)]
-    weighed = {id(r) for r in pending}
-    while pending:
-        record = pending.pop()
-        for name in (id_field, "resource_id"):
-            value = record.get(name)
-            if value is None or value == "" or (name, _hashable(value)) in pairs:
+    weighed = bytearray(len(records))
+    names = (id_field, "resource_id")
+    grown = True
+    while grown:  # one pass per step of the closure: linear in the records each time
+        grown = False
+        for n, record in enumerate(records):
+            if weighed[n]:
                 continue
-            pairs[(name, _hashable(value))] = None
-            for other in records:
-                if id(other) not in weighed and other.get(name) == value:
-                    weighed.add(id(other))
-                    pending.append(other)
+            values = [(name, record.get(name)) for name in names]
+            if not (_targeted(record, target) or any(
+                    v is not None and v != "" and (name, _hashable(v)) in pairs
+                    for name, v in values)):
+                continue
+            weighed[n] = 1
+            for name, value in values:
+                if value is None or value == "" or (name, _hashable(value)) in pairs:
+                    continue
+                pairs[(name, _hashable(value))] = None
+                grown = True
     return list(pairs)
 
 
@@ -405,72 +415,431 @@ def _tripped(verdict: GuardVerdict, which: str, reason: str) -> GuardVerdict:
                         verdict.max_fraction, which, reason)
 
 
-def _distinct(
-    listings: Sequence[ScopeListing],
-) -> dict[str, tuple[tuple[Record, ...], tuple[str | None, ...]]]:
-    """Each distinct record (by ``record_key``): its distinct copies and every scope it
-    was listed in."""
-    out: dict[str, tuple[tuple[Record, ...], tuple[str | None, ...]]] = {}
-    for listing in listings:
-        for record in listing.records:
-            if not isinstance(record, Mapping):
+# -- the plan's columns ------------------------------------------------------------------
+
+_OWN, _INCOMPLETE, _GUARD, _NO_ID, _EXPLICIT = range(5)
+"""How a settled record is told: by its own decision, as kept for an incomplete listing,
+as kept by a guard, as a record without a usable id, or by a Settlement of its own."""
+_NO_UNTIL = -(2**63)
+_MANY_TABLES = 32
+"""Beyond this many listings, one dictionary of identities instead of asking each."""
+
+
+class _Book:
+    """Every record read, by global row ``g`` (listing after listing); a distinct record
+    is ``d``, the global row of its first copy. A few bytes per record: the listing's own
+    table, a decision code, and dictionaries only for what is rare (copies, records
+    listed in several scopes, DELETE ids shared by several records)."""
+
+    def __init__(self, listings: Sequence[ScopeListing], id_field: str) -> None:
+        self.id_field = id_field
+        self.tables: list[RecordTable] = []
+        self.scopes: list[str | None] = []
+        for listing in listings:
+            for table in _tables(listing.records):
+                self.tables.append(table)
+                self.scopes.append(listing.server_group_id)
+        self.starts: list[int] = []
+        total = 0
+        for table in self.tables:
+            self.starts.append(total)
+            total += len(table)
+        self.total = total
+        self.alias: dict[int, int] = {}
+        """Global row of a later copy -> ``d`` of its record."""
+        self.more_scopes: dict[int, tuple[str | None, ...]] = {}
+        """``d`` -> every scope it was listed in, when more than one."""
+        self.copies: dict[int, list[int]] = {}
+        """``d`` -> the global rows of its copies whose content differs (beside ``d``)."""
+        self.other_ids: dict[int, tuple[str, ...]] = {}
+        self.reported: dict[int, int] = {}
+        """``d`` -> the copy it is reported as, when not its first (the copy that keeps it)."""
+        self._distinct_copies()
+        self.distinct = total - len(self.alias)
+        self._shared: dict[str, list[int]] = {}
+        """DELETE id -> its records, for the ids that more than one record carries."""
+        self._codes = array("I")
+        self._until = array("q")
+        self._decisions: list[Decision] = []
+        self._targeted: set[int] | None = None
+
+    # -- reading ----------------------------------------------------------------
+
+    def locate(self, g: int) -> tuple[RecordTable, int, int]:
+        n = bisect_right(self.starts, g) - 1
+        return self.tables[n], g - self.starts[n], n
+
+    def record(self, g: int) -> Record:
+        table, row, _ = self.locate(g)
+        return table[row]
+
+    def value(self, g: int, name: str) -> Any:
+        table, row, _ = self.locate(g)
+        return table.value(row, name)
+
+    def scopes_of(self, d: int) -> tuple[str | None, ...]:
+        more = self.more_scopes.get(d)
+        return more if more is not None else (self.scopes[self.locate(d)[2]],)
+
+    def own_id(self, d: int) -> str | None:
+        raw = self.value(self.reported.get(d, d), self.id_field)
+        return str(raw) if is_valid_id(raw) else None
+
+    def key(self, d: int) -> str:
+        return identity(self.record(d))
+
+    def group_of(self, d: int) -> Sequence[int]:
+        """The distinct records a DELETE of ``d``'s id removes (``d`` among them), in
+        listing order."""
+        own = self.own_id(d)
+        return (self._shared.get(own) or (d,)) if own is not None else (d,)
+
+    def decision(self, d: int) -> Decision:
+        decision = self._decisions[self._codes[d]]
+        until = self._until[d] if self._until else _NO_UNTIL
+        if until == _NO_UNTIL:
+            return decision
+        return replace(decision, retain_until=_EPOCH + timedelta(microseconds=until))
+
+    def targeted(self, d: int) -> bool:
+        return self._targeted is None or d in self._targeted
+
+    def planned(self, d: int) -> PlannedRecord:
+        return PlannedRecord(record=self.record(self.reported.get(d, d)), scopes=self.scopes_of(d),
+                             decision=self.decision(d), id_field=self.id_field,
+                             targeted=self.targeted(d), other_ids=self.other_ids.get(d, ()),
+                             index=d)
+
+    def distinct_rows(self) -> Iterator[int]:
+        alias = self.alias
+        return (g for g in range(self.total) if g not in alias)
+
+    # -- building ---------------------------------------------------------------
+
+    def _distinct_copies(self) -> None:
+        """One record is one record: a later listing's copy is an alias of the first."""
+        tables = [(n, t) for n, t in enumerate(self.tables) if len(t)]
+        if len(tables) < 2:
+            return
+        many = len(tables) > _MANY_TABLES
+        first: dict[Any, int] = {}
+        for position, (n, table) in enumerate(tables):
+            start = self.starts[n]
+            for row in range(len(table)):
+                key = table.identity_of(row)
+                if many:
+                    d = first.setdefault(key, start + row)
+                    d = None if d == start + row else d
+                else:
+                    d = None
+                    for m, earlier in tables[:position]:
+                        if earlier.holds(key):
+                            d = self.starts[m] + (earlier.row_of(key) or 0)
+                            break
+                if d is None:
+                    continue
+                g = start + row
+                self.alias[g] = d
+                scopes = self.scopes_of(d)
+                if self.scopes[n] not in scopes:
+                    self.more_scopes[d] = (*scopes, self.scopes[n])
+                copy = table[row]
+                if not any(copy == self.record(c) for c in (d, *self.copies.get(d, ()))):
+                    self.copies.setdefault(d, []).append(g)
+
+    def _ids(self) -> dict[str, list[int]]:
+        """The DELETE ids more than one record carries -> those records. Two passes and
+        a set of the ids while they run: an id carried once (the usual case) costs
+        nothing in the plan."""
+        for d, rows in self.copies.items():
+            own = self.own_id(d)
+            ids = dict.fromkeys(i for i in (_usable(self.value(g, self.id_field))
+                                             for g in rows) if i is not None and i != own)
+            if ids:
+                self.other_ids[d] = tuple(ids)
+        if self.id_field == "job_id" and not self.other_ids:
+            return {}  # the id field is the identity: one record per id
+
+        def carried() -> Iterator[tuple[str, int]]:
+            for d in self.distinct_rows():
+                own = self.own_id(d)
+                if own is not None:
+                    yield own, d
+                for other in self.other_ids.get(d, ()):
+                    yield other, d
+
+        seen: set[str] = set()
+        twice: set[str] = set()
+        for delete_id, _ in carried():
+            if delete_id in seen:
+                twice.add(delete_id)
+            seen.add(delete_id)
+        del seen
+        shared: dict[str, list[int]] = {}
+        if twice:
+            for delete_id, d in carried():
+                if delete_id in twice:
+                    shared.setdefault(delete_id, []).append(d)
+        return shared
+
+    def decide(self, policy: Policy, now: datetime, force: bool) -> None:
+        newest = _newest_by_resource(self, policy.keep_latest_per_resource)
+        lookup: dict[Decision, int] = {}
+        codes, until, decisions = self._codes, self._until, self._decisions
+        alias = self.alias
+        for g in range(self.total):
+            if g in alias:
+                codes.append(0)
+                if until:
+                    until.append(_NO_UNTIL)
                 continue
-            key = record_key(record)
-            known = out.get(key)
-            if known is None:
-                out[key] = ((record,), (listing.server_group_id,))
+            copy, decision = _decide_everywhere(self, g, policy, now, newest, force)
+            if copy != g:
+                self.reported[g] = copy
+            stamp = decision.retain_until
+            if stamp is not None:
+                if not until:
+                    until.extend([_NO_UNTIL] * g)
+                until.append((stamp - _EPOCH) // timedelta(microseconds=1))
+                decision = replace(decision, retain_until=None)
+            elif until:
+                until.append(_NO_UNTIL)
+            code = lookup.get(decision)
+            if code is None:
+                code = lookup[decision] = len(decisions)
+                decisions.append(decision)
+            codes.append(code)
+        self._shared = self._ids()
+
+    def target(self, target: Target) -> list[int] | None:
+        """The records ``target`` names, in listing order (None: every record)."""
+        if isinstance(target, Everything):
+            return None
+        named = [d for d in self.distinct_rows()
+                 if any(_targeted(self.record(g), target)
+                        for g in (d, *self.copies.get(d, ())))]
+        if isinstance(target, OneTask) and named:
+            # One task named: one match, chosen canonically (the newest, then by identity),
+            # never by the order in which scopes happened to be read.
+            named = [max(named, key=lambda d: (_begin_key(self.record(d)), self.key(d)))]
+        self._targeted = set(named)
+        return named
+
+
+def _tables(records: Sequence[Record]) -> list[RecordTable]:
+    """A listing as tables of distinct records: a listing's own table, or, for records
+    given as they are (tests, callers), as many tables as a record has copies that
+    differ, so that every copy is weighed."""
+    if isinstance(records, RecordTable):
+        return [records]
+    tables = [RecordTable()]
+    for record in records:
+        if not isinstance(record, Mapping):
+            continue
+        for table in tables:
+            if table.add(record):
+                break
+            row = table.row_of(table.identity_of_record(record))
+            if row is not None and table[row] == record:
+                break
+        else:
+            tables.append(RecordTable([record]))
+    return tables
+
+
+def _usable(raw: object) -> str | None:
+    return str(raw) if is_valid_id(raw) else None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _newest_by_resource(book: _Book, keep: int) -> dict[str, list[tuple[Any, int]]]:
+    """Per resource_id, its ``keep + 1`` newest distinct records: all keep-latest needs
+    to rank any record of it (one newer than all of them is among them; one that is not
+    has ``keep + 1`` newer). O(keep) per record, not O(records of the resource)."""
+    if keep <= 0:
+        return {}
+    newest: dict[str, list[tuple[Any, int]]] = {}
+    for d in book.distinct_rows():
+        for g in (d, *book.copies.get(d, ())):
+            resource_id = book.value(g, "resource_id")
+            if not isinstance(resource_id, str) or not resource_id:
                 continue
-            copies, scopes = known
-            if not any(copy is record or copy == record for copy in copies):
-                copies = (*copies, record)
-            if listing.server_group_id not in scopes:
-                scopes = (*scopes, listing.server_group_id)
-            out[key] = (copies, scopes)
-    return out
+            job = book.value(g, "job_id")
+            job = job if isinstance(job, str) else None
+            when = parse_begin_time(book.value(g, "begin_time"))
+            key = (when if when is not None else datetime.max.replace(tzinfo=UTC), job or "")
+            top = newest.setdefault(resource_id, [])
+            same = next((i for i, (_, other) in enumerate(top)
+                         if job is not None and book.value(other, "job_id") == job), None)
+            if same is not None:
+                if key > top[same][0]:
+                    top[same] = (key, g)
+            else:
+                top.append((key, g))
+            top.sort(key=lambda item: item[0], reverse=True)
+            del top[keep + 1:]
+    return newest
 
 
 def _decide_everywhere(
-    copies: tuple[Record, ...],
-    scopes: tuple[str | None, ...],
-    policy: Policy,
-    now: datetime,
-    by_resource: Mapping[str, Sequence[Record]],
-    force: bool,
-) -> tuple[Record, Decision]:
-    """The copy to report and the decision: a record goes only if every copy may go in
-    every scope it was listed in (a rule may match on the group); the first copy that
-    keeps it, in a canonical order, says why."""
-    ordered = copies if len(copies) == 1 else tuple(sorted(copies, key=_canonical))
-    in_order = sorted(scopes, key=lambda scope: (scope is not None, scope or ""))
-    first: tuple[Record, Decision] | None = None
-    for copy in ordered:
+    book: _Book, d: int, policy: Policy, now: datetime,
+    newest: Mapping[str, list[tuple[Any, int]]], force: bool,
+) -> tuple[int, Decision]:
+    """A record goes only if every copy may go in every scope it was listed in (a rule
+    may match on the group); the first copy that keeps it, in a canonical order, says
+    why."""
+    rows = [d, *book.copies.get(d, ())]
+    if len(rows) > 1:
+        rows.sort(key=lambda g: _canonical(book.record(g)))
+    scopes = book.scopes_of(d)
+    in_order = sorted(scopes, key=lambda scope: (scope is not None, scope or "")) \
+        if len(scopes) > 1 else scopes
+    first: tuple[int, Decision] | None = None
+    for g in rows:
+        copy = book.record(g)
         resource_id = copy.get("resource_id")
-        siblings = by_resource.get(resource_id, ()) if isinstance(resource_id, str) else ()
+        siblings = [book.record(g) for _, g in newest.get(resource_id, ())] \
+            if isinstance(resource_id, str) and newest else ()
         for scope in in_order:
             decision = decide(copy, policy, now, siblings=siblings, force=force,
                               server_group_id=scope)
             if decision.action == "retain":
-                return copy, decision
-            first = first or (copy, decision)
+                return g, decision
+            first = first or (g, decision)
     assert first is not None
     return first
 
 
-def _ids_of(copies: Sequence[Record], id_field: str) -> tuple[str, ...]:
-    """Every usable DELETE id the record's copies carry (a DELETE by any of them would
-    remove it)."""
-    ids: dict[str, None] = {}
-    for copy in copies:
-        raw = copy.get(id_field)
-        if is_valid_id(raw):
-            ids[str(raw)] = None
-    return tuple(ids)
+def _shared_decision(
+    book: _Book, members: Sequence[int], targeted: Sequence[int] | None, id_field: str
+) -> tuple[int, Decision | None]:
+    """The member a DELETE group is reported for, and, when another member keeps the
+    group, the group's decision (None: the lead's own). Reported for the member the
+    target names when there is one, else the canonically first member."""
+    if len(members) == 1:
+        return members[0], None
+    named = [d for d in members if book.targeted(d)] if targeted is not None else []
+    lead = min(named or members, key=book.key)
+    if book.decision(lead).action == "retain":
+        return lead, None
+    keeping = sorted((d for d in members if book.decision(d).action == "retain"),
+                     key=book.key)
+    if keeping:
+        other = book.decision(keeping[0])
+        return lead, Decision("retain", other.rule,
+                              f"{SHARED_ID_PREFIX}{id_field} is kept: {other.reason}",
+                              other.retain_until)
+    return lead, None
 
 
-def _canonical_match(matches: Sequence[PlannedRecord]) -> PlannedRecord | None:
-    if not matches:
-        return None
-    return max(matches, key=lambda p: (_begin_key(p.record), p.key))
+class _SettledLog:
+    """The settled outcomes, 8 bytes each: ``d`` and how it is told."""
+
+    def __init__(self, dry_run: bool) -> None:
+        self.dry_run = dry_run
+        self.entries = array("q")
+        self.explicit: list[Settlement] = []
+        self.incomplete: tuple[Decision, str, Mapping[str, Any] | None] | None = None
+        self.guard: Decision | None = None
+
+    def add(self, d: int, kind: int, settlement: Settlement | None = None) -> None:
+        if settlement is not None:
+            d = len(self.explicit)
+            self.explicit.append(settlement)
+        self.entries.append(d * 8 + kind)
+
+
+class _Made(Sequence[Any]):
+    """A plan's sequence, made as it is read; equal to any sequence of the same items."""
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(self) == len(other) and all(
+                a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"[{', '.join(map(repr, self))}]"
+
+
+class _Records(_Made, Sequence[PlannedRecord]):
+    def __init__(self, book: _Book) -> None:
+        self._book = book
+        self._order: array[int] | None = None
+
+    def __len__(self) -> int:
+        return self._book.distinct
+
+    def __iter__(self) -> Iterator[PlannedRecord]:
+        return map(self._book.planned, self._book.distinct_rows())
+
+    def __getitem__(self, index: int) -> PlannedRecord:  # type: ignore[override]
+        book = self._book
+        if not book.alias:
+            return book.planned(range(book.total)[index])
+        if self._order is None:
+            self._order = array("q", book.distinct_rows())
+        return book.planned(self._order[index])
+
+
+class _Deletes(_Made, Sequence[PlannedDelete]):
+    def __init__(self, book: _Book, leads: Sequence[int]) -> None:
+        self._book = book
+        self._leads = leads
+
+    def __len__(self) -> int:
+        return len(self._leads)
+
+    def __iter__(self) -> Iterator[PlannedDelete]:
+        return map(self._make, self._leads)
+
+    def __getitem__(self, index: int) -> PlannedDelete:  # type: ignore[override]
+        return self._make(self._leads[index])
+
+    def _make(self, lead: int) -> PlannedDelete:
+        book = self._book
+        planned = book.planned(lead)
+        own = planned.failure_job_id
+        assert own is not None
+        removes = tuple(planned if m == lead else book.planned(m) for m in book.group_of(lead))
+        return PlannedDelete(own, planned, removes, planned.decision)
+
+
+class _Settled(_Made, Sequence[Settlement]):
+    def __init__(self, book: _Book, log: _SettledLog) -> None:
+        self._book = book
+        self._log = log
+
+    def __len__(self) -> int:
+        return len(self._log.entries)
+
+    def __iter__(self) -> Iterator[Settlement]:
+        return map(self._make, self._log.entries)
+
+    def __getitem__(self, index: int) -> Settlement:  # type: ignore[override]
+        return self._make(self._log.entries[index])
+
+    def _make(self, entry: int) -> Settlement:
+        d, kind = divmod(entry, 8)
+        log = self._log
+        if kind == _EXPLICIT:
+            return log.explicit[d]
+        planned = self._book.planned(d)
+        if kind == _OWN:
+            return _retained(planned, planned.decision)
+        if kind == _GUARD:
+            assert log.guard is not None
+            return _retained(planned, log.guard)
+        if kind == _INCOMPLETE:
+            assert log.incomplete is not None
+            decision, reason, error = log.incomplete
+            return Settlement("retained", planned, planned.failure_job_id, decision, reason,
+                              error)
+        return _no_usable_id(planned, self._book.id_field, log.dry_run)
 
 
 def _begin_key(record: Record) -> str:
@@ -484,28 +853,6 @@ def _targeted(record: Record, target: Target) -> bool:
     if isinstance(target, OneResource):
         return record.get("resource_id") == target.resource_id
     return record.get(target.field) == target.value
-
-
-def _shared_decision(
-    sharing: Sequence[PlannedRecord], id_field: str, target: Target
-) -> tuple[PlannedRecord, Decision]:
-    """The record a DELETE group is reported for, and the group's decision: retained
-    when any member is kept. Reported for the member the target names (its own reason)
-    when it keeps the group, else for the canonically first member that keeps it."""
-    named = [p for p in sharing if p.targeted] if not isinstance(target, Everything) else []
-    lead = min(named or sharing, key=lambda p: p.key)
-    if lead.decision.action == "retain":
-        return lead, lead.decision
-    keeping = sorted((p for p in sharing if p.decision.action == "retain"),
-                     key=lambda p: p.key)
-    if keeping:
-        other = keeping[0]
-        return lead, Decision(
-            "retain", other.decision.rule,
-            f"{SHARED_ID_PREFIX}{id_field} is kept: {other.decision.reason}",
-            other.decision.retain_until,
-        )
-    return lead, lead.decision
 
 
 def _retained(planned: PlannedRecord, decision: Decision) -> Settlement:

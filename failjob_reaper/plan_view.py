@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import defaultdict
+from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -60,63 +60,81 @@ def plan_rows(
     ``stopped``: why the planned DELETEs missing from ``done`` were not sent, when the
     caller knows (``--limit N reached``); else the deadline or the sink.
     """
-    sharing: dict[str | None, list[PlannedRecord]] = defaultdict(list)
-    for planned in plan.records:
-        sharing[planned.failure_job_id].append(planned)
-
-    def group(failure_job_id: str | None, planned: PlannedRecord) -> list[PlannedRecord]:
-        # Records sharing one DELETE id share its fate; a record without an id is alone.
-        return sharing[failure_job_id] if failure_job_id is not None else [planned]
-
-    # Each record's fate, small: its row is made when it is read (a plan of 100,000
-    # records is never 100,000 rows at once: docs/performance.md).
-    fates: dict[int, _Fate] = {}
+    # Each record's fate, 4 bytes: a code into the few distinct fates (its row is made
+    # when it is read: a plan of 1,000,000 records is never 1,000,000 rows at once, nor
+    # a dictionary of them; docs/performance.md).
+    fates = _Fates(plan)
     for delete in plan.deletes:
         answer = (done or {}).get(delete.failure_job_id)
         for planned in delete.removes:
-            fates[id(planned)] = _deleting_fate(planned, delete.decision, answer, done is None,
-                                                stopped)
+            fates.set(planned, _deleting_fate(planned, delete.decision, answer, done is None,
+                                              stopped))
     for settlement in plan.settled:
         lead = settlement.record
         if lead is None:
             continue
-        for member in group(settlement.failure_job_id, lead):
-            if id(member) in fates:
+        members = plan.sharing(lead) if settlement.failure_job_id is not None else [lead]
+        for member in members:
+            if fates.has(member):
                 continue
             decision = settlement.decision
             if decision is not None and decision.rule == GUARD_RULE:
                 # Stopped by a guard: show what the policy says, the guard line says why not.
-                fates[id(member)] = (("would_delete", member.decision, None) if done is None
-                                     else ("retained", decision, None))
+                fates.set(member, ("would_delete", None, None, True) if done is None
+                          else ("retained", decision, None, False))
             elif settlement.outcome == "retained" and member.decision.action == "retain":
-                fates[id(member)] = ("retained", member.decision, None)
+                fates.set(member, ("retained", None, None, True))
             else:
-                fates[id(member)] = (settlement.outcome, decision, settlement.reason)
-    return Rows(plan.records, fates)
+                fates.set(member, (settlement.outcome, decision, settlement.reason, False))
+    return Rows(plan, fates)
 
 
-_Fate = tuple[str, "Decision | None", "str | None"]
-"""(action, decision, reason when it is not the decision's)."""
+_Fate = tuple[str, "Decision | None", "str | None", bool]
+"""(action, decision, reason when it is not the decision's, whether the decision is the
+record's own: then it is not in the tuple, which stays one of few)."""
+
+
+class _Fates:
+    """Each record's fate, by its place in the plan: a 4-byte code per record."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.codes = array("I", bytes(4 * plan.size))
+        self.fates: list[_Fate] = [("", None, None, False)]
+        self._lookup: dict[_Fate, int] = {}
+
+    def set(self, planned: PlannedRecord, fate: _Fate) -> None:
+        code = self._lookup.get(fate)
+        if code is None:
+            code = self._lookup[fate] = len(self.fates)
+            self.fates.append(fate)
+        self.codes[planned.index] = code
+
+    def has(self, planned: PlannedRecord) -> bool:
+        return self.codes[planned.index] != 0
 
 
 class Rows(Sequence[Row]):
     """The rows of a plan, deletes first, each made as it is read."""
 
-    def __init__(self, records: Sequence[PlannedRecord], fates: Mapping[int, _Fate],
+    def __init__(self, plan: Plan, fates: _Fates,
                  keep: Callable[[Row], bool] | None = None) -> None:
-        self._records = records
+        self._plan = plan
         self._fates = fates
         self._keep = keep
         self._length: int | None = None if keep is not None else sum(
-            1 for p in records if id(p) in fates)
+            1 for code in fates.codes if code)
 
     def __iter__(self) -> Iterator[Row]:
+        fates, codes = self._fates.fates, self._fates.codes
+        ranks = [_ORDER.get(fate[0], len(_ORDER)) for fate in fates]
         for rank in range(len(_ORDER) + 1):
-            for planned in self._records:
-                fate = self._fates.get(id(planned))
-                if fate is None or _ORDER.get(fate[0], len(_ORDER)) != rank:
+            for index, code in enumerate(codes):
+                if not code or ranks[code] != rank:
                     continue
-                row = _row(fate[0], planned, fate[1], reason=fate[2])
+                action, decision, reason, own = fates[code]
+                planned = self._plan.planned(index)
+                row = _row(action, planned, planned.decision if own else decision,
+                           reason=reason)
                 if self._keep is None or self._keep(row):
                     yield row
 
@@ -135,7 +153,7 @@ class Rows(Sequence[Row]):
 
     def where(self, keep: Callable[[Row], bool]) -> Rows:
         """The rows ``keep`` keeps, made as they are read too."""
-        return Rows(self._records, self._fates, keep)
+        return Rows(self._plan, self._fates, keep)
 
 
 def _deleting_fate(
@@ -143,7 +161,7 @@ def _deleting_fate(
     stopped: str | None,
 ) -> _Fate:
     row = _deleting_row(planned, decision, answer, dry, stopped)
-    return (row.action, decision, row.reason if row.reason != decision.reason else None)
+    return (row.action, decision, row.reason if row.reason != decision.reason else None, False)
 
 
 def _deleting_row(

@@ -1,136 +1,294 @@
-"""The compact form of a listed failed-task record: what a backlog costs per task.
+"""One listing's records in columns: what a backlog costs per task.
 
-A listing of 100,000 tasks must fit a small function (docs/performance.md): a record
-parsed from JSON is a dict of ten strings, about a kilobyte. :class:`Record` holds the
-same ten fields (``FailureJobParams``) in a tuple, shares the values that repeat across
-tasks (types, statuses, error codes, failure reasons, a resource's id and name) and keeps
-any field the API adds beside them. It is a read-only ``Mapping``: the policy, the
-planner and the outcomes read it as they read the dict it came from, and ``dict(r)``
-gives that dict back, in the API's field order.
+A listing of 1,000,000 tasks must fit a small function (docs/performance.md). A record
+parsed from JSON is a dict of ten strings, about a kilobyte; as a Python object of its
+own, even a compact one, it is still some 400 bytes. :class:`RecordTable` keeps the ten
+fields of the official SDK's ``FailureJobParams`` in columns instead:
+
+* ``job_id`` and ``resource_id`` as the strings themselves (the planner keys its
+  dictionaries by them, so they are shared, not copied);
+* the fields whose values repeat across tasks (types, statuses, error codes, failure
+  reasons) as 4-byte codes into the listing's distinct values;
+* ``resource_name`` as UTF-8 bytes in one buffer;
+* ``begin_time`` as milliseconds in an int64 array when it has the API's fixed form
+  (``2019-01-21T12:56:15.591Z``) and gives the very same text back;
+* anything else (a value that is not a string, a field the API adds) beside, per row.
+
+About 140 bytes per task when resources repeat, 230 when every value is unique.
+``table[i]`` is a :class:`Record`: a read-only ``Mapping`` made when it is read, equal to
+the dict it came from (``dict(r)`` gives that dict back, in the API's field order).
+Within one table a record is one record: :meth:`RecordTable.add` takes a record only
+when its identity (``job_id``, else its whole content) is new, which is how a listing
+tells a page that brings nothing new.
 """
 
 from __future__ import annotations
 
-import re
-import sys
-from collections.abc import Iterator, Mapping
+import json
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 FIELDS = ("job_type", "job_status", "begin_time", "job_id", "failure_status", "resource_id",
           "resource_name", "error_code", "fail_reason", "resource_type")
-"""The ten fields of the official SDK's ``FailureJobParams``."""
+"""The ten fields of the official SDK's ``FailureJobParams``, in the API's order."""
 _INDEX = {name: n for n, name in enumerate(FIELDS)}
-_SHARED = frozenset({"job_type", "job_status", "failure_status", "error_code",
-                     "resource_type"})
-"""Few distinct values across a whole project: interned for the life of the process."""
-_PER_LISTING = frozenset({"resource_id", "resource_name", "fail_reason"})
-"""Repeated across one resource's failures: shared within one listing."""
-_MISSING = object()
+_MISSING: Any = object()
 
+# How each field is kept (see the module's docstring).
+_OBJECTS = ("job_id", "resource_id")
+_CODED = ("job_type", "job_status", "failure_status", "error_code", "fail_reason",
+          "resource_type")
+_TEXT = "resource_name"
+_TIME = "begin_time"
 
-# begin_time, unique to almost every task, has one fixed form in the API's listings
-# ("2019-01-21T12:56:15.591Z"): packed as milliseconds when (and only when) they give
-# the very same text back. (Ids are not packed: the planner reads them again and again,
-# and each read would make the string anew.)
-_MILLIS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ODD_TIME = -(2**63)  # begin_time kept beside the column, as it came
+_DIGITS = frozenset("0123456789")
 
 
-class _Millis(int):
-    __slots__ = ()
+def identity(record: Mapping[str, Any]) -> str:
+    """One record is one record: ``job:<job_id>``, else its whole content (what the
+    listing and the planner both call the same record)."""
+    job_id = record.get("job_id")
+    if isinstance(job_id, str) and job_id:
+        return "job:" + job_id
+    return "content:" + json.dumps(dict(record), sort_keys=True, default=str)
 
 
-def _pack(value: str) -> Any:
-    if len(value) == 24 and _MILLIS.fullmatch(value):
-        try:
-            moment = datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-        except ValueError:
-            return value
-        packed = _Millis((moment - _EPOCH) // timedelta(milliseconds=1))
-        return packed if _unpack(packed) == value else value
-    return value
+def _pack_time(value: str) -> int | None:
+    """Milliseconds since the epoch for the API's fixed form, None for any other text
+    (which is then kept as it came)."""
+    if (len(value) != 24 or value[4] != "-" or value[7] != "-" or value[10] != "T"
+            or value[13] != ":" or value[16] != ":" or value[19] != "." or value[23] != "Z"):
+        return None
+    digits = value[0:4] + value[5:7] + value[8:10] + value[11:13] + value[14:16] \
+        + value[17:19] + value[20:23]
+    if not _DIGITS.issuperset(digits):
+        return None
+    try:
+        moment = datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]),
+                          int(value[11:13]), int(value[14:16]), int(value[17:19]),
+                          int(value[20:23]) * 1000, tzinfo=UTC)
+    except ValueError:  # month 13, second 60, year 0: kept as text
+        return None
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
-def _unpack(value: Any) -> Any:
-    if type(value) is _Millis:
-        moment = _EPOCH + timedelta(milliseconds=int(value))
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    return value
+def _unpack_time(millis: int) -> str:
+    moment = _EPOCH + timedelta(milliseconds=millis)
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+            f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
 
 
-_PACKED = frozenset({"begin_time"})
+class _Codes:
+    """A column of repeated strings: a 4-byte code per row into the distinct values."""
+
+    __slots__ = ("codes", "lookup", "values")
+
+    def __init__(self) -> None:
+        self.codes = array("I")
+        self.values: list[str] = [""]  # code 0: not a string, see the table's odd values
+        self.lookup: dict[str, int] = {}
+
+    def append(self, value: str) -> None:
+        code = self.lookup.get(value)
+        if code is None:
+            code = self.lookup[value] = len(self.values)
+            self.values.append(value)
+        self.codes.append(code)
+
+
+class RecordTable(Sequence["Record"]):
+    """The distinct records of one listing, in columns, in listing order."""
+
+    __slots__ = ("_codes", "_ends", "_extra", "_keys", "_millis", "_objects", "_odd",
+                 "_rows", "_text")
+
+    def __init__(self, records: Iterator[Mapping[str, Any]] | Sequence[Any] = ()) -> None:
+        self._objects: dict[str, list[Any]] = {name: [] for name in _OBJECTS}
+        self._codes: dict[str, _Codes] = {name: _Codes() for name in _CODED}
+        self._text = bytearray()
+        self._ends = array("Q")
+        self._millis = array("q")
+        self._odd: dict[tuple[int, int], Any] = {}
+        """(row, field) -> a value that is not kept in its column (not a string, a time
+        in another form, or missing)."""
+        self._extra: dict[int, dict[str, Any]] = {}
+        """Fields besides the ten, per row (rare)."""
+        self._keys: set[Any] = set()
+        """The identities held: ``job_id`` strings (the column's own), and
+        ``("content", json)`` for records without one. A set, not a dictionary to rows:
+        a row is found again only when a copy turns up in another listing (rare), and
+        then :meth:`row_of` indexes the table once."""
+        self._rows: dict[Any, int] | None = None
+        for record in records:
+            if isinstance(record, Mapping):
+                self.add(record)
+
+    # -- writing ---------------------------------------------------------------------
+
+    def add(self, record: Mapping[str, Any]) -> bool:
+        """Keep ``record`` unless one with its identity is already here; True if kept."""
+        key = self.identity_of_record(record)
+        if key in self._keys:
+            return False
+        row = len(self._millis)
+        self._keys.add(key)
+        if self._rows is not None:
+            self._rows[key] = row
+        odd = self._odd
+        for name in _OBJECTS:
+            self._objects[name].append(record.get(name, _MISSING))
+        for name in _CODED:
+            value = record.get(name, _MISSING)
+            if type(value) is str:
+                self._codes[name].append(value)
+            else:
+                self._codes[name].codes.append(0)
+                odd[row, _INDEX[name]] = value
+        text = record.get(_TEXT, _MISSING)
+        if type(text) is str and text:
+            self._text += text.encode("utf-8", "surrogatepass")
+        elif text != "":
+            odd[row, _INDEX[_TEXT]] = text
+        self._ends.append(len(self._text))
+        begin = record.get(_TIME, _MISSING)
+        millis = _pack_time(begin) if type(begin) is str else None
+        if millis is None:
+            odd[row, _INDEX[_TIME]] = begin
+            millis = _ODD_TIME
+        self._millis.append(millis)
+        if len(record) > sum(1 for name in FIELDS if name in record):
+            self._extra[row] = {k: v for k, v in record.items() if k not in _INDEX}
+        return True
+
+    # -- reading ---------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._millis)
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | Sequence[Record]:
+        if isinstance(index, slice):
+            return [Record(self, row) for row in range(len(self))[index]]
+        row = range(len(self))[index]  # IndexError, negative indexes, as a list
+        return Record(self, row)
+
+    def __iter__(self) -> Iterator[Record]:
+        for row in range(len(self)):
+            yield Record(self, row)
+
+    def holds(self, identity_key: Any) -> bool:
+        """Whether a record with this identity (a ``job_id``, or ``("content", json)``)
+        is here."""
+        return identity_key in self._keys
+
+    def row_of(self, identity_key: Any) -> int | None:
+        """The row of the record with this identity, None if it is not here."""
+        if identity_key not in self._keys:
+            return None
+        if self._rows is None:
+            self._rows = {self.identity_of(row): row for row in range(len(self))}
+        return self._rows[identity_key]
+
+    @staticmethod
+    def identity_of_record(record: Mapping[str, Any]) -> Any:
+        """The identity :meth:`row_of` takes, for a record as listed."""
+        job_id = record.get("job_id")
+        if isinstance(job_id, str) and job_id:
+            return job_id
+        return ("content", json.dumps(dict(record), sort_keys=True, default=str))
+
+    def identity_of(self, row: int) -> Any:
+        """The identity :meth:`row_of` takes, for ``row``."""
+        job_id = self._objects["job_id"][row]
+        if isinstance(job_id, str) and job_id:
+            return job_id
+        return ("content", json.dumps(dict(Record(self, row)), sort_keys=True, default=str))
+
+    def value(self, row: int, name: str, default: Any = None) -> Any:
+        """Field ``name`` of ``row``, as it was listed (``default`` when absent)."""
+        index = _INDEX.get(name)
+        if index is None:
+            extra = self._extra.get(row)
+            return extra.get(name, default) if extra is not None else default
+        value = self._value(row, index, name)
+        return default if value is _MISSING else value
+
+    def objects(self, name: str) -> Sequence[Any]:
+        """The column of ``job_id`` or ``resource_id`` itself (missing values are a
+        sentinel that is not a string)."""
+        return self._objects[name]
+
+    def _value(self, row: int, index: int, name: str) -> Any:
+        column = self._objects.get(name)
+        if column is not None:
+            return column[row]
+        coded = self._codes.get(name)
+        if coded is not None:
+            code = coded.codes[row]
+            return coded.values[code] if code else self._odd[row, index]
+        if name == _TIME:
+            millis = self._millis[row]
+            return _unpack_time(millis) if millis != _ODD_TIME else self._odd[row, index]
+        start = self._ends[row - 1] if row else 0
+        end = self._ends[row]
+        if start == end:
+            return self._odd.get((row, index), "")
+        return self._text[start:end].decode("utf-8", "surrogatepass")
+
+    def _extra_of(self, row: int) -> dict[str, Any] | None:
+        return self._extra.get(row)
 
 
 class Record(Mapping[str, Any]):
-    """One listed record, compact. Equal to the dict it came from."""
+    """One listed record, read from its table when read. Equal to the dict it came from."""
 
-    __slots__ = ("_extra", "_values")
+    __slots__ = ("_row", "_table")
 
-    def __init__(self, values: tuple[Any, ...], extra: dict[str, Any] | None) -> None:
-        self._values = values
-        self._extra = extra
+    def __init__(self, table: RecordTable, row: int) -> None:
+        self._table = table
+        self._row = row
 
     def __getitem__(self, key: str) -> Any:
-        index = _INDEX.get(key)
-        if index is not None:
-            value = self._values[index]
-            if value is not _MISSING:
-                return _unpack(value)
-        elif self._extra is not None and key in self._extra:
-            return self._extra[key]
-        raise KeyError(key)
+        value = self._table.value(self._row, key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        index = _INDEX.get(key)
-        if index is not None:
-            value = self._values[index]
-            return default if value is _MISSING else _unpack(value)
-        return self._extra.get(key, default) if self._extra is not None else default
+        return self._table.value(self._row, key, default)
 
     def __iter__(self) -> Iterator[str]:
-        for name, value in zip(FIELDS, self._values, strict=True):
-            if value is not _MISSING:
+        table, row = self._table, self._row
+        for n, name in enumerate(FIELDS):
+            if table._value(row, n, name) is not _MISSING:
                 yield name
-        if self._extra is not None:
-            yield from self._extra
+        extra = table._extra_of(row)
+        if extra is not None:
+            yield from extra
 
     def __len__(self) -> int:
-        present = sum(1 for value in self._values if value is not _MISSING)
-        return present + (len(self._extra) if self._extra is not None else 0)
+        return sum(1 for _ in self)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._table.value(self._row, key, _MISSING) \
+            is not _MISSING
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, Record):
-            return self._values == other._values and self._extra == other._extra
+        if isinstance(other, Record) and other._table is self._table:
+            return other._row == self._row or dict(self) == dict(other)
         return Mapping.__eq__(self, other)
 
-    def __hash__(self) -> int:  # equal to a dict, which has none: keep it unhashable-like
+    def __hash__(self) -> int:  # equal to a dict, which has none: unhashable too
         raise TypeError("unhashable type: 'Record'")
 
     def __repr__(self) -> str:
         return f"Record({dict(self)!r})"
-
-
-class Compactor:
-    """Turns the records of one listing into :class:`Record`, sharing repeated values."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, str] = {}
-
-    def __call__(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
-        if isinstance(record, Record) or not isinstance(record, Mapping):
-            return record
-        values = []
-        for name in FIELDS:
-            value = record.get(name, _MISSING)
-            if isinstance(value, str):
-                if name in _SHARED and len(value) <= 128:
-                    value = sys.intern(value)
-                elif name in _PACKED:
-                    value = _pack(value)
-                elif name in _PER_LISTING:
-                    value = self._seen.setdefault(value, value)
-            values.append(value)
-        extra = {k: v for k, v in record.items() if k not in _INDEX} if len(record) > sum(
-            1 for name in FIELDS if name in record) else None
-        return Record(tuple(values), extra or None)

@@ -27,7 +27,7 @@ from failjob_reaper.plan import (
     keys_to_weigh,
     targets_in,
 )
-from failjob_reaper.records import Compactor
+from failjob_reaper.records import RecordTable
 from failjob_reaper.sdrs import IncompleteListing, SdrsError, TaskCenterClient
 from failjob_reaper.state import StateStore, StateUnavailable
 from failjob_reaper.state import keys as state_keys
@@ -43,19 +43,18 @@ class Scope:
 
     def list(
         self, client: TaskCenterClient, deadline: float | None = None
-    ) -> list[Mapping[str, Any]]:
-        """The scope's records, each in its compact form as its page arrives
-        (``records.Record``: a backlog costs little per task)."""
-        compact = Compactor()
-        records: list[Mapping[str, Any]] = []
+    ) -> RecordTable:
+        """The scope's records, kept in columns as each page arrives
+        (``records.RecordTable``: a backlog costs little per task)."""
+        table = RecordTable()
         try:
-            for page in client.failure_job_pages(server_group_id=self.server_group_id,
-                                                 deadline=deadline):
-                records.extend(compact(record) for record in page)
+            for _ in client.failure_job_pages(server_group_id=self.server_group_id,
+                                              deadline=deadline, keep=table.add):
+                pass  # the table keeps them
         except IncompleteListing as exc:
-            exc.records = records  # type: ignore[assignment]  # read still counts
+            exc.records = table  # type: ignore[assignment]  # read still counts
             raise
-        return records
+        return table
 
     @property
     def where(self) -> str:

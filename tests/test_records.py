@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from failjob_reaper.records import FIELDS, Compactor, Record
+from failjob_reaper.records import FIELDS, Record, RecordTable
 
 LISTED = {"job_status": "FAIL", "resource_id": "897f57b2-6e94-4179-b414-9532726c59f2",
           "resource_name": "Protected-Instance-5e2e", "resource_type": "protectedInstance",
@@ -28,8 +28,9 @@ values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=40)
 def test_a_compact_record_equals_and_reads_as_the_dict_it_came_from(
     record: dict[str, Any]
 ) -> None:
-    compact = Compactor()(record)
-    assert isinstance(compact, Record)
+    table = RecordTable([record])
+    compact = table[0]
+    assert isinstance(compact, Record) and len(table) == 1
     assert compact == record and dict(compact) == record
     assert json.dumps(dict(compact), sort_keys=True) == json.dumps(record, sort_keys=True)
     for name in [*FIELDS, "extra", "absent"]:
@@ -38,13 +39,26 @@ def test_a_compact_record_equals_and_reads_as_the_dict_it_came_from(
 
 
 def test_repeated_values_are_shared_and_the_time_is_packed_exactly() -> None:
-    compact = Compactor()
-    first, second = compact(dict(LISTED)), compact(json.loads(json.dumps(LISTED)))
-    assert first["resource_name"] is second["resource_name"]
+    other = json.loads(json.dumps({**LISTED, "job_id": "another"}))
+    table = RecordTable([dict(LISTED), other])
+    first, second = table
     assert first["error_code"] is second["error_code"]
+    assert first["fail_reason"] is second["fail_reason"]
     assert first["begin_time"] == LISTED["begin_time"]
+    assert table._millis[0] != -(2**63)  # packed, not kept beside
+
+
+def test_a_table_keeps_one_record_per_identity_and_finds_it() -> None:
+    table = RecordTable()
+    assert table.add(LISTED) and not table.add(dict(LISTED))
+    assert not table.add({**LISTED, "fail_reason": "another copy"})  # same job_id
+    anonymous = {k: v for k, v in LISTED.items() if k != "job_id"}
+    assert table.add(anonymous) and not table.add(dict(anonymous))
+    assert len(table) == 2
+    assert table.row_of(LISTED["job_id"]) == 0
+    assert table[table.row_of(table.identity_of(1))] == anonymous
 
 
 def test_a_record_has_no_hash_like_the_dict_it_stands_for() -> None:
     with pytest.raises(TypeError):
-        hash(Compactor()(LISTED))
+        hash(RecordTable([LISTED])[0])

@@ -156,9 +156,14 @@ class TaskCenterClient:
         resource_type: str | None = None,
         page_size: int = PAGE_SIZE,
         deadline: float | None = None,
+        keep: Callable[[dict[str, Any]], bool] | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Every failed task of one scope, page by page as each arrives: each page's
         records not seen before (by ``job_id``, else by content), never an empty list.
+
+        ``keep``: where the caller keeps the records (``records.RecordTable.add``): it
+        takes a record and says whether it was new, so the listing needs no memory of
+        its own for telling new records from seen ones.
 
         Paged until an empty page, with no bound on the number of pages; when the
         listing cannot be completed (a page that brings nothing new, a page over the
@@ -178,7 +183,8 @@ class TaskCenterClient:
             if value is not None:
                 params[key] = value
         path = f"/v1/{self.project_id}/task-center/failure-jobs"
-        return self._pages(path, params, "failure_jobs", page_size, "job_id", deadline)
+        return self._pages(path, params, "failure_jobs", page_size, "job_id", deadline,
+                           keep)
 
     def list_server_groups(
         self, *, page_size: int = PAGE_SIZE, deadline: float | None = None
@@ -219,7 +225,7 @@ class TaskCenterClient:
 
     def _pages(
         self, path: str, params: dict[str, str], key: str, page_size: int, identity: str,
-        deadline: float | None,
+        deadline: float | None, keep: Callable[[dict[str, Any]], bool] | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         # Page until an empty page: servers cap pages below `limit`, and `count` may be the
         # page's size, so neither a short page nor `count` says the listing is done. Stop,
@@ -227,7 +233,11 @@ class TaskCenterClient:
         # repeats itself), when a page is over the byte bound, or at the deadline. No
         # bound on the number of pages (docs: a backlog of 1,000,000 is listed to the
         # end); what is kept across pages is a digest per distinct record.
-        seen = _Seen()
+        if keep is None:
+            seen = _Seen()
+
+            def keep(item: dict[str, Any]) -> bool:
+                return seen.add(_identity(item, identity))
         offset = pages = attempts = 0
         while True:
             if deadline is not None and time.monotonic() >= deadline:
@@ -245,7 +255,7 @@ class TaskCenterClient:
             pages += 1
             if not items:
                 return
-            fresh = [item for item in items if seen.add(_identity(item, identity))]
+            fresh = [item for item in items if keep(item)]
             if not fresh:
                 raise IncompleteListing(
                     f"page {pages} (offset {offset}) brought no record not seen before: "
