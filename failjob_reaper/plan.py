@@ -433,6 +433,7 @@ class _Book:
 
     def __init__(self, listings: Sequence[ScopeListing], id_field: str) -> None:
         self.id_field = id_field
+        self._id_column = id_field in RecordTable.OBJECT_FIELDS
         self.tables: list[RecordTable] = []
         self.scopes: list[str | None] = []
         for listing in listings:
@@ -466,6 +467,8 @@ class _Book:
     # -- reading ----------------------------------------------------------------
 
     def locate(self, g: int) -> tuple[RecordTable, int, int]:
+        if len(self.starts) == 1:
+            return self.tables[0], g, 0
         n = bisect_right(self.starts, g) - 1
         return self.tables[n], g - self.starts[n], n
 
@@ -482,7 +485,12 @@ class _Book:
         return more if more is not None else (self.scopes[self.locate(d)[2]],)
 
     def own_id(self, d: int) -> str | None:
-        raw = self.value(self.reported.get(d, d), self.id_field)
+        g = self.reported.get(d, d) if self.reported else d
+        table, row, _ = self.locate(g)
+        if self._id_column:  # the id field is kept as its strings: read it straight
+            raw = table.objects(self.id_field)[row]
+        else:
+            raw = table.value(row, self.id_field)
         return str(raw) if is_valid_id(raw) else None
 
     def key(self, d: int) -> str:

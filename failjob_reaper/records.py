@@ -103,6 +103,9 @@ class _Codes:
 class RecordTable(Sequence["Record"]):
     """The distinct records of one listing, in columns, in listing order."""
 
+    OBJECT_FIELDS = _OBJECTS
+    """The fields :meth:`objects` gives as a column."""
+
     __slots__ = ("_codes", "_ends", "_extra", "_keys", "_millis", "_objects", "_odd",
                  "_rows", "_text")
 
