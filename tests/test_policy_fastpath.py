@@ -24,7 +24,7 @@ from failjob_reaper.policy import Decision, Holds, Match, Policy, Rule, decide
 from failjob_reaper.policy import _decide as fast
 from failjob_reaper.policy._decide import begin_micros, parse_begin_time
 from failjob_reaper.policy._durations import format_age, format_duration, format_micros
-from failjob_reaper.records import Compactor, Record
+from failjob_reaper.records import FIELDS, Compactor, Record
 from tests.test_policy_properties import cases, records
 
 SETTINGS = settings(max_examples=300, deadline=None,
@@ -246,8 +246,8 @@ def assert_same_time(got: datetime | None, want: datetime | None) -> None:
 
 moments = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59),
                        timezones=st.just(UTC))
-zones = st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30)),
-                         timezone(timedelta(0))])
+zones = st.sampled_from([UTC, timezone(timedelta(hours=8)),
+                         timezone(timedelta(hours=-5, minutes=-30)), timezone(timedelta(0))])
 
 
 def api_form(moment: datetime) -> str:
@@ -429,3 +429,19 @@ def test_each_field_is_read_once_and_only_when_a_step_needs_it() -> None:
     assert sorted(read.reads) == sorted(set(read.reads))
     assert set(read.reads) == {"begin_time", "resource_id", "job_id", "resource_name",
                                "error_code", "server_group_id"}
+
+
+field_values = st.one_of(st.text(max_size=8), st.none(), st.integers(), st.booleans(),
+                         st.just(["x"]), moments.map(api_form))
+
+
+@SETTINGS
+@given(st.dictionaries(st.sampled_from([*FIELDS, "server_group_id", "other"]), field_values))
+def test_a_records_fields_read_from_its_tuple_are_what_get_gives(raw: dict[str, Any]) -> None:
+    record = Compactor()(raw)
+    for key in (*FIELDS, "server_group_id", "other"):
+        value = record.get(key)
+        want = value if isinstance(value, str) else None
+        if key != "begin_time":  # the time is read by begin_micros, compared above
+            assert fast._read(record, {}, key) == want
+            assert fast._read(raw, {}, key) == want

@@ -96,6 +96,7 @@ _MAX_US = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _US
 """The instants a datetime can hold, in microseconds since the epoch: a time
 outside them is an OverflowError in datetime arithmetic."""
 _BEGIN = FIELDS.index("begin_time")
+_FIELD_INDEX = {name: n for n, name in enumerate(FIELDS) if n != _BEGIN}
 
 
 def begin_micros(record: Mapping[str, Any]) -> int | None:
@@ -221,7 +222,16 @@ def _now_micros(now: datetime) -> int:
 
 
 def _read(record: Mapping[str, Any], seen: dict[str, str | None], key: str) -> str | None:
-    """The record's text field ``key`` (None if absent or not text), read once per decision."""
+    """The record's text field ``key`` (None if absent or not text), read once per decision.
+
+    A Record's own fields are read from its tuple: a text value there is what ``get``
+    gives (records.py unpacks only the packed begin_time, a number, never text), and
+    anything else (a number, the missing marker) is no text for ``get`` either."""
+    if type(record) is Record:
+        index = _FIELD_INDEX.get(key)
+        if index is not None:
+            raw = record._values[index]
+            return raw if type(raw) is str else None
     value = seen.get(key, _UNSET)
     if value is _UNSET:
         got = record.get(key)
