@@ -32,7 +32,10 @@ Benchmarks (``--only`` names):
                    calls, peak RSS, vs the floor calls / R), real sweeps against the
                    gateway's rate, Redis memory per 100,000 indexed tasks, misbehaving
                    servers (``python -m bench.backlog --sizes ...`` picks the sizes).
+* ``decide``     - ``policy.decide`` per listed record (CPU, in process) over 100,000 bulk
+                   records, expired and fresh, two policies, vs ``json.loads`` of the same
+                   record bodies (``python -m bench.decide -n N`` picks the count).
 """
 
 BENCHMARKS = ("sweep", "coldstart", "overhead", "throughput", "memory", "state", "ratelimit",
-              "lookup", "bounds", "backlog")
+              "lookup", "bounds", "backlog", "decide")

@@ -140,6 +140,12 @@ def _backlog(bench: dict[str, Any]) -> None:
     assert len(faults["rows"]) == 2
 
 
+def _decide(bench: dict[str, Any]) -> None:
+    (table,) = bench["tables"]
+    assert column(table, "records") == ["expired", "expired", "fresh", "fresh"]
+    assert bench["data"]["wrong_decisions"] == 0  # counted from the world's ages
+
+
 SMOKE: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
     "state": ("--smoke", _state),
     "overhead": ("--smoke", _overhead),
@@ -150,6 +156,7 @@ SMOKE: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
     "coldstart": ("--quick", _coldstart),  # builds bench/results/runtime-venv once
     "bounds": ("--smoke", _bounds),
     "backlog": ("--smoke", _backlog),
+    "decide": ("--smoke", _decide),
 }
 
 

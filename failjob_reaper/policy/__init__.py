@@ -1,8 +1,10 @@
 """Retention policy: the functional core of failjob-reaper.
 
-``decide(record, policy, now)`` is pure: no I/O, no clock, no globals. The
-decision order is documented in ``_decide``. Loading imports PyYAML only when
-a YAML file is read, so importing this package stays cheap on cold starts.
+``decide(record, policy, now)`` is pure: no I/O, no clock, no global state that
+could change an answer (it keeps memos only: a policy's prepared form per policy
+object, its words per age). The decision order is documented in ``_decide``.
+Loading imports PyYAML only when a YAML file is read, so importing this package
+stays cheap on cold starts.
 """
 
 from ._decide import Decision, decide, parse_begin_time

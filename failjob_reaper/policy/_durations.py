@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 
 HINT = "use P7D, 7d, 12h, 30m, 30s or forever"
 _HINT_NO_FOREVER = "use P7D, 7d, 12h, 30m or 30s"
@@ -108,17 +109,25 @@ _UNITS = (("d", 86400), ("h", 3600), ("m", 60))
 _LONG_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60))
 
 
+@lru_cache(maxsize=1024)
 def format_duration(td: timedelta | None, *, parts: int | None = None) -> str:
     """Short form: ``7d``, ``1d 2h``, ``1.5s``, ``forever``.
 
     ``parts`` keeps only the most significant units (for ages in log lines,
     where ``9d 2h`` reads better than ``9d 2h 13m 5.591s``); the rest is
-    truncated, never rounded up.
+    truncated, never rounded up. Memoized: a policy's few durations are
+    formatted again and again (retentions, tolerances in every reason).
     """
     if td is None:
         return "forever"
-    sign = "-" if td < timedelta(0) else ""
-    micros = abs(td) // timedelta(microseconds=1)
+    micros = (td.days * 86400 + td.seconds) * 1_000_000 + td.microseconds
+    if micros < 0:
+        return "-" + format_micros(-micros, parts=parts)
+    return format_micros(micros, parts=parts)
+
+
+def format_micros(micros: int, *, parts: int | None = None) -> str:
+    """``format_duration`` of a non-negative number of microseconds."""
     whole, frac = divmod(micros, 1_000_000)
     out: list[str] = []
     for unit, size in _UNITS:
@@ -133,7 +142,16 @@ def format_duration(td: timedelta | None, *, parts: int | None = None) -> str:
         out.append(f"{whole}.{frac:06d}".rstrip("0").rstrip(".") + "s")
     if parts is not None:
         out = out[:parts]
-    return sign + (" ".join(out) or "0s")
+    return " ".join(out) or "0s"
+
+
+def format_age(micros: int) -> str:
+    """``format_micros(micros, parts=2)``, fast for the common age of a backlog's
+    record: whole days and hours (``30d 2h``), one division and one f-string."""
+    hours = micros // 3_600_000_000
+    if hours >= 24 and hours % 24:
+        return f"{hours // 24}d {hours % 24}h"
+    return format_micros(micros, parts=2)
 
 
 def iso_duration(td: timedelta | None) -> str:
