@@ -2,7 +2,7 @@
 
 A sweep of 1,000,000 listed tasks decides each of them inside its deadline, so the
 decision's own CPU counts. Records: ``standin.sample_data.bulk_rows`` (the stand-in's
-backlog: 20 groups, unique resources), compacted by ``failjob_reaper.records.Compactor``
+backlog: 20 groups, unique resources), kept in ``failjob_reaper.records.RecordTable``s (one per group)
 as the planner keeps them, decided as the planner decides them
 (``decide(record, policy, now, siblings=..., force=False, server_group_id=...)``), in
 this process: a CPU measurement, no I/O.
@@ -35,7 +35,7 @@ from typing import Any
 
 from bench._report import Result, Table, fmt_ratio, ratio, say
 from failjob_reaper.policy import Policy, decide, parse_policy
-from failjob_reaper.records import Compactor
+from failjob_reaper.records import RecordTable
 from standin.sample_data import bulk_rows
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -59,12 +59,14 @@ POLICIES: dict[str, dict[str, Any]] = {
 def _world(n: int, expired: bool) -> tuple[list[bytes], list[tuple[Any, str | None]]]:
     """The record bodies, and each record compact with the group it was listed in."""
     _, rows = bulk_rows(n, GROUPS, NOW, expired)
-    compactor = Compactor()
+    tables: dict[str | None, RecordTable] = {}
     bodies: list[bytes] = []
     records: list[tuple[Any, str | None]] = []
     for body, group, *_ in rows:
         bodies.append(body)
-        records.append((compactor(json.loads(body)), group))
+        table = tables.setdefault(group, RecordTable())
+        table.add(json.loads(body))
+        records.append((table[len(table) - 1], group))
     return bodies, records
 
 

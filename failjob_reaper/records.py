@@ -269,6 +269,12 @@ class Record(Mapping[str, Any]):
     def get(self, key: str, default: Any = None) -> Any:
         return self._table.value(self._row, key, default)
 
+    def begin_millis(self) -> int | None:
+        """``begin_time`` in milliseconds since the epoch when it was listed in the API's
+        fixed form (kept packed: no text made and parsed again), else None."""
+        millis = self._table._millis[self._row]
+        return None if millis == _ODD_TIME else millis
+
     def __iter__(self) -> Iterator[str]:
         table, row = self._table, self._row
         for n, name in enumerate(FIELDS):

@@ -47,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 from fnmatch import translate
 from typing import Any, Literal
 
-from failjob_reaper.records import FIELDS, Record, _Millis
+from failjob_reaper.records import Record
 
 from ._durations import format_age, format_duration, format_micros
 from ._model import Match, Policy
@@ -95,8 +95,6 @@ _MIN_US = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _US
 _MAX_US = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _US
 """The instants a datetime can hold, in microseconds since the epoch: a time
 outside them is an OverflowError in datetime arithmetic."""
-_BEGIN = FIELDS.index("begin_time")
-_FIELD_INDEX = {name: n for n, name in enumerate(FIELDS) if n != _BEGIN}
 
 
 def begin_micros(record: Mapping[str, Any]) -> int | None:
@@ -105,9 +103,9 @@ def begin_micros(record: Mapping[str, Any]) -> int | None:
     API's fixed form only when it prints back to the very same text) is that
     number, not re-printed as text and parsed again."""
     if type(record) is Record:
-        raw = record._values[_BEGIN]
-        if type(raw) is _Millis:
-            return int(raw) * 1000
+        millis = record.begin_millis()
+        if millis is not None:
+            return millis * 1000
     begin = parse_begin_time(record.get("begin_time"))
     return None if begin is None else (begin - _EPOCH) // _US
 
@@ -224,14 +222,7 @@ def _now_micros(now: datetime) -> int:
 def _read(record: Mapping[str, Any], seen: dict[str, str | None], key: str) -> str | None:
     """The record's text field ``key`` (None if absent or not text), read once per decision.
 
-    A Record's own fields are read from its tuple: a text value there is what ``get``
-    gives (records.py unpacks only the packed begin_time, a number, never text), and
-    anything else (a number, the missing marker) is no text for ``get`` either."""
-    if type(record) is Record:
-        index = _FIELD_INDEX.get(key)
-        if index is not None:
-            raw = record._values[index]
-            return raw if type(raw) is str else None
+    """
     value = seen.get(key, _UNSET)
     if value is _UNSET:
         got = record.get(key)
