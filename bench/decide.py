@@ -64,7 +64,7 @@ def _world(n: int, expired: bool) -> tuple[list[bytes], list[tuple[Any, str | No
     records: list[tuple[Any, str | None]] = []
     for body, group, *_ in rows:
         bodies.append(body)
-        table = tables.setdefault(group, RecordTable())
+        table = tables.get(group) or tables.setdefault(group, RecordTable())
         table.add(json.loads(body))
         records.append((table[len(table) - 1], group))
     return bodies, records
