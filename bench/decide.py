@@ -2,8 +2,8 @@
 
 A sweep of 1,000,000 listed tasks decides each of them inside its deadline, so the
 decision's own CPU counts. Records: ``standin.sample_data.bulk_rows`` (the stand-in's
-backlog: 20 groups, unique resources), kept in ``failjob_reaper.records.RecordTable``s (one per group)
-as the planner keeps them, decided as the planner decides them
+backlog: 20 groups, unique resources), kept in ``failjob_reaper.records.RecordTable``
+(one per group) as the planner keeps them, decided as the planner decides them
 (``decide(record, policy, now, siblings=..., force=False, server_group_id=...)``), in
 this process: a CPU measurement, no I/O.
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from failjob_reaper.ids import is_valid_id
 from failjob_reaper.outcomes import Outcome
@@ -31,7 +31,7 @@ from failjob_reaper.plan import (
     ScopeListing,
     Settlement,
     interpret_delete,
-    recheck_delete,
+    recheck_deletes,
 )
 from failjob_reaper.reading import Execution, Progress
 from failjob_reaper.reporting import Job, Reporter
@@ -119,13 +119,13 @@ class PlanExecutor:
         total = len(plan.deletes)
         if not total:
             return
-        fresh = _Freshness(self, job, client, listings, deadline_at)
+        fresh = _Freshness(self, job, client, listings, deadline_at, plan.deletes)
         done = 0
         lock = threading.Lock()
         halted = threading.Event()
         not_found: list[tuple[PlannedDelete, DeleteResult]] = []
 
-        def delete_one(delete: PlannedDelete) -> None:
+        def delete_one(position: int, delete: PlannedDelete) -> None:
             nonlocal done
             if halted.is_set() or stop():
                 return  # left for the next run; the summary says partial
@@ -133,7 +133,7 @@ class PlanExecutor:
                 emit(report.of(delete, "would_delete", dry_run=True))
             else:
                 # No DELETE rests on a listing older than LISTING_MAX_AGE: re-list first.
-                current = fresh.recheck(delete, report)
+                current = fresh.recheck(position, delete, report)
                 if isinstance(current, Outcome):
                     emit(current)
                 else:
@@ -157,15 +157,15 @@ class PlanExecutor:
 
         # `concurrency` workers pull from one iterator: no Future per task, and an
         # unexpected error still propagates.
-        pending = iter(plan.deletes)
+        pending = enumerate(plan.deletes)
 
         def worker() -> None:
             while True:
                 with lock:
-                    delete = next(pending, None)
+                    position, delete = next(pending, (0, None))
                 if delete is None:
                     return
-                delete_one(delete)
+                delete_one(position, delete)
 
         workers = min(concurrency, total) or 1
         if workers == 1:
@@ -236,56 +236,97 @@ class PlanExecutor:
                            status_code=404, attempts=result.attempts, error=verdict.error))
 
 
+RECHECK_WINDOW = 10_000
+"""How many of a sweep's next DELETEs one re-listing re-checks (docs/safety.md, "Fresh
+before delete"): what a sweep can send in a LISTING_MAX_AGE at the API's rate, about."""
+
+
 class _Freshness:
-    """Re-lists the scopes of a DELETE whose listing is older than LISTING_MAX_AGE and
-    asks the planner what that DELETE is now (a new failure of the resource may have
-    appeared meanwhile). Fresh re-listings are shared by the DELETEs of a scope."""
+    """No DELETE rests on a listing older than LISTING_MAX_AGE (docs/safety.md). When the
+    plan's listing of a DELETE's scopes has grown older, those scopes are listed again,
+    once for the next ``RECHECK_WINDOW`` DELETEs of the plan: the new listing keeps only
+    the records those DELETEs must weigh (their ids and resources), the planner answers
+    for all of them at once (``plan.recheck_deletes``), and each DELETE is then the
+    DELETE again or what it became. A backlog of 1,000,000 is re-checked by windows, in
+    memory for a window, not a second copy of the backlog."""
 
     def __init__(self, executor: PlanExecutor, job: Job, client: TaskCenterClient,
-                 listings: Sequence[ScopeListing], deadline_at: float | None) -> None:
+                 listings: Sequence[ScopeListing], deadline_at: float | None,
+                 deletes: Sequence[PlannedDelete]) -> None:
         self.executor = executor
         self.job = job
         self.client = client
         self.deadline_at = deadline_at
+        self.deletes = deletes
         self.max_age = timedelta(seconds=executor.listing_max_age)
-        self._current = {listing.server_group_id: listing for listing in listings}
+        self._listed_at = {listing.server_group_id: listing.listed_at for listing in listings}
         self._lock = threading.Lock()
-        self._scope_locks: dict[str | None, threading.Lock] = {}
+        self._window: _Window | None = None
 
-    def recheck(self, delete: PlannedDelete, report: Reporter) -> PlannedDelete | Outcome:
-        clock = self.executor.clock
-        now = clock()
-        if all(not self._stale(group, now) for group in delete.scopes):
+    def recheck(
+        self, position: int, delete: PlannedDelete, report: Reporter
+    ) -> PlannedDelete | Outcome:
+        now = self.executor.clock()
+        if all(self._young(self._listed_at.get(group), now) for group in delete.scopes):
             return delete
-        try:
-            listings = [self._listing(group) for group in delete.scopes]
-        except SdrsError as exc:
-            return report.failed(exc, "could not list again before the DELETE: "
-                                 f"{exc.message}", delete)
-        now = clock()
-        current = recheck_delete(delete, listings, self.executor.policy, now,
-                                 id_field=self.executor.id_field, force=self.job.force)
+        with self._lock:  # one re-listing at a time, whichever worker asks first
+            window = self._window
+            if window is None or not window.answers_for(delete, self, now):
+                try:
+                    window = self._window = self._relist(position)
+                except SdrsError as exc:
+                    return report.failed(exc, "could not list again before the DELETE: "
+                                         f"{exc.message}", delete)
+        current = window.answers[delete.failure_job_id]  # every window holds its first
         if isinstance(current, Settlement):
             return report.settled(current)
         return current
 
-    def _stale(self, group: str | None, now: datetime) -> bool:
-        with self._lock:
-            listing = self._current.get(group)
-        return (listing is None or listing.listed_at is None
-                or now - listing.listed_at > self.max_age)
+    def _young(self, listed_at: datetime | None, now: datetime) -> bool:
+        return listed_at is not None and now - listed_at <= self.max_age
 
-    def _listing(self, group: str | None) -> ScopeListing:
-        with self._lock:
-            scope_lock = self._scope_locks.setdefault(group, threading.Lock())
-        with scope_lock:  # one re-listing per scope, whichever worker asks first
-            if self._stale(group, self.executor.clock()):
-                listing = read_scope(self.client, Scope(group), self.executor.clock,
-                                     self.deadline_at)
-                with self._lock:
-                    self._current[group] = listing
-            with self._lock:
-                return self._current[group]
+    def _relist(self, position: int) -> _Window:
+        executor = self.executor
+        ahead = [self.deletes[n] for n in range(position, min(position + RECHECK_WINDOW,
+                                                             len(self.deletes)))]
+        ids = {d.failure_job_id for d in ahead}
+        resources = {r.record.get("resource_id") for d in ahead for r in d.removes}
+        resources.discard(None)
+        scopes: dict[str | None, None] = {}
+        for delete in ahead:
+            scopes.update(dict.fromkeys(delete.scopes))
+        id_field = executor.id_field
+
+        def weighed(record: Mapping[str, Any]) -> bool:
+            # Every record that carries one of these ids, and every record of their
+            # resources: what the plan for these DELETEs reads (a record of a resource
+            # that turns up only now ranks among fewer: kept, never deleted, by that).
+            value = record.get(id_field)
+            return (isinstance(value, str) and value in ids) or (
+                record.get("resource_id") in resources)
+
+        listings = [read_scope(self.client, Scope(group), executor.clock, self.deadline_at,
+                               only=weighed) for group in scopes]
+        answers = recheck_deletes(ahead, listings, executor.policy, executor.clock(),
+                                  id_field=id_field, force=self.job.force)
+        listed_at = [listing.listed_at for listing in listings]
+        oldest = min((at for at in listed_at if at is not None), default=None)
+        return _Window(answers, frozenset(scopes), oldest)
+
+
+class _Window:
+    """One re-listing's answers for a window of DELETEs, and when it was listed."""
+
+    def __init__(self, answers: dict[str, PlannedDelete | Settlement],
+                 scopes: frozenset[str | None], listed_at: datetime | None) -> None:
+        self.answers = answers
+        self.scopes = scopes
+        self.listed_at = listed_at
+
+    def answers_for(self, delete: PlannedDelete, freshness: _Freshness, now: datetime) -> bool:
+        return (delete.failure_job_id in self.answers
+                and self.scopes.issuperset(delete.scopes)
+                and freshness._young(self.listed_at, now))
 
 
 def _delete_failure(exc: SdrsError) -> str:

@@ -246,8 +246,11 @@ def make_plan(
     target: Target,
     force: bool = False,
     dry_run: bool = False,
+    guards: bool = True,
 ) -> Plan:
     """Decide every distinct record of ``listings`` and plan the DELETEs for ``target``.
+    ``guards``: whether a sweep's guards apply (not to the re-check of DELETEs a sweep's
+    plan already passed them with).
 
     Nothing here depends on the order in which records or scopes were read: copies of
     one record are weighed all (the copy that keeps it wins), DELETE groups are reported
@@ -304,7 +307,7 @@ def make_plan(
                 "not listed at the top level nor in any protection group"))
 
     guard = None
-    if isinstance(target, Everything):
+    if isinstance(target, Everything) and guards:
         guard = _guard(book, deletes, policy)
         if guard.tripped is not None:
             assert guard.reason is not None
@@ -357,16 +360,50 @@ def recheck_delete(
 ) -> PlannedDelete | Settlement:
     """The same plan for one planned DELETE, on its scopes listed again (the listing it
     rested on grew older than LISTING_MAX_AGE): the DELETE again, or what it became."""
-    plan = make_plan(listings, policy, now, id_field=id_field,
-                     target=OneTask(id_field, delete.failure_job_id), force=force)
-    if plan.deletes:
-        return plan.deletes[0]
-    settlement = plan.settled[0]
-    if settlement.outcome == "already_deleted":
-        return replace(settlement, record=delete.record, failure_job_id=delete.failure_job_id,
-                       decision=delete.decision,
-                       reason="not listed any more when listed again before the DELETE")
-    return settlement
+    return recheck_deletes([delete], listings, policy, now, id_field=id_field,
+                           force=force)[delete.failure_job_id]
+
+
+def recheck_deletes(
+    deletes: Sequence[PlannedDelete],
+    listings: Sequence[ScopeListing],
+    policy: Policy,
+    now: datetime,
+    *,
+    id_field: str,
+    force: bool = False,
+) -> dict[str, PlannedDelete | Settlement]:
+    """The same plan for planned DELETEs, on their scopes listed again: for each id, the
+    DELETE again (its group as listed now), or what it became. One plan for all of them:
+    a sweep re-checks a window of its DELETEs with one listing and one plan, not one
+    plan per DELETE. ``listings`` must hold every record that carries one of these ids,
+    and every record of their resources (keep-latest ranks among them); a listing that
+    holds more is fine."""
+    plan = make_plan(listings, policy, now, id_field=id_field, target=Everything(),
+                     force=force, guards=False)
+    wanted = {delete.failure_job_id: delete for delete in deletes}
+    answers: dict[str, PlannedDelete | Settlement] = {}
+    for again in plan.deletes:
+        if again.failure_job_id in wanted:
+            answers[again.failure_job_id] = again
+    for settlement in plan.settled:
+        if settlement.failure_job_id in wanted and settlement.failure_job_id not in answers:
+            answers[settlement.failure_job_id] = settlement
+    for failure_job_id, delete in wanted.items():
+        if failure_job_id in answers:
+            continue
+        if plan.incomplete:  # not listed, and it may be in what was not listed
+            reason = ("not listed when listed again before the DELETE, and a listing was "
+                      "incomplete (" + "; ".join(plan.incomplete) + ")")
+            answers[failure_job_id] = Settlement(
+                "retained", delete.record, failure_job_id,
+                Decision("retain", INCOMPLETE_RULE, reason, None), reason,
+                _incomplete_error(listings, plan.incomplete))
+        else:
+            answers[failure_job_id] = Settlement(
+                "already_deleted", delete.record, failure_job_id, delete.decision,
+                "not listed any more when listed again before the DELETE")
+    return answers
 
 
 def keys_to_weigh(
@@ -535,9 +572,10 @@ class _Book:
             start = self.starts[n]
             for row in range(len(table)):
                 key = table.identity_of(row)
+                d: int | None
                 if many:
-                    d = first.setdefault(key, start + row)
-                    d = None if d == start + row else d
+                    known = first.setdefault(key, start + row)
+                    d = None if known == start + row else known
                 else:
                     d = None
                     for m, earlier in tables[:position]:

@@ -42,15 +42,24 @@ class Scope:
     server_group_id: str | None
 
     def list(
-        self, client: TaskCenterClient, deadline: float | None = None
+        self, client: TaskCenterClient, deadline: float | None = None,
+        only: Callable[[Mapping[str, Any]], bool] | None = None,
     ) -> RecordTable:
         """The scope's records, kept in columns as each page arrives
-        (``records.RecordTable``: a backlog costs little per task)."""
+        (``records.RecordTable``: a backlog costs little per task). ``only``: keep just
+        the records it accepts (the listing is still read, and judged complete, whole)."""
         table = RecordTable()
         try:
-            for _ in client.failure_job_pages(server_group_id=self.server_group_id,
-                                              deadline=deadline, keep=table.add):
-                pass  # the table keeps them
+            if only is None:
+                for _ in client.failure_job_pages(server_group_id=self.server_group_id,
+                                                  deadline=deadline, keep=table.add):
+                    pass  # the table keeps them
+            else:
+                for page in client.failure_job_pages(server_group_id=self.server_group_id,
+                                                     deadline=deadline):
+                    for record in page:
+                        if only(record):
+                            table.add(record)
         except IncompleteListing as exc:
             exc.records = table  # type: ignore[assignment]  # read still counts
             raise
@@ -114,6 +123,7 @@ def search_order(hint_group: str | None, groups: Iterable[Scope]) -> list[Scope]
 def read_scope(
     client: TaskCenterClient, scope: Scope, clock: Callable[[], datetime],
     deadline: float | None = None,
+    only: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> ScopeListing:
     """One scope's complete listing. A group that the group list does not name (a wrong
     hint, a group removed meanwhile) lists nothing, whatever the code of the API's 400
@@ -122,7 +132,7 @@ def read_scope(
     errors (IncompleteListing too) propagate."""
     listed_at = clock()
     try:
-        records = scope.list(client, deadline)
+        records = scope.list(client, deadline, only)
     except SdrsError as exc:
         if scope.server_group_id is not None and exc.status_code in (400, 404) \
                 and not group_exists(client, scope.server_group_id, deadline):

@@ -118,3 +118,22 @@ def test_interpreter() -> None:
                              id_field="resource_id")
     assert still.outcome == "delete_failed" and "SDRS_FAILURE_JOB_ID_FIELD" in still.reason
     assert outcome(None, error={"message": "timeout"}) == "delete_failed"
+
+
+def test_a_record_listed_in_many_scopes_is_one_record_and_the_copy_that_keeps_it_wins() -> None:
+    # More listings than the planner asks one by one (it then keeps one dictionary of
+    # identities): the answer must not change with how copies are found.
+    for scopes in (3, 40):
+        groups = [f"a1b2c3d4-0000-4000-8000-{n:012d}" for n in range(scopes)]
+        listings = [ScopeListing(g, [rec("shared", "r-shared", OLD), rec(f"own-{n}", f"r{n}", OLD)])
+                    for n, g in enumerate(groups)]
+        # The last scope's copy of the shared record is still fresh: the copy that keeps wins.
+        listings[-1] = ScopeListing(groups[-1], [rec("shared", "r-shared", NEW),
+                                                 rec(f"own-{scopes - 1}", f"r{scopes - 1}", OLD)])
+        result = plan(listings, {"guards": {"max_deletion_fraction": 1.0}})
+        assert result.listed == scopes + 1
+        assert sorted(d.failure_job_id for d in result.deletes) == sorted(
+            f"r{n}" for n in range(scopes))
+        [shared] = [p for p in result.records if p.job_id == "shared"]
+        assert shared.decision.action == "retain"
+        assert set(shared.scopes) == set(groups)

@@ -25,6 +25,7 @@ from failjob_reaper.policy import _decide as fast
 from failjob_reaper.policy._decide import begin_micros, parse_begin_time
 from failjob_reaper.policy._durations import format_age, format_duration, format_micros
 from failjob_reaper.records import FIELDS, Record, RecordTable
+from tests.test_policy_properties import cases, records
 
 
 class Compactor:
@@ -32,7 +33,6 @@ class Compactor:
 
     def __call__(self, record: Mapping[str, Any]) -> Record:
         return RecordTable([record])[0]
-from tests.test_policy_properties import cases, records
 
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

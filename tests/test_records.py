@@ -56,7 +56,7 @@ def test_a_table_keeps_one_record_per_identity_and_finds_it() -> None:
     assert table.add(anonymous) and not table.add(dict(anonymous))
     assert len(table) == 2
     assert table.row_of(LISTED["job_id"]) == 0
-    assert table[table.row_of(table.identity_of(1))] == anonymous
+    assert table.row_of(table.identity_of(1)) == 1 and table[1] == anonymous
 
 
 def test_a_record_has_no_hash_like_the_dict_it_stands_for() -> None:
