@@ -107,18 +107,13 @@ class PlannedRecord:
     """DELETE ids other copies carry besides ``failure_job_id`` (almost always none)."""
     index: int = -1
     """Its place in its plan (``plan_view`` keys its rows by it)."""
+    failure_job_id: str | None = None
+    """The record's id field, when it is a usable DELETE id; else None (the plan sets
+    it: a PlannedRecord is made when it is read, from the plan's columns)."""
 
-    # Derived, not stored: a plan of 100,000 records keeps only what it must
-    # (docs/performance.md).
     @property
     def key(self) -> str:
         return record_key(self.record)
-
-    @property
-    def failure_job_id(self) -> str | None:
-        """The record's id field, when it is a usable DELETE id; else None."""
-        raw = self.record.get(self.id_field)
-        return str(raw) if is_valid_id(raw) else None
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -500,6 +495,8 @@ class _Book:
         self._until = array("q")
         self._decisions: list[Decision] = []
         self._targeted: set[int] | None = None
+        self._valid: bytearray | None = None
+        """Per ``d``: whether its id is a usable DELETE id (``ids.is_valid_id``, asked once)."""
 
     # -- reading ----------------------------------------------------------------
 
@@ -528,6 +525,8 @@ class _Book:
             raw = table.objects(self.id_field)[row]
         else:
             raw = table.value(row, self.id_field)
+        if self._valid is not None and type(raw) is str:  # checked once, when decided
+            return raw if self._valid[d] else None
         return str(raw) if is_valid_id(raw) else None
 
     def key(self, d: int) -> str:
@@ -553,7 +552,7 @@ class _Book:
         return PlannedRecord(record=self.record(self.reported.get(d, d)), scopes=self.scopes_of(d),
                              decision=self.decision(d), id_field=self.id_field,
                              targeted=self.targeted(d), other_ids=self.other_ids.get(d, ()),
-                             index=d)
+                             index=d, failure_job_id=self.own_id(d))
 
     def distinct_rows(self) -> Iterator[int]:
         alias = self.alias
@@ -655,6 +654,10 @@ class _Book:
                 code = lookup[decision] = len(decisions)
                 decisions.append(decision)
             codes.append(code)
+        valid = bytearray(self.total)
+        for d in self.distinct_rows():
+            valid[d] = self.own_id(d) is not None
+        self._valid = valid
         self._shared = self._ids()
 
     def target(self, target: Target) -> list[int] | None:

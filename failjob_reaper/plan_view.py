@@ -67,8 +67,7 @@ def plan_rows(
     for delete in plan.deletes:
         answer = (done or {}).get(delete.failure_job_id)
         for planned in delete.removes:
-            fates.set(planned, _deleting_fate(planned, delete.decision, answer, done is None,
-                                              stopped))
+            fates.set(planned, _deleting_fate(delete.decision, answer, done is None, stopped))
     for settlement in plan.settled:
         lead = settlement.record
         if lead is None:
@@ -157,25 +156,18 @@ class Rows(Sequence[Row]):
 
 
 def _deleting_fate(
-    planned: PlannedRecord, decision: Decision, answer: Mapping[str, Any] | None, dry: bool,
-    stopped: str | None,
+    decision: Decision, answer: Mapping[str, Any] | None, dry: bool, stopped: str | None,
 ) -> _Fate:
-    row = _deleting_row(planned, decision, answer, dry, stopped)
-    return (row.action, decision, row.reason if row.reason != decision.reason else None, False)
-
-
-def _deleting_row(
-    planned: PlannedRecord, decision: Decision, answer: Mapping[str, Any] | None, dry: bool,
-    stopped: str | None = None,
-) -> Row:
+    """What a record a planned DELETE removes shows: would go (dry run), left over (not
+    sent), or what the DELETE answered."""
     if dry:
-        return _row("would_delete", planned, decision)
+        return ("would_delete", decision, None, False)
     if answer is None:
         why = stopped or "the sweep stopped first (deadline or sink down)"
-        return _row("left_over", planned, decision,
-                    reason=f"not sent: {why}; left for the next sweep")
-    return _row(str(answer.get("outcome")), planned, decision,
-                reason=str(answer.get("reason") or decision.reason))
+        return ("left_over", decision, f"not sent: {why}; left for the next sweep", False)
+    reason = str(answer.get("reason") or decision.reason)
+    return (str(answer.get("outcome")), decision,
+            reason if reason != decision.reason else None, False)
 
 
 def _row(

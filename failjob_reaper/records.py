@@ -34,6 +34,7 @@ FIELDS = ("job_type", "job_status", "begin_time", "job_id", "failure_status", "r
           "resource_name", "error_code", "fail_reason", "resource_type")
 """The ten fields of the official SDK's ``FailureJobParams``, in the API's order."""
 _INDEX = {name: n for n, name in enumerate(FIELDS)}
+_FIELD_NAMES = _INDEX.keys()
 _MISSING: Any = object()
 
 # How each field is kept (see the module's docstring).
@@ -63,17 +64,38 @@ def _pack_time(value: str) -> int | None:
     if (len(value) != 24 or value[4] != "-" or value[7] != "-" or value[10] != "T"
             or value[13] != ":" or value[16] != ":" or value[19] != "." or value[23] != "Z"):
         return None
-    digits = value[0:4] + value[5:7] + value[8:10] + value[11:13] + value[14:16] \
-        + value[17:19] + value[20:23]
-    if not _DIGITS.issuperset(digits):
+    clock = value[11:13] + value[14:16] + value[17:19] + value[20:23]
+    if not _DIGITS.issuperset(clock):
         return None
-    try:
-        moment = datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]),
-                          int(value[11:13]), int(value[14:16]), int(value[17:19]),
-                          int(value[20:23]) * 1000, tzinfo=UTC)
-    except ValueError:  # month 13, second 60, year 0: kept as text
+    hour, minute, second = int(value[11:13]), int(value[14:16]), int(value[17:19])
+    if hour > 23 or minute > 59 or second > 59:  # second 60 and the like: kept as text
         return None
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    day = _day_millis(value[0:10])
+    if day is None:
+        return None
+    return day + ((hour * 60 + minute) * 60 + second) * 1000 + int(value[20:23])
+
+
+_DAYS: dict[str, int | None] = {}
+
+
+def _day_millis(date: str) -> int | None:
+    """Milliseconds from the epoch to the start of ``YYYY-MM-DD`` (None: no such day).
+    A backlog's tasks fall on few days: each is worked out once (a bounded memo)."""
+    known = _DAYS.get(date, _MISSING)
+    if known is not _MISSING:
+        return known  # type: ignore[no-any-return]
+    millis: int | None = None
+    if _DIGITS.issuperset(date[0:4] + date[5:7] + date[8:10]):
+        try:
+            moment = datetime(int(date[0:4]), int(date[5:7]), int(date[8:10]), tzinfo=UTC)
+            millis = (moment - _EPOCH) // timedelta(milliseconds=1)
+        except ValueError:  # month 13, day 30 of February, year 0: kept as text
+            millis = None
+    if len(_DAYS) >= 4096:
+        _DAYS.clear()
+    _DAYS[date] = millis
+    return millis
 
 
 def _unpack_time(millis: int) -> str:
@@ -163,7 +185,7 @@ class RecordTable(Sequence["Record"]):
             odd[row, _INDEX[_TIME]] = begin
             millis = _ODD_TIME
         self._millis.append(millis)
-        if len(record) > sum(1 for name in FIELDS if name in record):
+        if not _FIELD_NAMES >= record.keys():
             self._extra[row] = {k: v for k, v in record.items() if k not in _INDEX}
         return True
 

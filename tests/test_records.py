@@ -62,3 +62,13 @@ def test_a_table_keeps_one_record_per_identity_and_finds_it() -> None:
 def test_a_record_has_no_hash_like_the_dict_it_stands_for() -> None:
     with pytest.raises(TypeError):
         hash(RecordTable([LISTED])[0])
+
+
+@given(st.from_regex(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z"))
+def test_a_time_is_packed_only_when_it_gives_the_very_same_text_back(text: str) -> None:
+    from failjob_reaper.records import _pack_time, _unpack_time
+
+    packed = _pack_time(text)
+    if packed is not None:
+        assert _unpack_time(packed) == text
+    assert RecordTable([{"begin_time": text}])[0]["begin_time"] == text
