@@ -27,7 +27,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import redis
 from redis.connection import parse_url
 
-from failjob_reaper.state._store import StateUnavailable
+from failjob_reaper.state._store import (
+    BITS_META,
+    StateUnavailable,
+    bits_head,
+    check_bit_offsets,
+)
 
 T = TypeVar("T")
 
@@ -55,6 +60,28 @@ if redis.call('PTTL', KEYS[1]) < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return value
+"""
+
+# KEYS[1] a bit array; ARGV[1] the bytes of its meta, ARGV[2..] bit offsets (each taken
+# modulo the array's size). The meta and the bits are read in one script: one value.
+_BITS_GET = """
+local head = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('TYPE', KEYS[1]).ok ~= 'string' then
+  return false
+end
+local size = (redis.call('STRLEN', KEYS[1]) - head) * 8
+if size < 0 then
+  return false
+end
+local out = {redis.call('GETRANGE', KEYS[1], 0, head - 1)}
+for i = 2, #ARGV do
+  if size == 0 then
+    out[i] = 0
+  else
+    out[i] = redis.call('GETBIT', KEYS[1], head * 8 + (tonumber(ARGV[i]) % size))
+  end
+end
+return out
 """
 
 
@@ -235,6 +262,7 @@ class RedisStore:
         self._replace_if = self._redis.register_script(_REPLACE_IF)
         self._delete_if = self._redis.register_script(_DELETE_IF)
         self._incr = self._redis.register_script(_INCR)
+        self._bits_get = self._redis.register_script(_BITS_GET)
 
     # -- strings ------------------------------------------------------------------
 
@@ -307,6 +335,50 @@ class RedisStore:
                 pipe.execute()
 
         self._call(run)
+
+    def hash_put_many(self, items: Mapping[str, Mapping[str, str]], ttl: float) -> None:
+        asked = {key: fields for key, fields in items.items() if fields}
+        if not asked:
+            return
+        ms = _ms(ttl)
+
+        def run() -> None:
+            with self._redis.pipeline(transaction=True) as pipe:
+                for key, fields in asked.items():
+                    pipe.hset(self._key(key), mapping=dict[Any, Any](fields))
+                    pipe.pexpire(self._key(key), ms)
+                pipe.execute()
+
+        self._call(run)
+
+    def bits_put(self, key: str, meta: str, bits: bytes, ttl: float) -> None:
+        value = bits_head(meta) + bytes(bits)
+        ms = _ms(ttl)
+        self._call(lambda: self._redis.set(self._key(key), value, px=ms))
+
+    def bits_get_many(
+        self, keys: Sequence[str], offsets: Sequence[int]
+    ) -> list[tuple[str, list[bool]] | None]:
+        check_bit_offsets(offsets)
+        if not keys:
+            return []
+        args = [BITS_META, *offsets]
+
+        def run() -> list[Any]:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    self._bits_get(keys=[self._key(key)], args=args, client=pipe)
+                return list(pipe.execute())
+
+        out: list[tuple[str, list[bool]] | None] = []
+        for answer in self._call(run):
+            if not answer:
+                out.append(None)
+                continue
+            meta = answer[0]
+            meta = meta.decode("ascii", "replace") if isinstance(meta, bytes) else str(meta)
+            out.append((meta.rstrip(" "), [bool(bit) for bit in answer[1:]]))
+        return out
 
     def hash_get_many(
         self, requests: Sequence[tuple[str, Sequence[str]]]
