@@ -411,8 +411,12 @@ def test_memory_indexing_a_backlog_never_pushes_out_a_lease_or_the_journal() -> 
 
 
 def test_memory_evicts_first_exactly_the_lookup_index_keys() -> None:
-    from failjob_reaper import scopes as lookup
+    from failjob_reaper.state import keys as state_keys
     from failjob_reaper.state._memory import CACHE_PREFIXES
 
-    for prefix in (lookup._KEY, lookup._VIEW, lookup._GROUPS):
-        assert prefix.startswith(CACHE_PREFIXES), prefix
+    index_keys = (state_keys.index_bucket(1, 2), state_keys.INDEX_SCOPES,
+                  state_keys.scope_view("-"), state_keys.GROUPS_VIEW)
+    for key in index_keys:
+        assert key.startswith(CACHE_PREFIXES), key
+    cached = {name for name in state_keys.NAMES if name.startswith(("index", "scope", "group"))}
+    assert {state_keys.declared(key) for key in index_keys} == cached
