@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -158,11 +159,19 @@ _TOP = "-"  # the top level, as a scope code in the index (group ids are plain t
 _MANY = "*"  # a key held by more scopes than an entry names: the search goes everywhere
 _MAX_CODES = 7  # 7 codes of 8 characters and their commas: 62 bytes, at most 64 (listpack)
 _MAX_VALUE = 128
-BUCKETS = 65_536
-"""Hashes per generation: 2,000,000 entries (1,000,000 tasks, 2 keys each) put about 30
-in each, well inside Redis's compact encoding (hash-max-listpack-entries 128)."""
-CHUNK = 16_384
-"""Entries written per round trip of ``record`` (what it holds in the process at once)."""
+BUCKET_BITS = 15
+BUCKETS = 2**BUCKET_BITS
+"""Hashes per generation: 32,768. 2,000,000 entries (1,000,000 tasks, 2 keys each) put
+about 61 in each (the fullest below 100), inside Redis's compact encoding
+(hash-max-listpack-entries 128); past about 1,800,000 tasks the fullest buckets turn to
+Redis's plain hash encoding, about three times the bytes per entry."""
+CHUNK = 131_072
+"""Entries ``record`` holds before it writes them (8 bytes each, 1 MiB, and 5 MiB while
+they are sorted by bucket): about 4 per bucket, so one command writes several."""
+BATCH = 2_048
+"""Buckets written per round trip."""
+_FIELD_BITS = 48
+_FIELD_MASK = 2**_FIELD_BITS - 1
 BLOOM_BITS = 20
 """Bits of a scope view per key: 2.5 bytes per key (and 256 bytes at least: a small scope's
 view is as sure as a large one's)."""
@@ -181,7 +190,7 @@ class LookupIndex:
     * **Where** (``ix:<generation>:<bucket>``, hashes): for each value of the configured
       DELETE id field, ``job_id`` and ``resource_id``, keyed ``<field>:<value>``, the
       codes of the scopes it was last listed in. The bucket and the field are a stable
-      digest of the key (a field of 8 characters: 48 bits, inside one of 65,536 buckets),
+      digest of the key (a field of 8 characters: 48 bits, inside one of 32,768 buckets),
       the value at most 7 scope codes (8 characters each, ``-`` for the top level; more
       scopes: ``*``, search everywhere), resolved by ``ix:scopes``. Both stay in Redis's
       compact listpack encoding. A generation lasts ``ttl`` (``INDEX_TTL``); writes go to
@@ -199,8 +208,9 @@ class LookupIndex:
       wrong; a false positive (``BLOOM_HASHES``) only means the scope is read.
 
     ``record`` walks each listing's records once and writes in chunks of ``CHUNK``
-    entries: what it holds in the process is one chunk and the listing's filter (2 bytes
-    per key), never an object per task (docs/state.md gives the bytes per task).
+    entries, ``BATCH`` buckets per round trip: what it holds in the process is one chunk
+    and the listing's filter (2.5 bytes per key), never an object per task (docs/state.md
+    gives the bytes per task).
     """
 
     def __init__(
@@ -216,68 +226,93 @@ class LookupIndex:
 
     def record(self, listings: Sequence[ScopeListing], *, whole: bool) -> None:
         """Note where every record of these complete listings was seen. ``whole``: they
-        are every scope of the project (a full sweep): each entry is what this sweep saw
-        (a key in two of its scopes names the last one; the views of the others still
-        hold it); else an entry adds the scope to what the index said. Each complete
-        listing also replaces its scope's view."""
+        are every scope of the project (a full sweep), so each entry is what they say (a
+        key in two of them names both when both fall in one chunk of ``CHUNK`` entries,
+        else the last; the views of the others still hold it); else each entry adds to
+        what the index said. Each complete listing also replaces its scope's view."""
+        complete = [listing for listing in listings if listing.complete]
+        if not complete:
+            return
+        generation = self._generation()
+        codes: dict[str, int] = {}  # scope code -> its number in this call
+        slots, scopes = array("Q"), array("H")  # each key's slot and scope: 10 bytes
         try:
-            for listing in listings:
-                if listing.complete:
-                    self._record_listing(listing, merge=not whole)
+            named = {scope_code(g): g for g in
+                     (listing.server_group_id for listing in complete) if g is not None}
+            if named:  # first: an entry written before its scope's code resolves nothing
+                self.store.hash_put_many({_SCOPES: named}, 2 * self.ttl)
+            for listing in complete:
+                if len(codes) > 0xFFFF:  # a scope's number is 2 bytes: a new chunk
+                    self._write(slots, scopes, list(codes), generation, merge=not whole)
+                    slots, scopes, codes = array("Q"), array("H"), {}
+                number = codes.setdefault(scope_code(listing.server_group_id), len(codes))
+                records = listing.records
+                view = Bloom(len(records) * len(self.fields)) if listing.listed_at else None
+                for record in records:
+                    for field in self.fields:
+                        value = record.get(field)
+                        if not _indexable(value):
+                            continue
+                        digest = key_digest(f"{field}:{value}")
+                        if view is not None:
+                            view.add(digest)
+                        slots.append(int.from_bytes(digest[:8]))
+                        scopes.append(number)
+                    if len(slots) >= CHUNK:
+                        self._write(slots, scopes, list(codes), generation, merge=not whole)
+                        slots, scopes = array("Q"), array("H")
+                if view is not None and listing.listed_at is not None:
+                    meta = f"{_BLOOM} {BLOOM_HASHES} {listing.listed_at.isoformat()}"
+                    self.store.bits_put(_VIEW + (listing.server_group_id or _TOP), meta,
+                                        bytes(view.bits), self.view_max_age)
+                    del view
+            self._write(slots, scopes, list(codes), generation, merge=not whole)
         except StateUnavailable as exc:
             log.debug("lookup index not updated: %s", exc)
 
-    def _record_listing(self, listing: ScopeListing, *, merge: bool) -> None:
-        scope = listing.server_group_id
-        code = scope_code(scope)
-        generation = self._generation()
-        if scope is not None:
-            self.store.hash_put_many({_SCOPES: {code: scope}}, 2 * self.ttl)
-        records = listing.records
-        view = Bloom(len(records) * len(self.fields)) if listing.listed_at else None
-        pending: dict[int, dict[str, str]] = {}
-        count = 0
-        for record in records:
-            for field in self.fields:
-                value = record.get(field)
-                if not _indexable(value):
-                    continue
-                digest = key_digest(f"{field}:{value}")
-                if view is not None:
-                    view.add(digest)
-                bucket, name = _slot(digest)
-                pending.setdefault(bucket, {})[name] = code
-                count += 1
-            if count >= CHUNK:
-                self._write(pending, generation, merge=merge)
-                pending, count = {}, 0
-        self._write(pending, generation, merge=merge)
-        if view is not None and listing.listed_at is not None:
-            meta = f"{_BLOOM} {BLOOM_HASHES} {listing.listed_at.isoformat()}"
-            self.store.bits_put(_VIEW + (scope or _TOP), meta, bytes(view.bits),
-                                self.view_max_age)
+    def _write(self, slots: array[int], scopes: array[int], codes: list[str],
+               generation: int, *, merge: bool) -> None:
+        """One chunk of entries (each key's slot and the number of its scope's code) into
+        ``generation``, ``BATCH`` buckets per round trip; the same key twice in the chunk:
+        both scopes. ``merge``: each entry adds to what it said (this generation's, else
+        the one before)."""
+        batch: dict[int, dict[str, str]] = {}
+        fields: dict[str, str] = {}
+        bucket = -1
+        # By bucket, so that one command writes all of a bucket's fields in the chunk.
+        for entry in sorted(slot << 16 | number for slot, number in zip(slots, scopes,
+                                                                         strict=True)):
+            slot = entry >> 16
+            if slot >> (64 - BUCKET_BITS) != bucket:
+                bucket = slot >> (64 - BUCKET_BITS)
+                if len(batch) >= BATCH:
+                    self._put(batch, generation, merge=merge)
+                    batch = {}
+                fields = batch[bucket] = {}
+            name, code = _name(slot), codes[entry & 0xFFFF]
+            known = fields.get(name)
+            fields[name] = code if known is None or known == code else _merged(code, known)
+        self._put(batch, generation, merge=merge)
 
-    def _write(self, pending: dict[int, dict[str, str]], generation: int, *,
-               merge: bool) -> None:
-        """One chunk of entries into ``generation``; ``merge``: each adds its scope to
-        what the entry said (this generation's, else the one before)."""
-        if not pending:
+    def _put(self, batch: dict[int, dict[str, str]], generation: int, *,
+             merge: bool) -> None:
+        if not batch:
             return
         if merge:
-            buckets = list(pending)
-            requests = [(state_keys.index_bucket(g, b), list(pending[b]))
+            buckets = list(batch)
+            requests = [(state_keys.index_bucket(g, b), list(batch[b]))
                         for b in buckets for g in (generation, generation - 1)]
             answers = iter(self.store.hash_get_many(requests))
             for bucket in buckets:
                 now, before = next(answers), next(answers)
-                fields = pending[bucket]
+                fields = batch[bucket]
                 for name, known, older in zip(list(fields), now, before, strict=True):
                     fields[name] = _merged(fields[name], known if known is not None
                                            else older)
         end = (generation + 2) * self.ttl  # the end of the next generation
         ttl = max(end - self.clock().timestamp(), 1.0)
         self.store.hash_put_many(
-            {state_keys.index_bucket(generation, b): f for b, f in pending.items()}, ttl)
+            {state_keys.index_bucket(generation, b): f for b, f in batch.items()}, ttl)
 
     def record_groups(self, groups: Sequence[Scope], listed_at: datetime) -> None:
         """The complete list of protection groups, as listed at ``listed_at``."""
@@ -440,8 +475,8 @@ def _prime_at_least(n: int) -> int:
 
 
 def key_digest(key: str) -> bytes:
-    """A stable digest of an index key (``<field>:<value>``): bytes 0-1 its bucket, 2-7 its
-    field in the bucket, 8-19 its bits in a view."""
+    """A stable digest of an index key (``<field>:<value>``): bytes 0-7 its slot (bucket and
+    field in it), bytes 8-19 its bits in a view."""
     return hashlib.blake2b(key.encode(), digest_size=20).digest()
 
 
@@ -463,18 +498,24 @@ def scope_code(scope: str | None) -> str:
 
 
 def _slot(digest: bytes) -> tuple[int, str]:
-    return int.from_bytes(digest[:2]) % BUCKETS, base64.urlsafe_b64encode(digest[2:8]).decode()
+    """A key's bucket (the first ``BUCKET_BITS`` bits of its digest) and its field in the
+    bucket (bits 16-63, 8 characters)."""
+    slot = int.from_bytes(digest[:8])
+    return slot >> (64 - BUCKET_BITS), _name(slot)
 
 
-def _merged(code: str, known: str | None) -> str:
-    """``code`` added to an entry's codes (``*`` past ``_MAX_CODES``)."""
-    if not known or known == code:
-        return code
-    if known == _MANY:
+def _name(slot: int) -> str:
+    return base64.urlsafe_b64encode((slot & _FIELD_MASK).to_bytes(6)).decode()
+
+
+def _merged(codes: str, known: str | None) -> str:
+    """The scope codes of both entries (``*`` past ``_MAX_CODES``)."""
+    if not known or known == codes:
+        return codes
+    if _MANY in (known, codes):
         return _MANY
-    codes = dict.fromkeys(known.split(","))
-    codes[code] = None
-    return ",".join(codes) if len(codes) <= _MAX_CODES else _MANY
+    union = dict.fromkeys([*known.split(","), *codes.split(",")])
+    return ",".join(union) if len(union) <= _MAX_CODES else _MANY
 
 
 def _view_time(meta: str) -> datetime | None:

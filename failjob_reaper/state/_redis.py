@@ -3,8 +3,9 @@
 Huawei DCS, Redis and Valkey speak the same protocol. Each primitive is one
 command, or one Lua script where it must read and write atomically
 (compare-and-set, compare-and-delete, a counter that gets its TTL only when
-created); the ``_many`` writes, ``hash_put`` and ``hash_replace`` go in one MULTI/EXEC
-round trip, the reads of ``hash_get_many`` in one pipeline.
+created, the many hashes of ``hash_put_many``, a bit array's meta and bits read
+together); ``put_many``, ``hash_put`` and ``hash_replace`` go in one MULTI/EXEC round
+trip, the reads of ``hash_get_many`` and ``bits_get_many`` in one pipeline.
 
 Every redis-py error becomes ``StateUnavailable`` here, at the boundary, with a
 message that names the server (host:port) and never the URL's password.
@@ -17,6 +18,7 @@ store builds its client from what it returns.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import re
@@ -82,6 +84,27 @@ for i = 2, #ARGV do
   end
 end
 return out
+"""
+
+# KEYS: hashes; ARGV[1] ttl in ms, ARGV[1 + i] the fields of KEYS[i] as a JSON object
+# (one argument per hash: cheap to send). Each hash gets its fields and a fresh TTL.
+_HASH_PUT_MANY = """
+for i = 1, #KEYS do
+  local fv = {}
+  for field, value in pairs(cjson.decode(ARGV[i + 1])) do
+    fv[#fv + 1] = field
+    fv[#fv + 1] = value
+    if #fv >= 2000 then  -- unpack's stack is bounded
+      redis.call('HSET', KEYS[i], unpack(fv))
+      fv = {}
+    end
+  end
+  if #fv > 0 then
+    redis.call('HSET', KEYS[i], unpack(fv))
+  end
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+end
+return #KEYS
 """
 
 
@@ -263,6 +286,7 @@ class RedisStore:
         self._delete_if = self._redis.register_script(_DELETE_IF)
         self._incr = self._redis.register_script(_INCR)
         self._bits_get = self._redis.register_script(_BITS_GET)
+        self._hash_put_many = self._redis.register_script(_HASH_PUT_MANY)
 
     # -- strings ------------------------------------------------------------------
 
@@ -340,16 +364,9 @@ class RedisStore:
         asked = {key: fields for key, fields in items.items() if fields}
         if not asked:
             return
-        ms = _ms(ttl)
-
-        def run() -> None:
-            with self._redis.pipeline(transaction=True) as pipe:
-                for key, fields in asked.items():
-                    pipe.hset(self._key(key), mapping=dict[Any, Any](fields))
-                    pipe.pexpire(self._key(key), ms)
-                pipe.execute()
-
-        self._call(run)
+        keys = [self._key(key) for key in asked]
+        args = [_ms(ttl), *(json.dumps(dict(fields)) for fields in asked.values())]
+        self._call(lambda: self._hash_put_many(keys=keys, args=args))
 
     def bits_put(self, key: str, meta: str, bits: bytes, ttl: float) -> None:
         value = bits_head(meta) + bytes(bits)
