@@ -260,10 +260,10 @@ class _Rows(Sequence[dict[str, Any]]):
     listings hand them out): what ``record`` holds is its own, not the listing's."""
 
     def __init__(self, start: int, count: int) -> None:
-        self.start, self.count = start, count
+        self._start, self._n = start, count
 
     def __len__(self) -> int:
-        return self.count
+        return self._n
 
     @overload
     def __getitem__(self, i: int) -> dict[str, Any]: ...
@@ -273,10 +273,10 @@ class _Rows(Sequence[dict[str, Any]]):
 
     def __getitem__(self, i: int | slice) -> dict[str, Any] | Sequence[dict[str, Any]]:
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self.count))]
-        if not -self.count <= i < self.count:
+            return [self[j] for j in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
             raise IndexError(i)
-        n = self.start + i % self.count
+        n = self._start + i % self._n
         h = f"{n * 0x9E3779B97F4A7C15 % 2**128:032x}"
         return {"resource_id": f"{h[:8]}-{h[8:12]}-4{h[13:16]}-8{h[17:20]}-{h[20:]}",
                 "job_id": f"ff808082686f229a{n:016x}", "job_status": "FAIL"}

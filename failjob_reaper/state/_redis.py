@@ -365,7 +365,8 @@ class RedisStore:
         if not asked:
             return
         keys = [self._key(key) for key in asked]
-        args = [_ms(ttl), *(json.dumps(dict(fields)) for fields in asked.values())]
+        args: list[str | int] = [_ms(ttl)]
+        args.extend(json.dumps(dict(fields)) for fields in asked.values())
         self._call(lambda: self._hash_put_many(keys=keys, args=args))
 
     def bits_put(self, key: str, meta: str, bits: bytes, ttl: float) -> None:
