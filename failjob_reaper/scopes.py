@@ -179,7 +179,7 @@ BLOOM_MIN_BYTES = 256
 BLOOM_HASHES = 7
 """Bits set per key. With ``BLOOM_BITS`` = 20: a key the listing did not hold is taken for
 one it held (the scope is read, never skipped) with probability (1 - e^(-7/20))^7, 0.02 %
-(measured: tests/test_lookup_views.py)."""
+(measured: tests/test_lookup_compact.py)."""
 _BLOOM = "bf1"  # the format of a view's meta: "bf1 <hashes> <listed at>"
 
 

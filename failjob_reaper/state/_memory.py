@@ -150,14 +150,14 @@ class MemoryStore:
     def hash_put(self, key: str, field: str, value: str, ttl: float) -> None:
         _check_ttl(ttl)
         with self._lock:
-            self._hash_set(key, field, value, ttl)
+            self._hash_set(key, {field: value}, ttl)
 
     def hash_put_many(self, items: Mapping[str, Mapping[str, str]], ttl: float) -> None:
         _check_ttl(ttl)
         for key, fields in items.items():
-            with self._lock:  # per hash: others are not held up by a long batch
-                for field, value in fields.items():
-                    self._hash_set(key, field, value, ttl)
+            if fields:
+                with self._lock:  # per hash: others are not held up by a long batch
+                    self._hash_set(key, fields, ttl)
 
     def bits_put(self, key: str, meta: str, bits: bytes, ttl: float) -> None:
         head = bits_head(meta)
@@ -272,18 +272,21 @@ class MemoryStore:
         heapq.heappush(self._expiry, (entry.expires, entry.stamp, key))
         self._evict(keep=key)
 
-    def _hash_set(self, key: str, field: str, value: str, ttl: float) -> None:
+    def _hash_set(self, key: str, fields: Mapping[str, str], ttl: float) -> None:
         entry = self._entry(key)
         if entry is None or not isinstance(entry.value, dict):
-            self._store(key, {field: value}, ttl)
+            self._store(key, dict(fields), ttl)
             return
-        # In place, O(1) whatever the size of the hash; the whole hash's TTL refreshed.
-        fields = entry.value
-        old = fields.get(field)
-        fields[field] = value
+        # In place, O(1) a field whatever the size of the hash; the whole hash's TTL
+        # refreshed.
+        held, grown = entry.value, 0
+        for field, value in fields.items():
+            old = held.get(field)
+            held[field] = value
+            grown += len(value) - len(old) if old is not None \
+                else FIELD_COST + len(field) + len(value)
         self._renew(key, entry, self._clock() + ttl)
-        self._resize(key, entry, len(value) - len(old) if old is not None
-                     else FIELD_COST + len(field) + len(value))
+        self._resize(key, entry, grown)
 
     def _renew(self, key: str, entry: _Entry, expires: float) -> None:
         """A new expiry instant for a live entry; its old heap slot goes stale."""
