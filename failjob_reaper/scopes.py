@@ -12,6 +12,7 @@ were listed less than ``LISTING_MAX_AGE`` ago without a record it must weigh.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -505,7 +506,7 @@ def _slot(digest: bytes) -> tuple[int, str]:
 
 
 def _name(slot: int) -> str:
-    return base64.urlsafe_b64encode((slot & _FIELD_MASK).to_bytes(6)).decode()
+    return binascii.b2a_base64((slot & _FIELD_MASK).to_bytes(6), newline=False).decode()
 
 
 def _merged(codes: str, known: str | None) -> str:
