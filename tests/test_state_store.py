@@ -185,6 +185,10 @@ def test_hash_get_many_reads_chosen_fields_of_many_hashes(store: StateStore) -> 
         ("h1", ["b", "x", "a"]), ("missing", ["a"]), ("h2", []), ("h2", ["c"])]
     assert store.hash_get_many(asked) == [["2", None, "1"], [None], [], ["3"]]
     assert store.hash_get_many([]) == []
+    assert store.hash_get_many([("s", ["a"])]) == [[None]]  # no hash there: nothing
+    many = {f"f{i}": str(i) for i in range(2_500)}  # more than one HMGET holds in Lua
+    store.hash_put_many({"big": many}, 60)
+    assert store.hash_get_many([("big", [*many, "absent"])]) == [[*many.values(), None]]
 
 
 def test_a_reader_sees_the_old_or_the_new_hash_never_a_mix(store: StateStore) -> None:

@@ -3,9 +3,9 @@
 Huawei DCS, Redis and Valkey speak the same protocol. Each primitive is one
 command, or one Lua script where it must read and write atomically
 (compare-and-set, compare-and-delete, a counter that gets its TTL only when
-created, the many hashes of ``hash_put_many``, a bit array's meta and bits read
-together); ``put_many``, ``hash_put`` and ``hash_replace`` go in one MULTI/EXEC round
-trip, the reads of ``hash_get_many`` and ``bits_get_many`` in one pipeline.
+created, the many hashes of ``hash_put_many`` and ``hash_get_many``, a bit array's
+meta and bits read together); ``put_many``, ``hash_put`` and ``hash_replace`` go in one
+MULTI/EXEC round trip, the scripts of ``bits_get_many`` in one pipeline.
 
 Every redis-py error becomes ``StateUnavailable`` here, at the boundary, with a
 message that names the server (host:port) and never the URL's password.
@@ -105,6 +105,33 @@ for i = 1, #KEYS do
   redis.call('PEXPIRE', KEYS[i], ARGV[1])
 end
 return #KEYS
+"""
+
+# KEYS: hashes; ARGV[i] the fields asked of KEYS[i] as a JSON array. The answer: a JSON
+# array, for each hash its values (null: absent; a key that holds no hash: all null).
+# One command, however many hashes: cheap to send and to parse.
+_HASH_GET_MANY = """
+local out = {}
+for i = 1, #KEYS do
+  local names = cjson.decode(ARGV[i])
+  local got = {}
+  local hash = redis.call('TYPE', KEYS[i]).ok == 'hash'
+  for first = 1, #names, 1000 do  -- unpack's stack is bounded
+    local last = math.min(#names, first + 999)
+    if hash then
+      local values = redis.call('HMGET', KEYS[i], unpack(names, first, last))
+      for j = 1, #values do
+        got[#got + 1] = values[j] or cjson.null
+      end
+    else
+      for j = first, last do
+        got[#got + 1] = cjson.null
+      end
+    end
+  end
+  out[i] = got
+end
+return cjson.encode(out)
 """
 
 
@@ -287,6 +314,7 @@ class RedisStore:
         self._incr = self._redis.register_script(_INCR)
         self._bits_get = self._redis.register_script(_BITS_GET)
         self._hash_put_many = self._redis.register_script(_HASH_PUT_MANY)
+        self._hash_get_many = self._redis.register_script(_HASH_GET_MANY)
 
     # -- strings ------------------------------------------------------------------
 
@@ -405,14 +433,17 @@ class RedisStore:
         if not asked:
             return [[] for _ in requests]
 
-        def run() -> list[Any]:
-            with self._redis.pipeline(transaction=False) as pipe:
-                for key, names in asked:
-                    pipe.hmget(self._key(key), names)
-                return list(pipe.execute())
-
-        answers = iter(self._call(run))
-        return [[_text(v) for v in next(answers)] if names else [] for _, names in requests]
+        keys = [self._key(key) for key, _ in asked]
+        args = [json.dumps(names) for _, names in asked]
+        text = self._call(lambda: self._hash_get_many(keys=keys, args=args))
+        try:
+            answers = iter(json.loads(str(_text(text))) or [])
+            got = [[v if isinstance(v, str) else None for v in (next(answers) or [])]
+                   if names else [] for _, names in requests]
+        except (ValueError, StopIteration):
+            raise StateUnavailable(f"state store {self.where}: an answer that is no list of "
+                                   "fields") from None
+        return got
 
     def hash_get_all(self, key: str) -> dict[str, str]:
         fields = self._call(lambda: self._redis.hgetall(self._key(key)))
