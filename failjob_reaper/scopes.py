@@ -164,8 +164,9 @@ BUCKET_BITS = 15
 BUCKETS = 2**BUCKET_BITS
 """Hashes per generation: 32,768. 2,000,000 entries (1,000,000 tasks, 2 keys each) put
 about 61 in each (the fullest below 100), inside Redis's compact encoding
-(hash-max-listpack-entries 128); past about 1,800,000 tasks the fullest buckets turn to
-Redis's plain hash encoding, about three times the bytes per entry."""
+(hash-max-listpack-entries 128); from about 1,400,000 tasks the fullest buckets, and at
+2,000,000 about a quarter of them, turn to Redis's plain hash encoding (about three times
+the bytes per entry)."""
 CHUNK = 131_072
 """Entries ``record`` holds before it writes them (8 bytes each, 1 MiB, and 5 MiB while
 they are sorted by bucket): about 4 per bucket, so one command writes several."""
