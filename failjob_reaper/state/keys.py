@@ -130,7 +130,7 @@ GROUPS_VIEW = "gv"
 
 
 def index_bucket(generation: int, bucket: int) -> str:
-    """One of the 32,768 buckets of one generation of the index: a hash of digest of a
+    """One of the 32,768 buckets of one generation of the index: a hash from a digest of a
     record's ``<field>:<value>`` -> the codes of the scopes it was last listed in (TTL: to
     the end of the next generation)."""
     return f"{INDEX}{generation}:{bucket:04x}"
