@@ -218,3 +218,26 @@ def test_record_holds_no_object_per_task(
     small, large = peak(10_000), peak(40_000)
     store.close()
     assert large - small <= 30_000 * 2 * (scopes.BLOOM_BITS / 8) * 1.5 + 20_000
+
+
+def test_an_indexed_task_costs_redis_a_few_dozen_bytes(
+    redis_server: RedisServer, redis_url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 256 buckets for 10,000 tasks (20,000 entries, about 80 a bucket, as 32,768 buckets
+    # hold 1,000,000 tasks at 61): what each entry costs, with the buckets' own overhead
+    # shared as at a backlog's size (MEMORY USAGE of every key the index wrote). A key
+    # per entry (the index before) cost 724 bytes a task; a bucket in Redis's plain
+    # encoding about three times its listpack.
+    monkeypatch.setattr(scopes, "BUCKET_BITS", 8)
+    store = open_store(redis_url, namespace="t:")
+    index = LookupIndex(store, "resource_id", ttl=TTL, clock=clock)
+    index.record([ScopeListing(f"g{n}", Rows(str(n), 2_500), listed_at=T0)
+                  for n in range(4)], whole=True)
+    store.close()
+    with redis_server.client() as client:
+        keys = list(client.scan_iter(match="t:*", count=1_000))
+        used = sum(int(client.memory_usage(key, samples=0) or 0) for key in keys)
+        buckets = [key for key in keys if state_keys.declared(key[2:]) == "index"]
+        encodings = {str(client.object("encoding", key)) for key in buckets}
+    assert len(buckets) == 256 and encodings == {"listpack"}
+    assert used / 10_000 <= 60
