@@ -22,9 +22,11 @@ Parts:
                until every expired task is gone: sweeps needed, goodput / R, wrong
                deletes (counted from the world: fresh tasks no longer listed), each
                sweep's duration against ``SWEEP_DEADLINE``;
-* ``redis``  - Redis ``used_memory`` before and after a dry-run sweep of N tasks with
-               ``STATE_URL=redis://`` (the lookup index: ``ix:`` keys, ``sv:`` hashes), per
-               100,000 indexed tasks;
+* ``redis``  - Redis ``used_memory`` before and after a dry-run sweep of N tasks (at most
+               100,000) with ``STATE_URL=redis://`` (the lookup index: ``ix:`` buckets,
+               ``sv:`` views), per indexed task; and, for each N, ``LookupIndex.record`` of
+               a full sweep's listings in this process: Redis bytes per task, the
+               buckets' encodings, and ``record``'s own peak per task (tracemalloc);
 * ``faults`` - ``plan`` against a server that drips its answers (headers, then one byte a
                second) and one whose listing pages are N MB: time to the answer against
                ``SWEEP_DEADLINE``, peak RSS.
@@ -40,15 +42,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import httpx
 
 from bench._procs import PY, ROOT, TOKEN, Server, clean_env, server
 from bench._report import Result, Table, fmt_ratio, mib, ratio, say
+from failjob_reaper.scopes import Scope
 from standin.redis_server import RedisServer
 from standin.sample_data import bulk_rows
 
@@ -253,6 +257,85 @@ def redis_part(n: int, policy: str, timeout: float) -> dict[str, Any]:
             "wall": got["wall"], "code": got["code"], "rss": got["rss"]}
 
 
+class _Rows(Sequence[dict[str, Any]]):
+    """``count`` failed-task records from ``start``, each made on access (as the compact
+    listings hand them out): what ``record`` holds is its own, not the listing's."""
+
+    def __init__(self, start: int, count: int) -> None:
+        self._start, self._n = start, count
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[dict[str, Any]]: ...
+
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | Sequence[dict[str, Any]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        n = self._start + i % self._n
+        h = f"{n * 0x9E3779B97F4A7C15 % 2**128:032x}"
+        return {"resource_id": f"{h[:8]}-{h[8:12]}-4{h[13:16]}-8{h[17:20]}-{h[20:]}",
+                "job_id": f"ff808082686f229a{n:016x}", "job_status": "FAIL"}
+
+
+def index_record_part(n: int) -> dict[str, Any]:
+    """``LookupIndex.record`` of a full sweep's listings of ``n`` tasks (5 % at the top
+    level, the rest over ``GROUPS`` groups) into a real redis-server, in this process:
+    Redis ``used_memory`` before and after, the wall of ``record``, and its own peak
+    (tracemalloc, in a second run over the same listings); then ``scopes_for`` of a
+    sample of tasks: each must name its scope."""
+    from failjob_reaper.plan import OneTask, ScopeListing
+    from failjob_reaper.scopes import LookupIndex
+    from failjob_reaper.state import open_store
+
+    now = datetime.now(UTC)
+    top = n * 5 // 100
+    per_group, extra = divmod(n - top, GROUPS)
+    listings, start = [ScopeListing(None, _Rows(0, top), listed_at=now)], top
+    for g in range(GROUPS):
+        count = per_group + (1 if g < extra else 0)
+        listings.append(ScopeListing(f"bench-group-{g:02d}", _Rows(start, count),
+                                     listed_at=now))
+        start += count
+    say(f"backlog: LookupIndex.record of {n:,} tasks in {len(listings)} scopes, in process")
+    with RedisServer() as redis_server, redis_server.client() as client:
+        store = open_store(redis_server.url, namespace="bench:")
+        # Views kept an hour here (the function's live LISTING_MAX_AGE, 60 s), so that
+        # all of them are counted however long the run.
+        index = LookupIndex(store, "resource_id", clock=lambda: now, view_max_age=3600.0)
+        before = int(client.info("memory")["used_memory"])
+        t0 = time.perf_counter()
+        index.record(listings, whole=True)
+        wall = time.perf_counter() - t0
+        after = int(client.info("memory")["used_memory"])
+        encodings: dict[str, int] = {}
+        for key in client.scan_iter(match="bench:ix:*", count=10_000):
+            kind = str(client.object("encoding", key))
+            encodings[kind] = encodings.get(kind, 0) + 1
+        views = sum(int(client.strlen(key))
+                    for key in client.scan_iter(match="bench:sv:*", count=10_000))
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        index.record(listings, whole=True)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        sample = range(0, len(listings), max(1, len(listings) // 20))
+        t0 = time.perf_counter()
+        right = sum(index.scopes_for(OneTask("resource_id", str(listings[i].records[0][
+            "resource_id"]))) == [Scope(listings[i].server_group_id)] for i in sample)
+        lookup_ms = (time.perf_counter() - t0) / len(sample) * 1000
+        store.close()
+    return {"tasks": n, "used_before": before, "used_after": after, "wall": wall,
+            "peak": peak, "encodings": encodings, "view_bytes": views,
+            "lookups": len(sample), "lookups_right": right, "lookup_ms": lookup_ms}
+
+
 def faults_part(n: int, policy: str, timeout: float, page_mb: float) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     cases = [("drip: headers, then 1 byte/s", 1.0, 0.0),
@@ -295,7 +378,8 @@ def run(quick: bool, smoke: bool = False, sizes: Sequence[int] | None = None,
             result.tables.append(_rate_table(swept))
         if "redis" in parts:
             indexed = data["redis"] = redis_part(redis_n, policy, cli_timeout)
-            result.tables.append(_redis_table(indexed))
+            recorded = data["index"] = [index_record_part(n) for n in sizes]
+            result.tables.append(_redis_table(indexed, recorded))
         if "faults" in parts:
             faulty = data["faults"] = faults_part(200 if smoke else 2_000, policy,
                                                   fault_timeout, page_mb)
@@ -313,8 +397,9 @@ def run(quick: bool, smoke: bool = False, sizes: Sequence[int] | None = None,
         "Aims (docs): 100,000 listed tasks at 128 MiB peak RSS or less, 1,000,000 at 512 MiB "
         "or less.",
         "Redis: the `sv:` scope views live LISTING_MAX_AGE (60 s); a sweep longer than that "
-        "finds the first ones gone when it ends, so the count of `sv:` hashes may be below "
-        "the number of scopes.",
+        "finds the first ones gone when it ends, so the count of `sv:` views may be below "
+        "the number of scopes. `ix:` buckets: one generation of the index (INDEX_TTL, 1 h); "
+        "a bucket lives to the end of the next one, so Redis holds up to two generations.",
     ]
     return result
 
@@ -358,17 +443,31 @@ def _rate_table(swept: dict[str, Any]) -> Table:
     return table
 
 
-def _redis_table(indexed: dict[str, Any]) -> Table:
-    grown = indexed["used_after"] - indexed["used_before"]
-    per_100k = grown / indexed["tasks"] * 100_000
+def _redis_table(indexed: dict[str, Any], recorded: list[dict[str, Any]]) -> Table:
     table = Table(
-        f"Redis memory of the lookup index after a dry-run sweep of {indexed['tasks']:,} "
-        f"tasks over {GROUPS} groups (INFO memory used_memory)",
-        ["tasks", "used_memory growth (MiB)", "per 100,000 tasks (MiB)", "bytes per task",
-         "keys added", "ix: keys", "sv: hashes", "sweep exit", "sweep wall (s)"])
-    table.add(indexed["tasks"], mib(grown), mib(per_100k), grown / indexed["tasks"],
+        f"Redis memory of the lookup index (INFO memory used_memory): after a dry-run sweep "
+        f"of {indexed['tasks']:,} tasks over {GROUPS} groups (the function), and after "
+        f"LookupIndex.record of a full sweep's listings (5 % top level, {GROUPS} groups) "
+        "in this process, with its own peak (tracemalloc, a second run)",
+        ["what", "tasks", "used_memory growth (MiB)", "per 100,000 tasks (MiB)",
+         "bytes per task", "of which views (bytes per task)", "keys added", "ix: keys",
+         "sv: views", "ix: encodings", "process peak (MiB)", "peak bytes per task",
+         "exit", "wall (s)", "µs per task", "lookups right", "ms per lookup"])
+    grown = indexed["used_after"] - indexed["used_before"]
+    table.add("dry-run sweep", indexed["tasks"], mib(grown),
+              mib(grown / indexed["tasks"] * 100_000), grown / indexed["tasks"], None,
               indexed["keys_after"] - indexed["keys_before"], indexed["ix_keys"],
-              indexed["sv_keys"], indexed["code"], indexed["wall"])
+              indexed["sv_keys"], None, None, None, indexed["code"], indexed["wall"], None,
+              None, None)
+    for r in recorded:
+        grown = r["used_after"] - r["used_before"]
+        table.add("LookupIndex.record", r["tasks"], mib(grown),
+                  mib(grown / r["tasks"] * 100_000), grown / r["tasks"],
+                  r["view_bytes"] / r["tasks"], None, sum(r["encodings"].values()), None,
+                  ", ".join(f"{k} {v:,}" for k, v in sorted(r["encodings"].items())),
+                  mib(r["peak"]), r["peak"] / r["tasks"], None, r["wall"],
+                  r["wall"] / r["tasks"] * 1e6, f"{r['lookups_right']}/{r['lookups']}",
+                  r["lookup_ms"])
     return table
 
 

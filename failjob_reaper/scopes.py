@@ -11,8 +11,13 @@ were listed less than ``LISTING_MAX_AGE`` ago without a record it must weigh.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import logging
+import math
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -154,30 +159,69 @@ def group_exists(client: TaskCenterClient, group_id: str, deadline: float | None
 # -- the lookup index -------------------------------------------------------------------
 
 INDEX_TTL = state_keys.INDEX_TTL
-"""How long a listing's word on where a record lives is used (an hourly sweep renews it)."""
+"""How long one generation of the index lasts; a listing's word on where a record lives is
+used in its generation and the next (an hourly sweep renews it)."""
 
-_KEY = state_keys.INDEX
 _VIEW = state_keys.SCOPE_VIEW  # a scope's last complete listing: which keys it held, and when
 _GROUPS = state_keys.GROUPS_VIEW  # the last complete list of protection groups, and when
-_AT = "@"  # the field of a scope view that holds its listing's time
-_TOP = "-"  # the top level, as a scope in the index (group ids are plain tokens)
+_SCOPES = state_keys.INDEX_SCOPES  # scope code -> group id
+_TOP = "-"  # the top level, as a scope code in the index (group ids are plain tokens)
+_MANY = "*"  # a key held by more scopes than an entry names: the search goes everywhere
+_MAX_CODES = 7  # 7 codes of 8 characters and their commas: 62 bytes, at most 64 (listpack)
 _MAX_VALUE = 128
+BUCKET_BITS = 15
+BUCKETS = 2**BUCKET_BITS
+"""Hashes per generation: 32,768. 2,000,000 entries (1,000,000 tasks, 2 keys each) put
+about 61 in each (the fullest below 100), inside Redis's compact encoding
+(hash-max-listpack-entries 128); from about 1,400,000 tasks the fullest buckets, and at
+2,000,000 about a quarter of them, turn to Redis's plain hash encoding (about three times
+the bytes per entry)."""
+CHUNK = 131_072
+"""Entries ``record`` holds before it writes them (8 bytes each, 1 MiB, and 5 MiB while
+they are sorted by bucket): about 4 per bucket, so one command writes several."""
+BATCH = 2_048
+"""Buckets written per round trip."""
+_FIELD_BITS = 48
+_FIELD_MASK = 2**_FIELD_BITS - 1
+BLOOM_BITS = 20
+"""Bits of a scope view per key: 2.5 bytes per key (and 256 bytes at least: a small scope's
+view is as sure as a large one's)."""
+BLOOM_MIN_BYTES = 256
+BLOOM_HASHES = 7
+"""Bits set per key. With ``BLOOM_BITS`` = 20: a key the listing did not hold is taken for
+one it held (the scope is read, never skipped) with probability (1 - e^(-7/20))^7, 0.02 %
+(measured: tests/test_lookup_compact.py)."""
+_BLOOM = "bf1"  # the format of a view's meta: "bf1 <hashes> <listed at>"
 
 
 class LookupIndex:
-    """Two things in the state store, both written by every complete listing.
+    """Two things in the state store, both written by every complete listing; neither is
+    more than a hint, and losing either costs only speed.
 
-    * **Where** (``ix:<field>:<value>`` -> scopes, TTL ``INDEX_TTL``): the scopes a
-      value of the configured DELETE id field, ``job_id`` or ``resource_id`` was last
-      listed in. Only a hint: what is deleted rests on a fresh listing of the scopes it
-      names, and a task not found there sends the search through every scope.
-    * **Views** (``sv:<scope>``, one hash per scope, TTL ``view_max_age``): each
-      scope's last complete listing as the set of those keys it held, with its time;
-      and the last complete list of the groups (``gv``). A view younger than
-      ``LISTING_MAX_AGE`` that holds none of the keys an event's DELETE must weigh
-      stands for a listing of that scope: it is that listing, reduced to what the plan
-      needs. A scope's view is replaced whole, so it is one listing or nothing; a lost
-      or evicted key only means a scope is read again.
+    * **Where** (``ix:<generation>:<bucket>``, hashes): for each value of the configured
+      DELETE id field, ``job_id`` and ``resource_id``, keyed ``<field>:<value>``, the
+      codes of the scopes it was last listed in. The bucket and the field are a stable
+      digest of the key (a field of 8 characters: 48 bits, inside one of 32,768 buckets),
+      the value at most 7 scope codes (8 characters each, ``-`` for the top level; more
+      scopes: ``*``, search everywhere), resolved by ``ix:scopes``. Both stay in Redis's
+      compact listpack encoding. A generation lasts ``ttl`` (``INDEX_TTL``); writes go to
+      the current one, reads ask it then the one before, and a bucket expires at the end
+      of the next generation: a record gone for two generations is forgotten, with no
+      per-field TTL. Only a hint: what is deleted rests on a fresh listing of the scopes
+      it names, and a task not found there sends the search through every scope (a digest
+      collision is no more than such a wrong hint).
+    * **Views** (``sv:<scope>``, TTL ``view_max_age``): each scope's last complete listing
+      as a Bloom filter of those keys, with its time (one string value, replaced whole: one
+      listing or nothing); and the last complete list of the groups (``gv``). A view
+      younger than ``LISTING_MAX_AGE`` that holds none of the keys an event's DELETE must
+      weigh stands for a listing of that scope: it is that listing, reduced to what the
+      plan needs. A Bloom filter never misses a key it was given, so "holds none" is never
+      wrong; a false positive (``BLOOM_HASHES``) only means the scope is read.
+
+    ``record`` walks each listing's records once and writes in chunks of ``CHUNK``
+    entries, ``BATCH`` buckets per round trip: what it holds in the process is one chunk
+    and the listing's filter (2.5 bytes per key), never an object per task (docs/state.md
+    gives the bytes per task).
     """
 
     def __init__(
@@ -192,35 +236,94 @@ class LookupIndex:
         self.clock: Callable[[], datetime] = clock or _utc_now
 
     def record(self, listings: Sequence[ScopeListing], *, whole: bool) -> None:
-        """Note where every record of these listings was seen. ``whole``: they are every
-        scope of the project (a full sweep), so they replace what the index said; else
-        they add to it. Each complete listing also replaces its scope's view."""
-        seen: dict[str, set[str]] = {}
-        views: dict[str, dict[str, str]] = {}
-        for listing in listings:
-            if not listing.complete:
-                continue
-            scope = listing.server_group_id or _TOP
-            view = {_AT: listing.listed_at.isoformat()} if listing.listed_at else None
-            for record in listing.records:
-                for key in self._keys(record):
-                    seen.setdefault(key, set()).add(scope)
-                    if view is not None:
-                        view[key.removeprefix(_KEY)] = ""
-            if view is not None:
-                views[scope] = view
+        """Note where every record of these complete listings was seen. ``whole``: they
+        are every scope of the project (a full sweep), so each entry is what they say (a
+        key in two of them names both when both fall in one chunk of ``CHUNK`` entries,
+        else the last; the views of the others still hold it); else each entry adds to
+        what the index said. Each complete listing also replaces its scope's view."""
+        complete = [listing for listing in listings if listing.complete]
+        if not complete:
+            return
+        generation = self._generation()
+        codes: dict[str, int] = {}  # scope code -> its number in this call
+        slots, scopes = array("Q"), array("H")  # each key's slot and scope: 10 bytes
         try:
-            if seen and not whole:
-                keys = list(seen)
-                for key, known in zip(keys, self.store.get_many(keys), strict=True):
-                    seen[key].update(_scopes_of(known))
-            if seen:
-                self.store.put_many({k: json.dumps(sorted(v)) for k, v in seen.items()},
-                                    self.ttl)
-            for scope, view in views.items():
-                self.store.hash_replace(_VIEW + scope, view, self.view_max_age)
+            named = {scope_code(g): g for g in
+                     (listing.server_group_id for listing in complete) if g is not None}
+            if named:  # first: an entry written before its scope's code resolves nothing
+                self.store.hash_put_many({_SCOPES: named}, 2 * self.ttl)
+            for listing in complete:
+                if len(codes) > 0xFFFF:  # a scope's number is 2 bytes: a new chunk
+                    self._write(slots, scopes, list(codes), generation, merge=not whole)
+                    slots, scopes, codes = array("Q"), array("H"), {}
+                number = codes.setdefault(scope_code(listing.server_group_id), len(codes))
+                records = listing.records
+                view = Bloom(len(records) * len(self.fields)) if listing.listed_at else None
+                for record in records:
+                    for field in self.fields:
+                        value = record.get(field)
+                        if not _indexable(value):
+                            continue
+                        digest = key_digest(f"{field}:{value}")
+                        if view is not None:
+                            view.add(digest)
+                        slots.append(int.from_bytes(digest[:8]))
+                        scopes.append(number)
+                    if len(slots) >= CHUNK:
+                        self._write(slots, scopes, list(codes), generation, merge=not whole)
+                        slots, scopes = array("Q"), array("H")
+                if view is not None and listing.listed_at is not None:
+                    meta = f"{_BLOOM} {BLOOM_HASHES} {listing.listed_at.isoformat()}"
+                    self.store.bits_put(_VIEW + (listing.server_group_id or _TOP), meta,
+                                        bytes(view.bits), self.view_max_age)
+                    del view
+            self._write(slots, scopes, list(codes), generation, merge=not whole)
         except StateUnavailable as exc:
             log.debug("lookup index not updated: %s", exc)
+
+    def _write(self, slots: array[int], scopes: array[int], codes: list[str],
+               generation: int, *, merge: bool) -> None:
+        """One chunk of entries (each key's slot and the number of its scope's code) into
+        ``generation``, ``BATCH`` buckets per round trip; the same key twice in the chunk:
+        both scopes. ``merge``: each entry adds to what it said (this generation's, else
+        the one before)."""
+        batch: dict[int, dict[str, str]] = {}
+        fields: dict[str, str] = {}
+        bucket = -1
+        # By bucket, so that one command writes all of a bucket's fields in the chunk.
+        for entry in sorted(slot << 16 | number for slot, number in zip(slots, scopes,
+                                                                         strict=True)):
+            slot = entry >> 16
+            if slot >> (64 - BUCKET_BITS) != bucket:
+                bucket = slot >> (64 - BUCKET_BITS)
+                if len(batch) >= BATCH:
+                    self._put(batch, generation, merge=merge)
+                    batch = {}
+                fields = batch[bucket] = {}
+            name, code = _name(slot), codes[entry & 0xFFFF]
+            known = fields.get(name)
+            fields[name] = code if known is None or known == code else _merged(code, known)
+        self._put(batch, generation, merge=merge)
+
+    def _put(self, batch: dict[int, dict[str, str]], generation: int, *,
+             merge: bool) -> None:
+        if not batch:
+            return
+        if merge:
+            buckets = list(batch)
+            requests = [(state_keys.index_bucket(g, b), list(batch[b]))
+                        for b in buckets for g in (generation, generation - 1)]
+            answers = iter(self.store.hash_get_many(requests))
+            for bucket in buckets:
+                now, before = next(answers), next(answers)
+                fields = batch[bucket]
+                for name, known, older in zip(list(fields), now, before, strict=True):
+                    fields[name] = _merged(fields[name], known if known is not None
+                                           else older)
+        end = (generation + 2) * self.ttl  # the end of the next generation
+        ttl = max(end - self.clock().timestamp(), 1.0)
+        self.store.hash_put_many(
+            {state_keys.index_bucket(generation, b): f for b, f in batch.items()}, ttl)
 
     def record_groups(self, groups: Sequence[Scope], listed_at: datetime) -> None:
         """The complete list of protection groups, as listed at ``listed_at``."""
@@ -258,17 +361,22 @@ class LookupIndex:
         names = [name for name in given if name is not None]
         if not scopes or not names or len(names) != len(given):
             return []
+        offsets = [o for name in names for o in bloom_offsets(key_digest(name))]
         try:
-            answers = self.store.hash_get_many(
-                [(_VIEW + (s.server_group_id or _TOP), [_AT, *names]) for s in scopes])
+            answers = self.store.bits_get_many(
+                [_VIEW + (s.server_group_id or _TOP) for s in scopes], offsets)
         except StateUnavailable as exc:
             log.debug("scope views unavailable: %s", exc)
             return []
         vouched = []
-        for scope, (at_text, *held) in zip(scopes, answers, strict=True):
-            at = _parse_time(at_text)
-            if at is None or not self._recent(at) or any(h is not None for h in held):
+        for scope, answer in zip(scopes, answers, strict=True):
+            at = _view_time(answer[0]) if answer is not None else None
+            if answer is None or at is None or not self._recent(at):
                 continue
+            bits = answer[1]
+            if any(all(bits[i:i + BLOOM_HASHES])
+                   for i in range(0, len(bits), BLOOM_HASHES)):
+                continue  # the view may hold one of the keys: the scope must be read
             vouched.append(ScopeListing(scope.server_group_id, (), listed_at=at))
         return vouched
 
@@ -305,32 +413,129 @@ class LookupIndex:
         read = {listing.server_group_id for listing in listings}
         return [s for s in self._lookup(pairs) or [] if s.server_group_id not in read]
 
+    def slot(self, field: str, value: object) -> tuple[str, str]:
+        """Where the current generation keeps the entry of this field value: (the bucket's
+        key, the field in it)."""
+        bucket, name = _slot(key_digest(f"{field}:{value}"))
+        return state_keys.index_bucket(self._generation(), bucket), name
+
+    def _generation(self) -> int:
+        return int(self.clock().timestamp() // self.ttl)
+
     def _recent(self, at: datetime) -> bool:
         age = self.clock() - at
         return timedelta(0) <= age <= timedelta(seconds=self.view_max_age)
 
     def _lookup(self, pairs: Iterable[tuple[str, str]]) -> list[Scope] | None:
-        keys = [state_keys.index(field, value) for field, value in pairs
-                if field in self.fields and _indexable(value)]
-        if not keys:
+        slots = [_slot(key_digest(f"{field}:{value}")) for field, value in pairs
+                 if field in self.fields and _indexable(value)]
+        if not slots:
             return None
+        generation = self._generation()
         try:
-            values = self.store.get_many(keys)
+            answers = self.store.hash_get_many(
+                [(state_keys.index_bucket(g, bucket), [name])
+                 for bucket, name in slots for g in (generation, generation - 1)])
+            codes: dict[str, None] = {}
+            for now, before in zip(answers[::2], answers[1::2], strict=True):
+                value = now[0] if now[0] is not None else before[0]
+                if value is None or value == _MANY:
+                    return None
+                codes.update(dict.fromkeys(value.split(",")))
+            named = [c for c in codes if c != _TOP]
+            ids = self.store.hash_get_many([(_SCOPES, named)])[0] if named else []
         except StateUnavailable as exc:
             log.debug("lookup index unavailable: %s", exc)
             return None
-        if any(v is None for v in values):
-            return None
-        scopes: dict[str, None] = {}
-        for value in values:
-            scopes.update(dict.fromkeys(_scopes_of(value)))
-        return [TOP_LEVEL if s == _TOP else Scope(s) for s in scopes] or None
+        groups = dict(zip(named, ids, strict=True))
+        if any(not is_valid_id(g) or scope_code(g) != c for c, g in groups.items()):
+            return None  # an entry or a code the index cannot resolve: search everywhere
+        return [TOP_LEVEL if c == _TOP else Scope(groups[c]) for c in codes] or None
 
-    def _keys(self, record: Mapping[str, Any]) -> Iterable[str]:
-        for field in self.fields:
-            value = record.get(field)
-            if _indexable(value):
-                yield state_keys.index(field, value)
+
+class Bloom:
+    """A Bloom filter of ``keys`` keys at most, ``BLOOM_BITS`` bits each: the bits in Redis's
+    order (bit 0 the high bit of byte 0), as ``StateStore.bits_get_many`` reads them."""
+
+    __slots__ = ("bits", "size")
+
+    def __init__(self, keys: int) -> None:
+        # A prime number of bytes: the odd step of the double hashing is then coprime to
+        # the size in bits (8 * p) but for multiples of p, so its bits spread over the view.
+        wanted = max((keys * BLOOM_BITS + 7) // 8, BLOOM_MIN_BYTES) if keys else 0
+        self.bits = bytearray(_prime_at_least(wanted) if wanted else 0)
+        self.size = len(self.bits) * 8
+
+    def add(self, digest: bytes) -> None:
+        size, bits = self.size, self.bits
+        if not size:
+            return
+        position = int.from_bytes(digest[8:14]) % size
+        step = (int.from_bytes(digest[14:20]) | 1) % size
+        for _ in range(BLOOM_HASHES):
+            bits[position >> 3] |= 0x80 >> (position & 7)
+            position += step
+            if position >= size:
+                position -= size
+
+
+def _prime_at_least(n: int) -> int:
+    while any(n % d == 0 for d in range(2, math.isqrt(n) + 1)):
+        n += 1
+    return n
+
+
+def key_digest(key: str) -> bytes:
+    """A stable digest of an index key (``<field>:<value>``): bytes 0-7 its slot (bucket and
+    field in it), bytes 8-19 its bits in a view."""
+    return hashlib.blake2b(key.encode(), digest_size=20).digest()
+
+
+def bloom_offsets(digest: bytes) -> list[int]:
+    """The ``BLOOM_HASHES`` bit offsets of a key in any view (each taken modulo the view's
+    size): h1 + i * h2 (double hashing), below 2^51."""
+    h1 = int.from_bytes(digest[8:14])
+    h2 = int.from_bytes(digest[14:20]) | 1
+    return [h1 + i * h2 for i in range(BLOOM_HASHES)]
+
+
+def scope_code(scope: str | None) -> str:
+    """A scope in the index's entries: 8 characters of a digest of the group id, ``-``
+    for the top level."""
+    if scope is None:
+        return _TOP
+    return base64.urlsafe_b64encode(hashlib.blake2b(scope.encode(), digest_size=6).digest()
+                                    ).decode()
+
+
+def _slot(digest: bytes) -> tuple[int, str]:
+    """A key's bucket (the first ``BUCKET_BITS`` bits of its digest) and its field in the
+    bucket (bits 16-63, 8 characters)."""
+    slot = int.from_bytes(digest[:8])
+    return slot >> (64 - BUCKET_BITS), _name(slot)
+
+
+def _name(slot: int) -> str:
+    return binascii.b2a_base64((slot & _FIELD_MASK).to_bytes(6), newline=False).decode()
+
+
+def _merged(codes: str, known: str | None) -> str:
+    """The scope codes of both entries (``*`` past ``_MAX_CODES``)."""
+    if not known or known == codes:
+        return codes
+    if _MANY in (known, codes):
+        return _MANY
+    union = dict.fromkeys([*known.split(","), *codes.split(",")])
+    return ",".join(union) if len(union) <= _MAX_CODES else _MANY
+
+
+def _view_time(meta: str) -> datetime | None:
+    """The listing time of a view's meta; None when it is no view this code wrote."""
+    version, _, rest = meta.partition(" ")
+    hashes, _, at = rest.partition(" ")
+    if version != _BLOOM or hashes != str(BLOOM_HASHES):
+        return None
+    return _parse_time(at)
 
 
 def _indexable(value: object) -> bool:
@@ -347,16 +552,3 @@ def _parse_time(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text) if text else None
     except ValueError:
         return None
-
-
-def _scopes_of(text: str | None) -> list[str]:
-    """The scopes an index entry names; an entry that is not one names none."""
-    if text is None:
-        return []
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return []
-    if not isinstance(value, list):
-        return []
-    return [s for s in value if s == _TOP or is_valid_id(s)]

@@ -6,9 +6,10 @@ scan; a wrong entry is only a hint."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from failjob_reaper.scopes import LookupIndex, scope_code
+from failjob_reaper.state import MemoryStore
 from standin import OutcomeSink, TaskCenterStandIn
 from standin.redis_server import RedisServer
 from tests.conftest import EXPIRED, FRESH, FunctionFactory, data_of, failed_task
@@ -193,10 +194,13 @@ def test_a_hint_that_lost_a_scope_is_made_whole_by_that_scopes_view(
     standin.add_job(failed_task(FRESH, resource_id=expired["resource_id"]), world[3][0])
     function = make_function(STATE_URL=redis_url)
     expire(function, world[0][1])  # warms the hints and the views
+    bucket, field = LookupIndex(MemoryStore(), "resource_id").slot(
+        "resource_id", expired["resource_id"])
     with redis_server.client() as client:
-        [hint] = client.keys(f"*ix:resource_id:{expired['resource_id']}")
-        assert set(json.loads(client.get(hint))) == {"group-001", "group-003"}
-        client.set(hint, json.dumps(["group-001"]), px=client.pttl(hint))
+        [hint] = client.keys(f"*{bucket}")
+        assert set(client.hget(hint, field).split(",")) == {
+            scope_code("group-001"), scope_code("group-003")}
+        client.hset(hint, field, scope_code("group-001"))
     standin.reset_log()
 
     expire(function, expired)

@@ -83,6 +83,20 @@ class Recording:
         self._note([key], ttl)
         self.inner.hash_replace(key, fields, ttl)
 
+    def hash_put_many(self, items: Mapping[str, Mapping[str, str]], ttl: float) -> None:
+        self._note(list(items), ttl)
+        self.inner.hash_put_many(items, ttl)
+
+    def bits_put(self, key: str, meta: str, bits: bytes, ttl: float) -> None:
+        self._note([key], ttl)
+        self.inner.bits_put(key, meta, bits, ttl)
+
+    def bits_get_many(
+        self, keys: Sequence[str], offsets: Sequence[int]
+    ) -> list[tuple[str, list[bool]] | None]:
+        self._note(keys)
+        return self.inner.bits_get_many(keys, offsets)
+
     def hash_get_all(self, key: str) -> dict[str, str]:
         self._note([key])
         return self.inner.hash_get_all(key)
@@ -178,7 +192,8 @@ def test_every_key_the_function_uses_is_named_in_the_keys_module(
     (state_keys.smn_failed(None), "smn_failed"),
     (state_keys.smn_sent(493_000), "smn_sent"),
     (state_keys.smn_notice("ab" * 32), "smn_notice"),
-    (state_keys.index("job_id", "ff80"), "index"),
+    (state_keys.index_bucket(493_000, 0xff80), "index"),
+    (state_keys.INDEX_SCOPES, "index_scopes"),
     (state_keys.scope_view("-"), "scope_view"),
     (state_keys.rate_window(1_767_225_600), "rate_window"),
     (state_keys.LEASE, "lease"),
@@ -187,7 +202,8 @@ def test_every_key_the_function_uses_is_named_in_the_keys_module(
     (state_keys.GROUPS_VIEW, "groups_view"),
     (state_keys.RATE_STATE, "rate_state"),
     (state_keys.SMN_SUPPRESSED, "smn_suppressed"),
-    ("ix:job_id", None),  # an index key names its field and its value
+    ("ix:job_id:ff80", None),  # an index key names its generation and its bucket
+    ("ix:493000:ff8", None),
     ("idem:not-a-digest", None),
     ("lease:sweep:other", None),
     ("a key nobody declared", None),

@@ -124,6 +124,59 @@ def test_hash_replace_expires(store: StateStore) -> None:
     assert eventually(lambda: store.hash_get_all("h") == {})
 
 
+def test_hash_put_many_adds_fields_to_many_hashes_each_with_a_fresh_ttl(
+    store: StateStore
+) -> None:
+    store.hash_put("h1", "old", "0", 0.4)
+    many = {f"f{i}": str(i) for i in range(2_500)}  # more than one HSET holds in Lua
+    store.hash_put_many({"h1": {"a": "1", "b": "2"}, "h2": many, "h3": {},
+                         "h4": {'q"\\': "é;\n"}}, 60)
+    store.hash_put_many({"h1": {"a": "3"}}, 60)
+    assert store.hash_get_all("h1") == {"old": "0", "a": "3", "b": "2"}
+    assert store.hash_len("h2") == 2_500 and store.hash_get_all("h2") == many
+    assert store.hash_len("h3") == 0  # no fields: no hash
+    assert store.hash_get_all("h4") == {'q"\\': "é;\n"}
+    store.hash_put_many({}, 60)
+    time.sleep(0.5)  # past the first TTL: the question is whether the refresh held
+    assert store.hash_get_many([("h1", ["old"])]) == [["0"]]
+    store.hash_put_many({"h5": {"a": "1"}}, 0.1)
+    assert eventually(lambda: store.hash_get_all("h5") == {})
+
+
+def test_bits_are_read_as_redis_counts_them_modulo_the_arrays_size(store: StateStore) -> None:
+    store.bits_put("b", "meta 1", bytes([0b1000_0001, 0, 0b0000_0001]), 60)
+    store.bits_put("empty", "an empty array", b"", 60)
+    store.put("s", "a string", 60)
+    store.hash_put("h", "f", "v", 60)
+    offsets = [0, 1, 7, 23, 24, 31, 2**51 + 7]  # 24 = 0 (mod 24), 31 = 7, 2**51 + 7 = 15
+    assert store.bits_get_many(["b", "empty", "missing", "s", "h"], offsets) == [
+        ("meta 1", [True, False, True, True, True, True, False]),
+        ("an empty array", [False] * 7), None, None, None]
+    assert store.bits_get_many([], offsets) == []
+    assert store.bits_get_many(["b"], []) == [("meta 1", [])]
+
+
+def test_bits_put_replaces_the_whole_value_and_expires(store: StateStore) -> None:
+    store.bits_put("b", "first", b"\xff" * 100, 60)
+    store.bits_put("b", "second", b"\x00", 60)
+    assert store.bits_get_many(["b"], [0, 8, 799]) == [("second", [False] * 3)]
+    store.bits_put("b", "short", b"\x80", 0.1)
+    assert eventually(lambda: store.bits_get_many(["b"], [0]) == [None])
+
+
+def test_bits_refuse_a_meta_or_an_offset_they_cannot_hold(store: StateStore) -> None:
+    with pytest.raises(ValueError, match="meta"):
+        store.bits_put("b", "x" * 65, b"", 60)
+    with pytest.raises(ValueError, match="meta"):
+        store.bits_put("b", "é", b"", 60)
+    with pytest.raises(ValueError, match="offsets"):
+        store.bits_get_many(["b"], [2**52])
+    with pytest.raises(ValueError, match="offsets"):
+        store.bits_get_many(["b"], [-1])
+    with pytest.raises(ValueError, match="TTL"):
+        store.bits_put("b", "m", b"", 0)
+
+
 def test_hash_get_many_reads_chosen_fields_of_many_hashes(store: StateStore) -> None:
     store.hash_replace("h1", {"a": "1", "b": "2"}, 60)
     store.hash_replace("h2", {"c": "3"}, 60)
@@ -132,6 +185,10 @@ def test_hash_get_many_reads_chosen_fields_of_many_hashes(store: StateStore) -> 
         ("h1", ["b", "x", "a"]), ("missing", ["a"]), ("h2", []), ("h2", ["c"])]
     assert store.hash_get_many(asked) == [["2", None, "1"], [None], [], ["3"]]
     assert store.hash_get_many([]) == []
+    assert store.hash_get_many([("s", ["a"])]) == [[None]]  # no hash there: nothing
+    many = {f"f{i}": str(i) for i in range(2_500)}  # more than one HMGET holds in Lua
+    store.hash_put_many({"big": many}, 60)
+    assert store.hash_get_many([("big", [*many, "absent"])]) == [[*many.values(), None]]
 
 
 def test_a_reader_sees_the_old_or_the_new_hash_never_a_mix(store: StateStore) -> None:
@@ -411,8 +468,12 @@ def test_memory_indexing_a_backlog_never_pushes_out_a_lease_or_the_journal() -> 
 
 
 def test_memory_evicts_first_exactly_the_lookup_index_keys() -> None:
-    from failjob_reaper import scopes as lookup
+    from failjob_reaper.state import keys as state_keys
     from failjob_reaper.state._memory import CACHE_PREFIXES
 
-    for prefix in (lookup._KEY, lookup._VIEW, lookup._GROUPS):
-        assert prefix.startswith(CACHE_PREFIXES), prefix
+    index_keys = (state_keys.index_bucket(1, 2), state_keys.INDEX_SCOPES,
+                  state_keys.scope_view("-"), state_keys.GROUPS_VIEW)
+    for key in index_keys:
+        assert key.startswith(CACHE_PREFIXES), key
+    cached = {name for name in state_keys.NAMES if name.startswith(("index", "scope", "group"))}
+    assert {state_keys.declared(key) for key in index_keys} == cached

@@ -8,7 +8,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
-Value = str | dict[str, str]
+from failjob_reaper.state._store import BITS_META, bits_head, check_bit_offsets
+
+Value = str | dict[str, str] | bytes
+"""A string, a hash, or a bit array (its ``meta`` padded to ``BITS_META`` bytes, then
+its bits, the first bit the high bit of the first byte, as Redis counts them)."""
 
 KEY_COST = 400
 """Bytes counted for each key on top of the lengths of its key and value: about what the
@@ -36,7 +40,7 @@ class _Entry:
 
 
 def _cost(key: str, value: Value) -> int:
-    if isinstance(value, str):
+    if isinstance(value, str | bytes):
         return KEY_COST + len(key) + len(value)
     return KEY_COST + len(key) + sum(FIELD_COST + len(f) + len(v) for f, v in value.items())
 
@@ -146,17 +150,36 @@ class MemoryStore:
     def hash_put(self, key: str, field: str, value: str, ttl: float) -> None:
         _check_ttl(ttl)
         with self._lock:
-            entry = self._entry(key)
-            if entry is None or not isinstance(entry.value, dict):
-                self._store(key, {field: value}, ttl)
-                return
-            # In place, O(1) whatever the size of the hash; the whole hash's TTL refreshed.
-            fields = entry.value
-            old = fields.get(field)
-            fields[field] = value
-            self._renew(key, entry, self._clock() + ttl)
-            self._resize(key, entry, len(value) - len(old) if old is not None
-                         else FIELD_COST + len(field) + len(value))
+            self._hash_set(key, {field: value}, ttl)
+
+    def hash_put_many(self, items: Mapping[str, Mapping[str, str]], ttl: float) -> None:
+        _check_ttl(ttl)
+        for key, fields in items.items():
+            if fields:
+                with self._lock:  # per hash: others are not held up by a long batch
+                    self._hash_set(key, fields, ttl)
+
+    def bits_put(self, key: str, meta: str, bits: bytes, ttl: float) -> None:
+        head = bits_head(meta)
+        with self._lock:
+            self._store(key, head + bytes(bits), ttl)
+
+    def bits_get_many(
+        self, keys: Sequence[str], offsets: Sequence[int]
+    ) -> list[tuple[str, list[bool]] | None]:
+        check_bit_offsets(offsets)
+        out: list[tuple[str, list[bool]] | None] = []
+        with self._lock:
+            for key in keys:
+                value = self._live(key)
+                if not isinstance(value, bytes) or len(value) < BITS_META:
+                    out.append(None)
+                    continue
+                size = (len(value) - BITS_META) * 8
+                meta = value[:BITS_META].decode("ascii", "replace").rstrip(" ")
+                out.append((meta, [size > 0 and _bit(value, BITS_META * 8 + o % size)
+                                   for o in offsets]))
+        return out
 
     def hash_replace(self, key: str, fields: Mapping[str, str], ttl: float) -> None:
         with self._lock:
@@ -249,6 +272,22 @@ class MemoryStore:
         heapq.heappush(self._expiry, (entry.expires, entry.stamp, key))
         self._evict(keep=key)
 
+    def _hash_set(self, key: str, fields: Mapping[str, str], ttl: float) -> None:
+        entry = self._entry(key)
+        if entry is None or not isinstance(entry.value, dict):
+            self._store(key, dict(fields), ttl)
+            return
+        # In place, O(1) a field whatever the size of the hash; the whole hash's TTL
+        # refreshed.
+        held, grown = entry.value, 0
+        for field, value in fields.items():
+            old = held.get(field)
+            held[field] = value
+            grown += len(value) - len(old) if old is not None \
+                else FIELD_COST + len(field) + len(value)
+        self._renew(key, entry, self._clock() + ttl)
+        self._resize(key, entry, grown)
+
     def _renew(self, key: str, entry: _Entry, expires: float) -> None:
         """A new expiry instant for a live entry; its old heap slot goes stale."""
         self._expire(self._clock())
@@ -298,6 +337,10 @@ class MemoryStore:
             self._expiry = [(e.expires, e.stamp, k) for table in (self._entries, self._cached)
                             for k, e in table.items()]
             heapq.heapify(self._expiry)
+
+
+def _bit(value: bytes, offset: int) -> bool:
+    return bool(value[offset >> 3] & (0x80 >> (offset & 7)))
 
 
 def _check_ttl(ttl: float) -> None:

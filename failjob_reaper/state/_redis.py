@@ -3,8 +3,9 @@
 Huawei DCS, Redis and Valkey speak the same protocol. Each primitive is one
 command, or one Lua script where it must read and write atomically
 (compare-and-set, compare-and-delete, a counter that gets its TTL only when
-created); the ``_many`` writes, ``hash_put`` and ``hash_replace`` go in one MULTI/EXEC
-round trip, the reads of ``hash_get_many`` in one pipeline.
+created, the many hashes of ``hash_put_many`` and ``hash_get_many``, a bit array's
+meta and bits read together); ``put_many``, ``hash_put`` and ``hash_replace`` go in one
+MULTI/EXEC round trip, the scripts of ``bits_get_many`` in one pipeline.
 
 Every redis-py error becomes ``StateUnavailable`` here, at the boundary, with a
 message that names the server (host:port) and never the URL's password.
@@ -17,6 +18,7 @@ store builds its client from what it returns.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import re
@@ -27,7 +29,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import redis
 from redis.connection import parse_url
 
-from failjob_reaper.state._store import StateUnavailable
+from failjob_reaper.state._store import (
+    BITS_META,
+    StateUnavailable,
+    bits_head,
+    check_bit_offsets,
+)
 
 T = TypeVar("T")
 
@@ -55,6 +62,76 @@ if redis.call('PTTL', KEYS[1]) < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return value
+"""
+
+# KEYS[1] a bit array; ARGV[1] the bytes of its meta, ARGV[2..] bit offsets (each taken
+# modulo the array's size). The meta and the bits are read in one script: one value.
+_BITS_GET = """
+local head = tonumber(ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('TYPE', KEYS[1]).ok ~= 'string' then
+  return false
+end
+local size = (redis.call('STRLEN', KEYS[1]) - head) * 8
+if size < 0 then
+  return false
+end
+local out = {redis.call('GETRANGE', KEYS[1], 0, head - 1)}
+for i = 2, #ARGV do
+  if size == 0 then
+    out[i] = 0
+  else
+    out[i] = redis.call('GETBIT', KEYS[1], head * 8 + (tonumber(ARGV[i]) % size))
+  end
+end
+return out
+"""
+
+# KEYS: hashes; ARGV[1] ttl in ms, ARGV[1 + i] the fields of KEYS[i] as a JSON object
+# (one argument per hash: cheap to send). Each hash gets its fields and a fresh TTL.
+_HASH_PUT_MANY = """
+for i = 1, #KEYS do
+  local fv = {}
+  for field, value in pairs(cjson.decode(ARGV[i + 1])) do
+    fv[#fv + 1] = field
+    fv[#fv + 1] = value
+    if #fv >= 2000 then  -- unpack's stack is bounded
+      redis.call('HSET', KEYS[i], unpack(fv))
+      fv = {}
+    end
+  end
+  if #fv > 0 then
+    redis.call('HSET', KEYS[i], unpack(fv))
+  end
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+end
+return #KEYS
+"""
+
+# KEYS: hashes; ARGV[i] the fields asked of KEYS[i] as a JSON array. The answer: a JSON
+# array, for each hash its values (null: absent; a key that holds no hash: all null).
+# One command, however many hashes: cheap to send and to parse.
+_HASH_GET_MANY = """
+local out = {}
+for i = 1, #KEYS do
+  local names = cjson.decode(ARGV[i])
+  local got = {}
+  local hash = redis.call('TYPE', KEYS[i]).ok == 'hash'
+  for first = 1, #names, 1000 do  -- unpack's stack is bounded
+    local last = math.min(#names, first + 999)
+    if hash then
+      local values = redis.call('HMGET', KEYS[i], unpack(names, first, last))
+      for j = 1, #values do
+        got[#got + 1] = values[j] or cjson.null
+      end
+    else
+      for j = first, last do
+        got[#got + 1] = cjson.null
+      end
+    end
+  end
+  out[i] = got
+end
+return cjson.encode(out)
 """
 
 
@@ -235,6 +312,9 @@ class RedisStore:
         self._replace_if = self._redis.register_script(_REPLACE_IF)
         self._delete_if = self._redis.register_script(_DELETE_IF)
         self._incr = self._redis.register_script(_INCR)
+        self._bits_get = self._redis.register_script(_BITS_GET)
+        self._hash_put_many = self._redis.register_script(_HASH_PUT_MANY)
+        self._hash_get_many = self._redis.register_script(_HASH_GET_MANY)
 
     # -- strings ------------------------------------------------------------------
 
@@ -308,6 +388,44 @@ class RedisStore:
 
         self._call(run)
 
+    def hash_put_many(self, items: Mapping[str, Mapping[str, str]], ttl: float) -> None:
+        asked = {key: fields for key, fields in items.items() if fields}
+        if not asked:
+            return
+        keys = [self._key(key) for key in asked]
+        args: list[str | int] = [_ms(ttl)]
+        args.extend(json.dumps(dict(fields)) for fields in asked.values())
+        self._call(lambda: self._hash_put_many(keys=keys, args=args))
+
+    def bits_put(self, key: str, meta: str, bits: bytes, ttl: float) -> None:
+        value = bits_head(meta) + bytes(bits)
+        ms = _ms(ttl)
+        self._call(lambda: self._redis.set(self._key(key), value, px=ms))
+
+    def bits_get_many(
+        self, keys: Sequence[str], offsets: Sequence[int]
+    ) -> list[tuple[str, list[bool]] | None]:
+        check_bit_offsets(offsets)
+        if not keys:
+            return []
+        args = [BITS_META, *offsets]
+
+        def run() -> list[Any]:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    self._bits_get(keys=[self._key(key)], args=args, client=pipe)
+                return list(pipe.execute())
+
+        out: list[tuple[str, list[bool]] | None] = []
+        for answer in self._call(run):
+            if not answer:
+                out.append(None)
+                continue
+            meta = answer[0]
+            meta = meta.decode("ascii", "replace") if isinstance(meta, bytes) else str(meta)
+            out.append((meta.rstrip(" "), [bool(bit) for bit in answer[1:]]))
+        return out
+
     def hash_get_many(
         self, requests: Sequence[tuple[str, Sequence[str]]]
     ) -> list[list[str | None]]:
@@ -315,14 +433,17 @@ class RedisStore:
         if not asked:
             return [[] for _ in requests]
 
-        def run() -> list[Any]:
-            with self._redis.pipeline(transaction=False) as pipe:
-                for key, names in asked:
-                    pipe.hmget(self._key(key), names)
-                return list(pipe.execute())
-
-        answers = iter(self._call(run))
-        return [[_text(v) for v in next(answers)] if names else [] for _, names in requests]
+        keys = [self._key(key) for key, _ in asked]
+        args = [json.dumps(names) for _, names in asked]
+        text = self._call(lambda: self._hash_get_many(keys=keys, args=args))
+        try:
+            answers = iter(json.loads(str(_text(text))) or [])
+            got = [[v if isinstance(v, str) else None for v in (next(answers) or [])]
+                   if names else [] for _, names in requests]
+        except (ValueError, StopIteration):
+            raise StateUnavailable(f"state store {self.where}: an answer that is no list of "
+                                   "fields") from None
+        return got
 
     def hash_get_all(self, key: str) -> dict[str, str]:
         fields = self._call(lambda: self._redis.hgetall(self._key(key)))

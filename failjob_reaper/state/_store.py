@@ -13,6 +13,12 @@ class StateUnavailable(ReaperError):
     """The store could not be reached or answered an error; the message holds no secret."""
 
 
+BITS_META = 64
+"""The bytes a bit array's ``meta`` may take; the array starts after them."""
+MAX_BIT_OFFSET = 2**52
+"""Offsets given to ``bits_get_many`` are below this (exact in a Lua number)."""
+
+
 class StateStore(Protocol):
     """Strings under keys, each with a time to live in seconds (``ttl`` > 0, always).
 
@@ -68,6 +74,24 @@ class StateStore(Protocol):
         reader sees the old hash or the new one, never a mix."""
         ...
 
+    def hash_put_many(self, items: Mapping[str, Mapping[str, str]], ttl: float) -> None:
+        """``hash_put`` of many fields of many hashes (each hash's TTL refreshed), in one
+        round trip."""
+        ...
+
+    def bits_put(self, key: str, meta: str, bits: bytes, ttl: float) -> None:
+        """Replace ``key`` whole by a bit array and a short text about it (``meta``, ASCII,
+        at most ``BITS_META`` bytes), with a fresh TTL."""
+        ...
+
+    def bits_get_many(
+        self, keys: Sequence[str], offsets: Sequence[int]
+    ) -> list[tuple[str, list[bool]] | None]:
+        """For each key: its ``meta`` and the bits at ``offsets`` (each taken modulo the
+        array's size in bits; an empty array's are all False), read together, atomically;
+        None when the key is absent or holds no bit array. In one round trip."""
+        ...
+
     def hash_get_all(self, key: str) -> dict[str, str]:
         """Every field of a hash ({} when absent)."""
         ...
@@ -85,6 +109,19 @@ class StateStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def bits_head(meta: str) -> bytes:
+    """``meta`` as the head of a bit array (padded with spaces); ValueError when it does
+    not fit."""
+    if not meta.isascii() or len(meta) > BITS_META:
+        raise ValueError(f"a bit array's meta is ASCII of at most {BITS_META} bytes")
+    return meta.ljust(BITS_META).encode("ascii")
+
+
+def check_bit_offsets(offsets: Sequence[int]) -> None:
+    if any(not 0 <= o < MAX_BIT_OFFSET for o in offsets):
+        raise ValueError(f"bit offsets are from 0 to {MAX_BIT_OFFSET - 1}")
 
 
 def check_state_url(url: str) -> None:

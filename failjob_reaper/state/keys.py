@@ -113,25 +113,33 @@ def smn_notice(digest: str) -> str:
     return SMN_NOTICE + digest[:32]
 
 
-# -- the lookup index (lookup.py) ---------------------------------------------------------
+# -- the lookup index (scopes.py, LookupIndex) -----------------------------------------
 
 INDEX = "ix:"
 INDEX_TTL = _HOUR
-"""How long a listing's word on where a record lives is used (an hourly sweep renews it)."""
+"""The length of one generation of the index: a listing's word on where a record lives is
+used in its generation and the next (between one and two of these; an hourly sweep
+renews it)."""
+INDEX_SCOPES = "ix:scopes"
+"""The scopes the index's entries name: a hash of scope code (a digest of the group id)
+-> group id (TTL: two generations, refreshed by every listing written)."""
+INDEX_SCOPES_TTL = 2 * INDEX_TTL
 SCOPE_VIEW = "sv:"
 GROUPS_VIEW = "gv"
 """The last complete list of protection groups, and when (TTL: the views' maximum age)."""
 
 
-def index(field: str, value: object) -> str:
-    """The scopes a record with this field value (an id: text or a number) was last listed
-    in."""
-    return f"{INDEX}{field}:{value}"
+def index_bucket(generation: int, bucket: int) -> str:
+    """One of the 32,768 buckets of one generation of the index: a hash from a digest of a
+    record's ``<field>:<value>`` -> the codes of the scopes it was last listed in (TTL: to
+    the end of the next generation)."""
+    return f"{INDEX}{generation}:{bucket:04x}"
 
 
 def scope_view(scope: str) -> str:
-    """A scope's last complete listing: a hash of the index keys it held, and when (TTL:
-    the views' maximum age). ``scope``: a group id, or "-" for the top level."""
+    """A scope's last complete listing: a Bloom filter of the index keys it held, and when
+    (one string, replaced whole; TTL: the views' maximum age). ``scope``: a group id, or
+    "-" for the top level."""
     return SCOPE_VIEW + scope
 
 
@@ -167,7 +175,8 @@ _DECLARED: tuple[tuple[str, str], ...] = (
     ("smn_sent", re.escape(SMN_SENT) + "[0-9]+"),
     ("smn_suppressed", re.escape(SMN_SUPPRESSED)),
     ("smn_notice", re.escape(SMN_NOTICE) + "[0-9a-f]{32}"),
-    ("index", re.escape(INDEX) + r"[^:\x00-\x1f]+:" + _ANY),
+    ("index_scopes", re.escape(INDEX_SCOPES)),
+    ("index", re.escape(INDEX) + "[0-9]+:[0-9a-f]{4}"),
     ("scope_view", re.escape(SCOPE_VIEW) + _ANY),
     ("groups_view", re.escape(GROUPS_VIEW)),
     ("rate_state", re.escape(RATE_STATE)),
@@ -182,7 +191,7 @@ FIXED_TTLS: dict[str, float] = {
     "budget": BUDGET_TTL, "outbox": OUTBOX_TTL, "outbox_claim": CLAIM_TTL,
     "outbox_dropped": OUTBOX_DROPPED_TTL,
     "smn_failed": SMN_FAILED_TTL, "smn_sent": SMN_SENT_TTL,
-    "smn_suppressed": SMN_SUPPRESSED_TTL, "index": INDEX_TTL,
+    "smn_suppressed": SMN_SUPPRESSED_TTL, "index_scopes": INDEX_SCOPES_TTL,
     "rate_window": RATE_WINDOW_TTL,
 }
 """The TTL each of these keys is always written with."""
