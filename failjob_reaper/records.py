@@ -185,7 +185,7 @@ class RecordTable(Sequence["Record"]):
             odd[row, _INDEX[_TIME]] = begin
             millis = _ODD_TIME
         self._millis.append(millis)
-        if not _FIELD_NAMES >= record.keys():
+        if not record.keys() <= _FIELD_NAMES:
             self._extra[row] = {k: v for k, v in record.items() if k not in _INDEX}
         return True
 
