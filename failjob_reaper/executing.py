@@ -36,7 +36,7 @@ from failjob_reaper.plan import (
 from failjob_reaper.reading import Execution, Progress
 from failjob_reaper.reporting import Job, Reporter
 from failjob_reaper.scopes import Scope, read_scope
-from failjob_reaper.sdrs import DeleteResult, SdrsError, TaskCenterClient
+from failjob_reaper.sdrs import DeleteResult, IncompleteListing, SdrsError, TaskCenterClient
 from failjob_reaper.state import StateUnavailable
 
 if TYPE_CHECKING:
@@ -290,8 +290,8 @@ class _Freshness:
         ahead = [self.deletes[n] for n in range(position, min(position + RECHECK_WINDOW,
                                                              len(self.deletes)))]
         ids = {d.failure_job_id for d in ahead}
-        resources = {r.record.get("resource_id") for d in ahead for r in d.removes}
-        resources.discard(None)
+        resources = {resource for d in ahead for r in d.removes
+                     if isinstance(resource := r.record.get("resource_id"), str)}
         scopes: dict[str | None, None] = {}
         for delete in ahead:
             scopes.update(dict.fromkeys(delete.scopes))
@@ -301,17 +301,30 @@ class _Freshness:
             # Every record that carries one of these ids, and every record of their
             # resources: what the plan for these DELETEs reads (a record of a resource
             # that turns up only now ranks among fewer: kept, never deleted, by that).
-            value = record.get(id_field)
+            value, resource = record.get(id_field), record.get("resource_id")
             return (isinstance(value, str) and value in ids) or (
-                record.get("resource_id") in resources)
+                isinstance(resource, str) and resource in resources)
 
-        listings = [read_scope(self.client, Scope(group), executor.clock, self.deadline_at,
-                               only=weighed) for group in scopes]
+        listings = [self._read(group, weighed) for group in scopes]
         answers = recheck_deletes(ahead, listings, executor.policy, executor.clock(),
                                   id_field=id_field, force=self.job.force)
         listed_at = [listing.listed_at for listing in listings]
         oldest = min((at for at in listed_at if at is not None), default=None)
         return _Window(answers, frozenset(scopes), oldest)
+
+
+    def _read(self, group: str | None,
+              weighed: Callable[[Mapping[str, Any]], bool]) -> ScopeListing:
+        """One scope listed again, kept to what the window weighs. A listing cut short is
+        an incomplete listing for the planner (it keeps the window's tasks, once); any
+        other failure propagates (this DELETE fails, the next one tries again)."""
+        listed_at = self.executor.clock()
+        try:
+            return read_scope(self.client, Scope(group), self.executor.clock,
+                              self.deadline_at, only=weighed)
+        except IncompleteListing as exc:
+            return ScopeListing(group, exc.records, complete=False, listed_at=listed_at,
+                                why_incomplete=exc.message, retryable=exc.retryable)
 
 
 class _Window:

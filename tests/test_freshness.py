@@ -126,6 +126,27 @@ def test_what_changed_meanwhile_is_what_the_new_listing_says(
     assert summary["outcomes"]["retained"] == 1  # sweeps send no per-task retained event
 
 
+def test_a_window_whose_new_listing_is_cut_short_deletes_none_of_its_tasks(
+    standin: TaskCenterStandIn, sink: OutcomeSink, tmp_path: Path,
+) -> None:
+    tasks = [failed_task(EXPIRED) for _ in range(12)]
+    for task in tasks:
+        standin.add_job(task)
+    clock = Clock()
+
+    def meanwhile() -> None:
+        clock.advance(MAX_AGE + 1)
+        standin.ignore_offset = "jobs"  # the next listing repeats its first page: cut short
+
+    on_first_delete(standin, meanwhile)
+    summary = sweep(function(standin, sink, tmp_path, clock))
+
+    assert standin.deletes() == [tasks[0]["resource_id"]]
+    assert listings_started(standin) == 2  # the sweep's, then one for the whole window
+    assert summary["deleted"] == 1 and summary["outcomes"]["retained"] == 11
+    assert summary["rules"].get("incomplete-listing") == 11
+
+
 # -- the planner's answer for a window, pure ----------------------------------------------
 
 POLICY = parse_policy({"default_retention": "7d"})
