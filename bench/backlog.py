@@ -183,13 +183,13 @@ def plan_part(sizes: Sequence[int], policy: str, timeout: float) -> list[dict[st
 
 
 def rate_part(n: int, fresh: int, policy: str, deadline: float,
-              max_sweeps: int) -> dict[str, Any]:
+              max_sweeps: int, groups: int = GROUPS) -> dict[str, Any]:
     """Real sweeps at R = RATE against the throttling stand-in until every expired task
     is gone (or ``max_sweeps``)."""
     _, fresh_rows = bulk_rows(fresh, 0, datetime.now(UTC), expired=False, seed=1)
     fresh_ids = {resource_id for _, _, _, resource_id, _ in fresh_rows}
     sweeps: list[dict[str, Any]] = []
-    with _standin(bulk=n, groups=GROUPS, fresh=fresh, throttle=RATE) as si:
+    with _standin(bulk=n, groups=groups, fresh=fresh, throttle=RATE) as si:
         for i in range(max_sweeps):
             say(f"backlog: real sweep {i + 1} of {n:,} expired tasks at R = {RATE:g}/s")
             got = run_cli(si, ["sweep"], policy=policy, timeout=deadline * 3 + 120,
@@ -208,7 +208,8 @@ def rate_part(n: int, fresh: int, policy: str, deadline: float,
         left_ids = _listed_ids(si)
     wrong = len(fresh_ids - left_ids)
     deleted_204 = sweeps[-1]["by_status"].get("DELETE 204", 0) if sweeps else 0
-    return {"tasks": n, "fresh": fresh, "deadline": deadline, "sweeps": sweeps,
+    return {"tasks": n, "fresh": fresh, "groups": groups, "deadline": deadline,
+            "sweeps": sweeps,
             "wrong_deletes": wrong, "expired_left": len(left_ids - fresh_ids),
             "deleted_204": deleted_204}
 
@@ -355,7 +356,8 @@ def faults_part(n: int, policy: str, timeout: float, page_mb: float) -> list[dic
 
 def run(quick: bool, smoke: bool = False, sizes: Sequence[int] | None = None,
         parts: Sequence[str] = ("plan", "rate", "redis", "faults"),
-        rate_tasks: int | None = None, rate_deadline: float | None = None) -> Result:
+        rate_tasks: int | None = None, rate_deadline: float | None = None,
+        rate_groups: int = GROUPS, rate_sweeps: int | None = None) -> Result:
     if sizes is None:
         sizes = SMOKE_SIZES if smoke else QUICK_SIZES if quick else FULL_SIZES
     rate_n = rate_tasks or (300 if smoke else 2_000 if quick else 100_000)
@@ -373,8 +375,9 @@ def run(quick: bool, smoke: bool = False, sizes: Sequence[int] | None = None,
             runs = data["plan"] = plan_part(sizes, policy, cli_timeout)
             result.tables.append(_plan_table(runs))
         if "rate" in parts:
-            swept = data["rate"] = rate_part(rate_n, fresh, policy, rate_deadline,
-                                             max_sweeps=3 if smoke else 12)
+            swept = data["rate"] = rate_part(
+                rate_n, fresh, policy, rate_deadline,
+                max_sweeps=rate_sweeps or (3 if smoke else 12), groups=rate_groups)
             result.tables.append(_rate_table(swept))
         if "redis" in parts:
             indexed = data["redis"] = redis_part(redis_n, policy, cli_timeout)
@@ -426,8 +429,9 @@ def _rate_table(swept: dict[str, Any]) -> Table:
     goodput = deleted / total if total else None
     table = Table(
         f"Real sweeps of {swept['tasks']:,} expired tasks (+{swept['fresh']:,} fresh ones that "
-        f"must stay) against the stand-in throttling at R = {RATE:g}/s, SWEEP_DEADLINE "
-        f"{swept['deadline']:g} s",
+        f"must stay) in {swept.get('groups', GROUPS) or 'one scope (no'} groups"
+        f"{')' if not swept.get('groups', GROUPS) else ''} against the stand-in throttling "
+        f"at R = {RATE:g}/s, SWEEP_DEADLINE {swept['deadline']:g} s",
         ["sweep", "exit", "deleted", "left listed", "duration (s)", "÷ deadline", "wall (s)",
          "peak RSS (MiB)", "429s so far", "why it ended"])
     for i, s in enumerate(sweeps, 1):
@@ -498,12 +502,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="expired tasks of the real sweeps (default 100,000)")
     parser.add_argument("--rate-deadline", type=float, metavar="S",
                         help="SWEEP_DEADLINE of the real sweeps (default 240)")
+    parser.add_argument("--rate-groups", type=int, metavar="G", default=GROUPS,
+                        help=f"groups of the real sweeps' world (default {GROUPS}; 0: one scope)")
+    parser.add_argument("--rate-sweeps", type=int, metavar="K",
+                        help="stop after K real sweeps (default 12)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = parser.parse_args(argv)
     result = run(args.quick, smoke=args.smoke, sizes=args.sizes, parts=args.parts,
-                 rate_tasks=args.rate_tasks, rate_deadline=args.rate_deadline)
+                 rate_tasks=args.rate_tasks, rate_deadline=args.rate_deadline,
+                 rate_groups=args.rate_groups, rate_sweeps=args.rate_sweeps)
     print(result.markdown(), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result.as_dict(), indent=2, default=str))
