@@ -260,6 +260,7 @@ class _Freshness:
         self.deletes = deletes
         self.max_age = timedelta(seconds=executor.listing_max_age)
         self._listed_at = {listing.server_group_id: listing.listed_at for listing in listings}
+        self._sizes = {listing.server_group_id: len(listing.records) for listing in listings}
         self._lock = threading.Lock()
         self._window: _Window | None = None
 
@@ -321,7 +322,8 @@ class _Freshness:
         listed_at = self.executor.clock()
         try:
             return read_scope(self.client, Scope(group), self.executor.clock,
-                              self.deadline_at, only=weighed)
+                              self.deadline_at, only=weighed,
+                              expect=2 * self._sizes.get(group, 0))
         except IncompleteListing as exc:
             return ScopeListing(group, exc.records, complete=False, listed_at=listed_at,
                                 why_incomplete=exc.message, retryable=exc.retryable)

@@ -161,3 +161,18 @@ def test_the_stand_in_pages_are_what_the_client_joins(small_pages: TaskCenterSta
     listed = client_for(small_pages).list_failure_jobs()
     assert json.dumps(sorted(listed, key=lambda r: r["job_id"]), sort_keys=True) == json.dumps(
         sorted(records, key=lambda r: r["job_id"]), sort_keys=True)
+
+
+def test_a_listing_kept_in_part_tells_seen_records_from_new_ones_in_bytes_not_objects() -> None:
+    # What a re-listing kept only in part (docs/safety.md, "Fresh before delete") uses
+    # instead of an exact set: every record seen reads as seen again (so a server that
+    # repeats a page is caught), and a new one is seldom taken for seen.
+    from failjob_reaper.scopes import _Glimpsed
+
+    glimpsed = _Glimpsed(20_000)
+    firsts = [glimpsed.add(f"job-{n}") for n in range(20_000)]
+    assert sum(firsts) > 19_990  # new, nearly all read as new
+    assert not any(glimpsed.add(f"job-{n}") for n in range(20_000))  # seen: always seen
+    taken_for_seen = sum(not glimpsed.add(f"new-{n}") for n in range(2_000))
+    assert taken_for_seen < 10  # about 2 in 10,000 at its size
+    assert len(glimpsed._bits) == 20_000 * 20 // 8
