@@ -465,7 +465,6 @@ class _Book:
 
     def __init__(self, listings: Sequence[ScopeListing], id_field: str) -> None:
         self.id_field = id_field
-        self._id_column = id_field in RecordTable.OBJECT_FIELDS
         self.tables: list[RecordTable] = []
         self.scopes: list[str | None] = []
         for listing in listings:
@@ -521,10 +520,7 @@ class _Book:
     def own_id(self, d: int) -> str | None:
         g = self.reported.get(d, d) if self.reported else d
         table, row, _ = self.locate(g)
-        if self._id_column:  # the id field is kept as its strings: read it straight
-            raw = table.objects(self.id_field)[row]
-        else:
-            raw = table.value(row, self.id_field)
+        raw = table.value(row, self.id_field)
         if self._valid is not None and type(raw) is str:  # checked once, when decided
             return raw if self._valid[d] else None
         return str(raw) if is_valid_id(raw) else None
@@ -594,8 +590,8 @@ class _Book:
 
     def _ids(self) -> dict[str, list[int]]:
         """The DELETE ids more than one record carries -> those records. Two passes and
-        a set of the ids while they run: an id carried once (the usual case) costs
-        nothing in the plan."""
+        a bitmap while they run: an id carried once (the usual case) costs nothing in
+        the plan."""
         for d, rows in self.copies.items():
             own = self.own_id(d)
             ids = dict.fromkeys(i for i in (_usable(self.value(g, self.id_field))
@@ -613,18 +609,26 @@ class _Book:
                 for other in self.other_ids.get(d, ()):
                     yield other, d
 
-        seen: set[str] = set()
-        twice: set[str] = set()
+        # Which ids are carried twice, in bits, not a set of every id (each one is a
+        # string made anew from the table's columns): a bitmap of their hashes, 32 bits
+        # a record, finds the candidates, and only those are grouped by the ids
+        # themselves; what is alone after all is dropped.
+        bits = max(1 << 16, 1 << (self.distinct * 32).bit_length())
+        mask = bits - 1
+        bitmap = bytearray(bits >> 3)
+        twice: set[int] = set()
         for delete_id, _ in carried():
-            if delete_id in seen:
-                twice.add(delete_id)
-            seen.add(delete_id)
-        del seen
+            h = hash(delete_id) & mask
+            if bitmap[h >> 3] & (1 << (h & 7)):
+                twice.add(h)
+            bitmap[h >> 3] |= 1 << (h & 7)
+        del bitmap
         shared: dict[str, list[int]] = {}
         if twice:
             for delete_id, d in carried():
-                if delete_id in twice:
+                if hash(delete_id) & mask in twice:
                     shared.setdefault(delete_id, []).append(d)
+            shared = {k: v for k, v in shared.items() if len(v) > 1}
         return shared
 
     def decide(self, policy: Policy, now: datetime, force: bool) -> None:

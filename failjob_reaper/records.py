@@ -5,8 +5,8 @@ parsed from JSON is a dict of ten strings, about a kilobyte; as a Python object 
 own, even a compact one, it is still some 400 bytes. :class:`RecordTable` keeps the ten
 fields of the official SDK's ``FailureJobParams`` in columns instead:
 
-* ``job_id`` and ``resource_id`` as the strings themselves (the planner keys its
-  dictionaries by them, so they are shared, not copied);
+* ``job_id`` and ``resource_id`` as 16 bytes when they have the API's forms (32
+  lowercase hex digits, or a UUID), else as the value itself;
 * the fields whose values repeat across tasks (types, statuses, error codes, failure
   reasons) as 4-byte codes into the listing's distinct values;
 * ``resource_name`` as UTF-8 bytes in one buffer;
@@ -14,7 +14,7 @@ fields of the official SDK's ``FailureJobParams`` in columns instead:
   (``2019-01-21T12:56:15.591Z``) and gives the very same text back;
 * anything else (a value that is not a string, a field the API adds) beside, per row.
 
-About 140 bytes per task when resources repeat, 230 when every value is unique.
+About 150 bytes per task when every value is unique (tests/test_records.py measures it).
 ``table[i]`` is a :class:`Record`: a read-only ``Mapping`` made when it is read, equal to
 the dict it came from (``dict(r)`` gives that dict back, in the API's field order).
 Within one table a record is one record: :meth:`RecordTable.add` takes a record only
@@ -25,6 +25,7 @@ tells a page that brings nothing new.
 from __future__ import annotations
 
 import json
+import re
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,7 @@ _FIELD_NAMES = _INDEX.keys()
 _MISSING: Any = object()
 
 # How each field is kept (see the module's docstring).
-_OBJECTS = ("job_id", "resource_id")
+_IDS = ("job_id", "resource_id")
 _CODED = ("job_type", "job_status", "failure_status", "error_code", "fail_reason",
           "resource_type")
 _TEXT = "resource_name"
@@ -104,6 +105,68 @@ def _unpack_time(millis: int) -> str:
             f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
 
 
+_HEX = re.compile(r"[0-9a-f]{32}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_PLAIN, _HEX_ID, _UUID_ID = 0, 1, 2
+_NO_BYTES = bytes(16)
+
+
+def _id_kind(value: object) -> int:
+    if type(value) is str:
+        if len(value) == 32 and _HEX.fullmatch(value):
+            return _HEX_ID
+        if len(value) == 36 and _UUID.fullmatch(value):
+            return _UUID_ID
+    return _PLAIN
+
+
+class _Ids:
+    """A column of ids: 16 bytes a row when the id has one of the API's forms (the text
+    is made again when read), else the value itself beside."""
+
+    __slots__ = ("data", "kinds", "plain")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.kinds = bytearray()
+        self.plain: list[Any] = []
+
+    def append(self, value: Any) -> None:
+        kind = _id_kind(value)
+        if kind == _PLAIN:
+            self.data += _NO_BYTES
+            self.plain.append(value)
+        else:
+            self.data += bytes.fromhex(value if kind == _HEX_ID else value.replace("-", ""))
+            self.plain.append(None)
+        self.kinds.append(kind)
+
+    def get(self, row: int) -> Any:
+        kind = self.kinds[row]
+        if kind == _PLAIN:
+            return self.plain[row]
+        text = self.data[16 * row:16 * row + 16].hex()
+        if kind == _HEX_ID:
+            return text
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+    def key(self, row: int) -> Any:
+        """The value as an identity: an int for a packed id (its kind above its bits, so
+        that a hex id and the UUID of the same digits differ), else the value."""
+        kind = self.kinds[row]
+        if kind == _PLAIN:
+            return self.plain[row]
+        return (kind << 128) | int.from_bytes(self.data[16 * row:16 * row + 16])
+
+
+def id_key(value: Any) -> Any:
+    """What :meth:`_Ids.key` gives for ``value`` (an identity without a table)."""
+    kind = _id_kind(value)
+    if kind == _PLAIN:
+        return value
+    return (kind << 128) | int(value if kind == _HEX_ID else value.replace("-", ""), 16)
+
+
 class _Codes:
     """A column of repeated strings: a 4-byte code per row into the distinct values."""
 
@@ -125,14 +188,12 @@ class _Codes:
 class RecordTable(Sequence["Record"]):
     """The distinct records of one listing, in columns, in listing order."""
 
-    OBJECT_FIELDS = _OBJECTS
-    """The fields :meth:`objects` gives as a column."""
 
-    __slots__ = ("_codes", "_ends", "_extra", "_keys", "_millis", "_objects", "_odd",
+    __slots__ = ("_codes", "_ends", "_extra", "_ids", "_keys", "_millis", "_odd",
                  "_rows", "_text")
 
     def __init__(self, records: Iterator[Mapping[str, Any]] | Sequence[Any] = ()) -> None:
-        self._objects: dict[str, list[Any]] = {name: [] for name in _OBJECTS}
+        self._ids: dict[str, _Ids] = {name: _Ids() for name in _IDS}
         self._codes: dict[str, _Codes] = {name: _Codes() for name in _CODED}
         self._text = bytearray()
         self._ends = array("Q")
@@ -143,7 +204,7 @@ class RecordTable(Sequence["Record"]):
         self._extra: dict[int, dict[str, Any]] = {}
         """Fields besides the ten, per row (rare)."""
         self._keys: set[Any] = set()
-        """The identities held: ``job_id`` strings (the column's own), and
+        """The identities held: each ``job_id`` as :func:`id_key` gives it, and
         ``("content", json)`` for records without one. A set, not a dictionary to rows:
         a row is found again only when a copy turns up in another listing (rare), and
         then :meth:`row_of` indexes the table once."""
@@ -164,8 +225,8 @@ class RecordTable(Sequence["Record"]):
         if self._rows is not None:
             self._rows[key] = row
         odd = self._odd
-        for name in _OBJECTS:
-            self._objects[name].append(record.get(name, _MISSING))
+        for name in _IDS:
+            self._ids[name].append(record.get(name, _MISSING))
         for name in _CODED:
             value = record.get(name, _MISSING)
             if type(value) is str:
@@ -228,14 +289,14 @@ class RecordTable(Sequence["Record"]):
         """The identity :meth:`row_of` takes, for a record as listed."""
         job_id = record.get("job_id")
         if isinstance(job_id, str) and job_id:
-            return job_id
+            return id_key(job_id)
         return ("content", json.dumps(dict(record), sort_keys=True, default=str))
 
     def identity_of(self, row: int) -> Any:
         """The identity :meth:`row_of` takes, for ``row``."""
-        job_id = self._objects["job_id"][row]
+        job_id = self._ids["job_id"].get(row)
         if isinstance(job_id, str) and job_id:
-            return job_id
+            return self._ids["job_id"].key(row)
         return ("content", json.dumps(dict(Record(self, row)), sort_keys=True, default=str))
 
     def value(self, row: int, name: str, default: Any = None) -> Any:
@@ -247,15 +308,10 @@ class RecordTable(Sequence["Record"]):
         value = self._value(row, index, name)
         return default if value is _MISSING else value
 
-    def objects(self, name: str) -> Sequence[Any]:
-        """The column of ``job_id`` or ``resource_id`` itself (missing values are a
-        sentinel that is not a string)."""
-        return self._objects[name]
-
     def _value(self, row: int, index: int, name: str) -> Any:
-        column = self._objects.get(name)
-        if column is not None:
-            return column[row]
+        ids = self._ids.get(name)
+        if ids is not None:
+            return ids.get(row)
         coded = self._codes.get(name)
         if coded is not None:
             code = coded.codes[row]
