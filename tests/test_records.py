@@ -111,3 +111,22 @@ def test_a_listed_and_planned_task_costs_a_few_hundred_bytes() -> None:
     (kept_small, peak_small), (kept_large, peak_large) = cost(4000), cost(12000)
     assert (kept_large - kept_small) / 8000 < 220
     assert (peak_large - peak_small) / 8000 < 280
+
+
+@pytest.mark.parametrize("value", [
+    "ff808082686f229a0168707b9be9013e", "FF808082686F229A0168707B9BE9013E",
+    "897f57b2-6e94-4179-b414-9532726c59f2", "897F57B2-6E94-4179-B414-9532726C59F2",
+    "ff808082686f229a0168707b9be9013g", "897f57b2-6e94-4179-b414-9532726c59f", "", 42, None,
+])
+def test_an_id_in_any_form_reads_back_as_it_was_listed(value: object) -> None:
+    record = {**LISTED, "job_id": value, "resource_id": value}
+    [row] = RecordTable([record])
+    assert row["job_id"] == value and type(row["job_id"]) is type(value)
+    assert row["resource_id"] == value and dict(row) == record
+
+
+def test_a_hex_id_and_the_uuid_of_the_same_digits_are_two_records() -> None:
+    hex_id = "897f57b26e944179b4149532726c59f2"
+    dashed = "897f57b2-6e94-4179-b414-9532726c59f2"
+    table = RecordTable([{**LISTED, "job_id": hex_id}, {**LISTED, "job_id": dashed}])
+    assert [r["job_id"] for r in table] == [hex_id, dashed]
