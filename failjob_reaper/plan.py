@@ -1,9 +1,14 @@
 """The one pure planner: what is deleted, what is kept, and what each answer means.
 
 Pure functions of (listings, policy, now, target): no I/O, no clock, no client.
-The executor (``reaper.Executor``) lists the scopes, calls :func:`make_plan`,
-sends the planned DELETEs and turns each answer into an outcome with
-:func:`interpret_delete`.
+``reading.py`` lists the scopes, :func:`make_plan` decides, ``executing.py`` sends
+the planned DELETEs (re-checked on fresh listings by :func:`recheck_deletes`) and
+turns each answer into an outcome with :func:`interpret_delete`.
+
+A plan over 1,000,000 records keeps a few bytes per record (docs/performance.md):
+the listings are ``records.RecordTable`` columns, the plan's own part is a decision
+code per record in an array, and its records, DELETEs and outcomes are made when
+they are read.
 
 The safety rules, all here and nowhere else:
 
@@ -13,7 +18,8 @@ The safety rules, all here and nowhere else:
 * a record listed in several scopes is retained if any scope's view retains
   it (a rule may match on ``server_group_id``);
 * keep-latest ranks a record among every distinct record of its
-  ``resource_id`` in every scope read;
+  ``resource_id`` in every scope read (against the ``keep + 1`` newest of them,
+  which gives the same rank);
 * the DELETE path is project-wide, so a DELETE for id X removes every listed
   record with X in its id field, in every scope: it is planned only when each
   of them may go;
