@@ -14,6 +14,11 @@ Value = str | dict[str, str] | bytes
 """A string, a hash, or a bit array (its ``meta`` padded to ``BITS_META`` bytes, then
 its bits, the first bit the high bit of the first byte, as Redis counts them)."""
 
+MAX_BYTES = 16 * 1024 * 1024
+"""What ``memory://`` holds at most, counted as below: a small function's share (a sweep
+over 100,000 listed tasks must fit 128 MiB in all, docs/performance.md; 64 MiB took a
+real sweep to 173). About 6,000 DELETEs' journal entries, the least recently used
+going first; the lookup index's keys go before anything else."""
 KEY_COST = 400
 """Bytes counted for each key on top of the lengths of its key and value: about what the
 store's own structures take per key in CPython (the ordered dict, the expiry heap, the
@@ -70,7 +75,7 @@ class MemoryStore:
         namespace: str = "",
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = 100_000,
-        max_bytes: int = 64 * 1024 * 1024,
+        max_bytes: int = MAX_BYTES,
         evict_first: tuple[str, ...] = CACHE_PREFIXES,
     ) -> None:
         if max_keys < 1 or max_bytes < 1:
