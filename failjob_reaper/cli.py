@@ -86,12 +86,18 @@ class _Forwarding:
     def __init__(self, sink: Emitter | None) -> None:
         self.sink = sink
         self.done: dict[str, dict[str, Any]] = {}
-        """Outcome data by DELETE id, for the outcomes a DELETE produced."""
+        """What each DELETE came to, by its id: its outcome and reason, all the rows need
+        (not the whole outcome: a sweep sends tens of thousands)."""
+        self._words: dict[str, str] = {}
 
     def emit(self, event: CloudEvent) -> None:
         data = event.data
         if isinstance(data, dict) and data.get("outcome") in _ANSWERED:
-            self.done[str(data.get("failure_job_id"))] = data
+            words = self._words
+            outcome, reason = str(data.get("outcome")), str(data.get("reason") or "")
+            self.done[str(data.get("failure_job_id"))] = {
+                "outcome": words.setdefault(outcome, outcome),
+                "reason": words.setdefault(reason, reason)}
         if self.sink is not None:
             self.sink.emit(event)
 
