@@ -175,7 +175,8 @@ class PlanExecutor:
                 for future in [pool.submit(worker) for _ in range(workers)]:
                     future.result()
         execution.left_over = total - done
-        self._settle_not_found(client, not_found, report, emit)
+        sizes = {listing.server_group_id: len(listing.records) for listing in listings}
+        self._settle_not_found(client, not_found, report, emit, sizes)
 
     def _delete(
         self,
@@ -206,10 +207,17 @@ class PlanExecutor:
         not_found: list[tuple[PlannedDelete, DeleteResult]],
         report: Reporter,
         emit: Emit,
+        sizes: Mapping[str | None, int],
     ) -> None:
-        # One re-listing per scope tells "gone" from "wrong id field" for every 404 in it.
+        # One re-listing per scope tells "gone" from "wrong id field" for every 404 in
+        # it, keeping only the records with those ids (a scope may hold 1,000,000).
         id_field = self.id_field
+        wanted = {delete.failure_job_id for delete, _ in not_found}
         fresh: dict[str | None, set[str] | SdrsError] = {}
+
+        def answered_404(record: Mapping[str, Any]) -> bool:
+            return str(record.get(id_field)) in wanted
+
         for delete, result in not_found:
             still: bool | None = False
             failure: SdrsError | None = None
@@ -217,7 +225,9 @@ class PlanExecutor:
                 if group not in fresh:
                     try:
                         listing = read_scope(client, Scope(group), self.clock,
-                                             time.monotonic() + self.event_deadline)
+                                             time.monotonic() + self.event_deadline,
+                                             only=answered_404,
+                                             expect=2 * sizes.get(group, 0))
                         fresh[group] = {str(r.get(id_field)) for r in listing.records}
                     except SdrsError as exc:
                         fresh[group] = exc
